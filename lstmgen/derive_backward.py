@@ -1,0 +1,154 @@
+"""Stage 3 — forward equations → BPTT equations, derived by SymPy differentiation.
+
+Reverse-mode over the forward assignments of one unit: the adjoint of each value is the sum, over the
+assignments that read it, of ∂rhs/∂value times the reader's adjoint, plus the gradient arriving from outside
+the step when the value is a new state (``dnext_h`` = dy_t + the carry from step t+1, ``dnext_c``). Each
+partial derivative comes from ``sympy.diff``; where the right-hand side is an activation call, the call is
+replaced by the value it produced, so σ' becomes s(1−s) and tanh' becomes 1−t² through the derivation
+itself. The matrix products are left to the fixed adjoint rules, applied by the kernel:
+dx_t = δxW Wᵀ, dh_{t−1} += δhR Rᵀ, dW = Σ_t x_tᵀ δxW, dR = Σ_t h_{t−1}ᵀ δhR, db = Σ δxW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import sympy
+
+from lstmgen.assignment import Assignment, AssignmentList
+from lstmgen.forward_equations import ForwardEquations, unit_symbol
+
+GradientMode = Literal["full", "truncated"]
+GRADIENT_MODES: tuple[str, ...] = ("full", "truncated")
+
+
+def adjoint_symbol(value: sympy.Symbol) -> sympy.Symbol:
+    """d_<value>: the symbol of ∂L/∂value."""
+    return unit_symbol(f"d_{value}")
+
+
+def seed_symbol(state: str) -> sympy.Symbol:
+    """dnext_<state>: the gradient on the new state arriving from outside the step."""
+    return unit_symbol(f"dnext_{state}")
+
+
+@dataclass(frozen=True)
+class BackwardEquations:
+    """The backward step of one unit.
+
+    Attributes:
+        forward: the forward equations differentiated.
+        gradient: "full", or "truncated" (no error through h_{t−1} where it enters a pre-activation).
+        adjoints: assignments ``d_v = ...`` in evaluation order; their right-hand sides read saved forward
+            values, unit parameters, the seeds and earlier adjoints.
+        outputs: for every input of the step (xW_k, hR_k, s_prev, unit parameters), the expression of its
+            adjoint: an adjoint symbol defined in ``adjoints``, or 0.
+        seeds: per state name, the symbol of the gradient on its new value.
+    """
+
+    forward: ForwardEquations
+    gradient: GradientMode
+    adjoints: AssignmentList
+    outputs: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
+    seeds: tuple[tuple[str, sympy.Symbol], ...]
+
+    def output(self, value: sympy.Symbol) -> sympy.Expr:
+        """The adjoint expression of input ``value`` (a symbol of ``forward.inputs()``)."""
+        return dict(self.outputs)[value]
+
+    def expanded(self, value: sympy.Symbol) -> sympy.Expr:
+        """The adjoint of input ``value`` as one expression in saved values, parameters and seeds."""
+        expr = self.output(value)
+        return expr if expr == 0 else self.adjoints.expanded(expr)
+
+    @property
+    def recurrent_gemm(self) -> bool:
+        """Whether the error is carried back through h_{t−1} R (false for the truncated gradient)."""
+        return self.gradient == "full"
+
+    def saved_values(self) -> tuple[sympy.Symbol, ...]:
+        """Forward values the backward step reads (sorted by name): what the forward pass must keep."""
+        exclude = {s for _, s in self.seeds} | {s for _, s in self.forward.unit_params}
+        return tuple(s for s in self.adjoints.free_inputs() if s not in exclude)
+
+
+def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") -> BackwardEquations:
+    """Differentiate the forward step: the vector–Jacobian product with respect to every input of the step."""
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient: expected one of {GRADIENT_MODES}, got {gradient!r}")
+    equations = tuple(forward.equations)
+    seeds = tuple((name, seed_symbol(name)) for name, _ in forward.new)
+    seed_of = {sym: seed_symbol(name) for name, sym in forward.new}
+
+    readers: dict[sympy.Symbol, list[Assignment]] = {}
+    for a in equations:
+        for s in sorted(a.rhs.free_symbols, key=str):
+            readers.setdefault(s, []).append(a)
+
+    def pull(value: sympy.Symbol) -> sympy.Expr:
+        """Σ over readers of ∂(reader's rhs)/∂value · d_reader, plus the outside gradient for new states."""
+        total = seed_of.get(value, sympy.Integer(0))
+        for reader in readers.get(value, ()):
+            total += _local_partial(reader, value) * adjoint_symbol(reader.lhs)
+        return total
+
+    raw = [Assignment(adjoint_symbol(a.lhs), pull(a.lhs), a.role) for a in reversed(equations)]
+    raw += [Assignment(adjoint_symbol(v), pull(v), "input") for v in forward.inputs()]
+    adjoints, outputs = _simplify_adjoints(raw, {adjoint_symbol(v) for v in forward.inputs()})
+    return BackwardEquations(
+        forward=forward,
+        gradient=gradient,
+        adjoints=adjoints,
+        outputs=tuple((v, outputs[adjoint_symbol(v)]) for v in forward.inputs()),
+        seeds=seeds,
+    )
+
+
+def _local_partial(a: Assignment, value: sympy.Symbol) -> sympy.Expr:
+    """∂a.rhs/∂value, written through a.lhs where the rhs is an activation (σ' = σ(1−σ) → lhs(1−lhs))."""
+    partial = sympy.diff(a.rhs, value)
+    if isinstance(a.rhs, sympy.Function):
+        partial = partial.xreplace({a.rhs: a.lhs})
+    return partial
+
+
+# Roles whose adjoints keep their own name in the printed equations and the kernel: the textbook's δa_k,
+# δc_t, and the step's outputs. Other adjoints read once are folded into their single reader.
+_NAMED_ROLES = frozenset({"preactivation", "state", "input"})
+
+
+def _simplify_adjoints(
+    raw: list[Assignment], output_symbols: set[sympy.Symbol]
+) -> tuple[AssignmentList, dict[sympy.Symbol, sympy.Expr]]:
+    """Rules, in order: drop zeros; replace aliases (d_xW_i = d_a_i); fold single-use adjoints; factor.
+
+    Returns the remaining assignments and, for each output adjoint symbol, the expression that holds it.
+    """
+    value: dict[sympy.Symbol, sympy.Expr] = {}  # symbol -> what to write instead of it
+    kept: list[Assignment] = []
+    uses: dict[sympy.Symbol, int] = {}
+    for a in raw:
+        for s in a.rhs.free_symbols:
+            uses[s] = uses.get(s, 0) + 1
+    for a in raw:
+        rhs = a.rhs.xreplace(value)
+        if rhs == 0 or isinstance(rhs, sympy.Symbol):
+            value[a.lhs] = rhs  # zero or alias: nothing to compute
+            continue
+        if a.role not in _NAMED_ROLES and uses.get(a.lhs, 0) == 1:
+            value[a.lhs] = rhs
+            continue
+        rhs = sympy.factor_terms(rhs)
+        kept.append(Assignment(a.lhs, rhs, a.role))
+    outputs = {s: value.get(s, s) for s in output_symbols}
+    # An output that aliases another output's symbol must still be defined: keep only used assignments.
+    needed = set()
+    for expr in outputs.values():
+        needed |= expr.free_symbols
+    result: list[Assignment] = []
+    for a in reversed(kept):
+        if a.lhs in needed:
+            result.append(a)
+            needed |= a.rhs.free_symbols
+    return AssignmentList.of(reversed(result)), outputs

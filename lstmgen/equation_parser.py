@@ -1,0 +1,85 @@
+"""Safe parsing of equation text into SymPy, against an explicit vocabulary.
+
+The text is parsed by Python's ``ast`` (parsing never executes anything) and then walked node by node:
+only numbers, the four arithmetic operators, unary signs, names from the vocabulary and one-argument calls of
+the allowed activations are accepted. Anything else (attribute access, subscripts, keywords, strings, ``**``,
+lambdas, unknown names) is refused with a message naming the field. No user text reaches ``eval``.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+
+import sympy
+
+from lstmgen.activations import ACTIVATIONS
+from lstmgen.spec import SpecError
+
+MAX_EQUATION_LENGTH = 2000
+
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+
+def parse_expression(text: object, names: Mapping[str, sympy.Symbol], where: str) -> sympy.Expr:
+    """Parse ``text`` into a SymPy expression over the symbols in ``names``.
+
+    Args:
+        text: the right-hand side of one equation, e.g. ``"f*c_prev + i*g"``.
+        names: the vocabulary visible to this equation: name -> symbol.
+        where: the field being parsed, used in error messages (e.g. ``"equations[0] (c)"``).
+
+    Raises:
+        SpecError: the text is not a valid expression over the vocabulary.
+    """
+    if not isinstance(text, str):
+        raise SpecError(f"{where}: expected an equation as text, got {type(text).__name__}")
+    if len(text) > MAX_EQUATION_LENGTH:
+        raise SpecError(f"{where}: equation longer than {MAX_EQUATION_LENGTH} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise SpecError(f"{where}: cannot parse {text!r}: {exc.msg}") from None
+    return _Converter(names, where).convert(tree.body)
+
+
+class _Converter:
+    def __init__(self, names: Mapping[str, sympy.Symbol], where: str) -> None:
+        self.names = names
+        self.where = where
+
+    def fail(self, message: str) -> SpecError:
+        return SpecError(f"{self.where}: {message}")
+
+    def convert(self, node: ast.AST) -> sympy.Expr:
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            return _BINARY[type(node.op)](self.convert(node.left), self.convert(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            operand = self.convert(node.operand)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+                raise self.fail(f"unexpected constant {node.value!r} (expected a number)")
+            # Exact rationals: 0.5 stays 1/2, so the derivation never sees rounded floats.
+            return sympy.Rational(str(node.value))
+        if isinstance(node, ast.Name):
+            if node.id not in self.names:
+                known = ", ".join(sorted(self.names))
+                raise self.fail(f"unknown name {node.id!r} (expected one of: {known})")
+            return self.names[node.id]
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in ACTIVATIONS:
+                raise self.fail(
+                    f"unknown function {ast.unparse(node.func)!r} (expected one of: {', '.join(sorted(ACTIVATIONS))})"
+                )
+            if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+                raise self.fail(f"{node.func.id} takes exactly one argument")
+            return ACTIVATIONS[node.func.id](self.convert(node.args[0]))
+        if isinstance(node, ast.BinOp):
+            raise self.fail(f"operator {type(node.op).__name__} is not allowed (expected + - * /)")
+        raise self.fail(f"{ast.unparse(node)!r} is not allowed in an equation")

@@ -1,0 +1,156 @@
+"""Stage 2 — spec → forward equations of one hidden unit (elementwise form), in evaluation order.
+
+For each gate k: ``a_k = <preactivation>`` and ``k = activation(a_k)``; then the spec's equations. Every
+activation call that is not the whole right-hand side of an assignment is hoisted into its own named value
+(``h = o*tanh(c)`` becomes ``tanh_c = tanh(c); h = o*tanh_c``), so that each derivative can later be written
+through a value the forward pass saved. The matrix products (x_t W, h_{t-1} R) stay outside: they enter as the
+symbols ``xW_k`` and ``hR_k``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import sympy
+
+from lstmgen.activations import ACTIVATION_CLASSES
+from lstmgen.assignment import Assignment, AssignmentList
+from lstmgen.equation_parser import parse_expression
+from lstmgen.spec import CellSpec, SpecError
+
+
+def unit_symbol(name: str) -> sympy.Symbol:
+    """The SymPy symbol for one unit's value of ``name`` (all cell quantities are real)."""
+    return sympy.Symbol(name, real=True)
+
+
+@dataclass(frozen=True)
+class ForwardEquations:
+    """The forward step of one unit.
+
+    Attributes:
+        spec: the cell spec these equations came from.
+        equations: the assignments in evaluation order; roles are "preactivation", "gate", "hoisted",
+            "intermediate" and "state".
+        xW, hR: per gate name, the symbols of the input and recurrent projections.
+        prev, new: per state name, the symbols of the carried state at t−1 and t.
+        unit_params: per unit-parameter name, its symbol.
+    """
+
+    spec: CellSpec
+    equations: AssignmentList
+    xW: tuple[tuple[str, sympy.Symbol], ...]
+    hR: tuple[tuple[str, sympy.Symbol], ...]
+    prev: tuple[tuple[str, sympy.Symbol], ...]
+    new: tuple[tuple[str, sympy.Symbol], ...]
+    unit_params: tuple[tuple[str, sympy.Symbol], ...]
+
+    def inputs(self) -> tuple[sympy.Symbol, ...]:
+        """Every symbol the step reads: projections, previous states, unit parameters."""
+        return tuple(s for group in (self.xW, self.hR, self.prev, self.unit_params) for _, s in group)
+
+
+def build_forward_equations(spec: CellSpec) -> ForwardEquations:
+    """Parse and order the spec's equations into the forward step of one unit."""
+    xW = tuple((g.name, unit_symbol(f"xW_{g.name}")) for g in spec.gates)
+    hR = tuple((g.name, unit_symbol(f"hR_{g.name}")) for g in spec.gates)
+    prev = tuple((s, unit_symbol(f"{s}_prev")) for s in spec.state)
+    new = tuple((s, unit_symbol(s)) for s in spec.state)
+    unit_params = tuple((p, unit_symbol(p)) for p in spec.unit_params)
+
+    names: dict[str, sympy.Symbol] = {}
+    for group in (xW, hR, prev, new, unit_params):
+        names.update({str(sym): sym for _, sym in group})
+    for gate in spec.gates:
+        names[gate.name] = unit_symbol(gate.name)
+        names[f"a_{gate.name}"] = unit_symbol(f"a_{gate.name}")
+    for lhs, _ in spec.equations:
+        names[lhs] = unit_symbol(lhs)
+
+    declared: list[Assignment] = []
+    for k, gate in enumerate(spec.gates):
+        pre = unit_symbol(f"a_{gate.name}")
+        rhs = parse_expression(gate.preactivation_text, names, f"gates[{k}].preactivation")
+        declared.append(Assignment(pre, rhs, "preactivation"))
+        declared.append(Assignment(names[gate.name], parse_expression(f"{gate.activation}(a_{gate.name})",
+                                                                       names, f"gates[{k}].activation"), "gate"))
+    state_names = set(spec.state)
+    for k, (lhs, text) in enumerate(spec.equations):
+        rhs = parse_expression(text, names, f"equations[{k}] ({lhs})")
+        declared.append(Assignment(names[lhs], rhs, "state" if lhs in state_names else "intermediate"))
+
+    ordered = _topological_order(declared, _input_set(xW, hR, prev, unit_params))
+    return ForwardEquations(
+        spec=spec,
+        equations=AssignmentList.of(_hoist_activations(ordered, set(names))),
+        xW=xW, hR=hR, prev=prev, new=new, unit_params=unit_params,
+    )
+
+
+def _input_set(*groups: tuple[tuple[str, sympy.Symbol], ...]) -> set[sympy.Symbol]:
+    return {sym for group in groups for _, sym in group}
+
+
+def _topological_order(declared: list[Assignment], inputs: set[sympy.Symbol]) -> list[Assignment]:
+    """Order assignments so that each reads only inputs and earlier targets; ties keep declaration order."""
+    index = {a.lhs: k for k, a in enumerate(declared)}
+    deps = {}
+    for a in declared:
+        unknown = a.rhs.free_symbols - inputs - set(index)
+        if unknown:  # pragma: no cover - the parser only admits vocabulary names
+            raise SpecError(f"equation {a.lhs}: undefined {sorted(map(str, unknown))}")
+        deps[a.lhs] = {s for s in a.rhs.free_symbols if s in index}
+        if a.lhs in deps[a.lhs]:
+            raise SpecError(f"equations ({a.lhs}): {a.lhs} is defined in terms of itself "
+                            f"(use {a.lhs}_prev for the previous step's value)" if a.role == "state"
+                            else f"equations ({a.lhs}): {a.lhs} is defined in terms of itself")
+    users: dict[sympy.Symbol, list[sympy.Symbol]] = {a.lhs: [] for a in declared}
+    for lhs, ds in deps.items():
+        for d in ds:
+            users[d].append(lhs)
+    waiting = {lhs: len(ds) for lhs, ds in deps.items()}
+    ready = [index[lhs] for lhs, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[Assignment] = []
+    while ready:
+        a = declared[heapq.heappop(ready)]
+        order.append(a)
+        for user in users[a.lhs]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, index[user])
+    if len(order) != len(declared):
+        cyclic = sorted(str(lhs) for lhs, n in waiting.items() if n > 0)
+        raise SpecError(f"equations: circular definitions among {', '.join(cyclic)}")
+    return order
+
+
+def _hoist_activations(ordered: list[Assignment], taken: set[str]) -> list[Assignment]:
+    """Give every nested activation call its own assignment, named after the function and its argument."""
+    out: list[Assignment] = []
+    hoisted: dict[sympy.Expr, sympy.Symbol] = {}
+    for a in ordered:
+
+        def name_for(call: sympy.Function, lhs: sympy.Symbol = a.lhs) -> sympy.Symbol:
+            arg = call.args[0]
+            base = f"{type(call).__name__}_{arg if isinstance(arg, sympy.Symbol) else lhs}"
+            candidate, k = base, 2
+            while candidate in taken:
+                candidate, k = f"{base}{k}", k + 1
+            taken.add(candidate)
+            return unit_symbol(candidate)
+
+        def hoist(expr: sympy.Expr, top: bool) -> sympy.Expr:
+            if not expr.args:
+                return expr
+            rebuilt = expr.func(*(hoist(arg, False) for arg in expr.args))
+            if isinstance(rebuilt, ACTIVATION_CLASSES) and not top:
+                if rebuilt not in hoisted:
+                    hoisted[rebuilt] = name_for(rebuilt)
+                    out.append(Assignment(hoisted[rebuilt], rebuilt, "hoisted"))
+                return hoisted[rebuilt]
+            return rebuilt
+
+        out.append(Assignment(a.lhs, hoist(a.rhs, True), a.role))
+    return out

@@ -1,0 +1,60 @@
+"""The pipeline driver: spec → forward equations → derived BPTT → expression lists → module text → file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from lstmgen.derive_backward import GRADIENT_MODES, GradientMode, derive_backward
+from lstmgen.expression_lists import build_kernel_expressions
+from lstmgen.forward_equations import build_forward_equations
+from lstmgen.render_module import module_name, render_module
+from lstmgen.spec import CellSpec
+from lstmgen.variants import get_variant
+
+
+def resolve_spec(variant: CellSpec | str) -> CellSpec:
+    """A spec given as itself or as the name of a built-in variant."""
+    if isinstance(variant, CellSpec):
+        return variant
+    if isinstance(variant, str):
+        return get_variant(variant)
+    raise TypeError(f"variant: expected a variant name or a CellSpec, got {type(variant).__name__}")
+
+
+def generate_source(variant: CellSpec | str, gradient: GradientMode = "full") -> str:
+    """The source text of the generated module for ``variant``; the same input always gives the same text."""
+    spec = resolve_spec(variant)
+    forward = build_forward_equations(spec)  # spec -> forward equations
+    backward = derive_backward(forward, gradient)  # forward -> derived BPTT equations
+    kernel = build_kernel_expressions(backward)  # BPTT -> CSE'd expression lists
+    return render_module(kernel)  # expression lists -> module text
+
+
+def write_module(variant: CellSpec | str, out_dir: str | os.PathLike[str], gradient: GradientMode = "full") -> Path:
+    """Generate ``variant`` into ``out_dir/<name>.py`` atomically and return the path.
+
+    The file is written to a temporary file in ``out_dir`` and renamed over the target, so a reader never
+    sees a half-written module. A file whose bytes are already right is left untouched (numba's cache stays
+    valid).
+    """
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient: expected one of {GRADIENT_MODES}, got {gradient!r}")
+    spec = resolve_spec(variant)
+    source = generate_source(spec, gradient).encode()
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"out: output directory {str(out)!r} does not exist")
+    target = out / f"{module_name(spec.name, gradient)}.py"
+    if target.is_file() and target.read_bytes() == source:
+        return target
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(source)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,149 @@
+"""Stage 1 — the cell spec: a small immutable description of one recurrent cell.
+
+A spec names the gates (each one block of H columns of W, R and b, with its activation and pre-activation),
+the carried state, per-unit parameter vectors such as peepholes, and the equations of the new state. All
+equations are text over a fixed vocabulary (see :mod:`lstmgen.equation_parser`) and are checked before
+anything is derived; built-in variants (:mod:`lstmgen.variants`) are specs like any user's.
+
+Vocabulary of the equations, for gate ``k`` and state ``s``:
+    ``xW_k``   x_t W_k + b_k, the input projection of the gate block (bias folded in)
+    ``hR_k``   h_{t-1} R_k, the recurrent projection of the gate block
+    ``a_k``    the gate's pre-activation (defined by ``Gate.preactivation``)
+    ``k``      the gate's value, ``activation(a_k)``
+    ``s_prev`` the carried state at t-1; ``s`` is its new value
+    unit parameters (``p_i``...) and intermediate names defined in ``equations``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+import re
+from dataclasses import dataclass, field
+
+from lstmgen.activations import ACTIVATIONS
+
+
+class SpecError(ValueError):
+    """A cell spec is malformed; the message names the field and what was expected."""
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
+
+#: Identifiers that the generated kernels use themselves: a spec may not define them.
+RESERVED_NAMES = frozenset(
+    {"x", "W", "R", "b", "real", "steps", "batch", "n_in", "hidden", "t", "n", "j", "np", "numba", "math",
+     "r", "k", "dy", "dx", "dW", "dR", "db", "RT", "Tape", "tape", "params", "state", "dstate", "y"}
+    | set(ACTIVATIONS)
+)
+#: Prefixes that belong to derived or vocabulary names.
+RESERVED_PREFIXES = ("xW_", "hR_", "a_", "d_", "dnext_", "tmp")
+RESERVED_SUFFIXES = ("_prev", "_seq", "_row", "_buf", "_vec", "_2d")
+
+
+def check_identifier(name: object, where: str) -> str:
+    """Return ``name`` if it is a safe identifier for a spec symbol, else raise :class:`SpecError`."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise SpecError(
+            f"{where}: {name!r} is not a valid name (expected letters and digits, single underscores between "
+            "them, starting with a letter)"
+        )
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED_NAMES:
+        raise SpecError(f"{where}: {name!r} is reserved (it is used by the generated kernels)")
+    if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
+        raise SpecError(
+            f"{where}: {name!r} uses a reserved prefix or suffix "
+            f"({', '.join(RESERVED_PREFIXES + RESERVED_SUFFIXES)})"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate block: ``name = activation(preactivation)``.
+
+    ``preactivation`` defaults to ``xW_<name> + hR_<name>`` (that is x_t W_k + h_{t-1} R_k + b_k).
+    """
+
+    name: str
+    activation: str
+    preactivation: str = ""
+
+    @property
+    def preactivation_text(self) -> str:
+        return self.preactivation or f"xW_{self.name} + hR_{self.name}"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """An immutable description of a recurrent cell.
+
+    Attributes:
+        name: identifier of the variant; also the generated module's name.
+        description: one line for ``lstmgen list``.
+        paper: the publication that defines the cell.
+        gates: the gate blocks in column order of W (I, G·H), R (H, G·H) and b (G·H,).
+        state: carried state names; the first is the hidden output h (fed to the recurrent GEMM).
+        equations: ordered ``(name, expression)`` pairs defining intermediates and every new state value.
+        unit_params: per-unit parameter vectors of shape (H,), e.g. the peepholes ``p_i``.
+    """
+
+    name: str
+    description: str
+    paper: str
+    gates: tuple[Gate, ...]
+    state: tuple[str, ...]
+    equations: tuple[tuple[str, str], ...]
+    unit_params: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name, "name")
+        if not self.gates:
+            raise SpecError("gates: expected at least one gate")
+        if not self.state:
+            raise SpecError("state: expected at least one state (the hidden output first)")
+        seen: dict[str, str] = {}
+
+        def claim(name: str, where: str) -> None:
+            check_identifier(name, where)
+            if name in seen:
+                raise SpecError(f"{where}: {name!r} is already defined by {seen[name]}")
+            seen[name] = where
+
+        for k, gate in enumerate(self.gates):
+            claim(gate.name, f"gates[{k}].name")
+            if gate.activation not in ACTIVATIONS:
+                raise SpecError(
+                    f"gates[{k}].activation: unknown activation {gate.activation!r} "
+                    f"(expected one of {', '.join(sorted(ACTIVATIONS))})"
+                )
+        for k, s in enumerate(self.state):
+            claim(s, f"state[{k}]")
+        for k, p in enumerate(self.unit_params):
+            claim(p, f"unit_params[{k}]")
+        defined = set()
+        for k, (lhs, _rhs) in enumerate(self.equations):
+            where = f"equations[{k}] ({lhs})"
+            if lhs in self.state:
+                if lhs in defined:
+                    raise SpecError(f"{where}: state {lhs!r} is updated twice")
+                defined.add(lhs)
+                continue
+            claim(lhs, where)
+        missing = [s for s in self.state if s not in defined]
+        if missing:
+            raise SpecError(f"equations: state {missing[0]!r} is never updated (expected an equation '{missing[0]} = ...')")
+
+    @property
+    def output_state(self) -> str:
+        """The state that is the layer's output and the recurrent GEMM's input (h)."""
+        return self.state[0]
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Parameter names of the generated module: W, R, b, then the unit parameters."""
+        return ("W", "R", "b", *self.unit_params)
+
+    def fingerprint(self) -> str:
+        """A stable hash of everything that defines the cell (printed in the generated module's banner)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
