@@ -43,9 +43,13 @@ def parse_expression(text: object, names: Mapping[str, sympy.Symbol], where: str
         raise SpecError(f"{where}: equation longer than {MAX_EQUATION_LENGTH} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise SpecError(f"{where}: cannot parse {text!r}: {exc.msg}") from None
-    return _Converter(names, where).convert(tree.body)
+    except (SyntaxError, RecursionError, MemoryError) as exc:
+        reason = exc.msg if isinstance(exc, SyntaxError) else "too deeply nested"
+        raise SpecError(f"{where}: cannot parse {text!r}: {reason}") from None
+    try:
+        return _Converter(names, where).convert(tree.body)
+    except RecursionError:
+        raise SpecError(f"{where}: equation too deeply nested") from None
 
 
 class _Converter:

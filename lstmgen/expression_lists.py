@@ -37,7 +37,7 @@ class KernelExpressions:
     separate_recurrent_adjoint: bool
 
     @property
-    def forward(self):  # noqa: ANN201 - ForwardEquations, re-exported for templates
+    def forward(self):
         return self.backward.forward
 
 

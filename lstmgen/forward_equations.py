@@ -73,8 +73,13 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         pre = unit_symbol(f"a_{gate.name}")
         rhs = parse_expression(gate.preactivation_text, names, f"gates[{k}].preactivation")
         declared.append(Assignment(pre, rhs, "preactivation"))
-        declared.append(Assignment(names[gate.name], parse_expression(f"{gate.activation}(a_{gate.name})",
-                                                                       names, f"gates[{k}].activation"), "gate"))
+        declared.append(
+            Assignment(
+                names[gate.name],
+                parse_expression(f"{gate.activation}(a_{gate.name})", names, f"gates[{k}].activation"),
+                "gate",
+            )
+        )
     state_names = set(spec.state)
     for k, (lhs, text) in enumerate(spec.equations):
         rhs = parse_expression(text, names, f"equations[{k}] ({lhs})")
@@ -84,7 +89,11 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     return ForwardEquations(
         spec=spec,
         equations=AssignmentList.of(_hoist_activations(ordered, set(names))),
-        xW=xW, hR=hR, prev=prev, new=new, unit_params=unit_params,
+        xW=xW,
+        hR=hR,
+        prev=prev,
+        new=new,
+        unit_params=unit_params,
     )
 
 
@@ -102,9 +111,12 @@ def _topological_order(declared: list[Assignment], inputs: set[sympy.Symbol]) ->
             raise SpecError(f"equation {a.lhs}: undefined {sorted(map(str, unknown))}")
         deps[a.lhs] = {s for s in a.rhs.free_symbols if s in index}
         if a.lhs in deps[a.lhs]:
-            raise SpecError(f"equations ({a.lhs}): {a.lhs} is defined in terms of itself "
-                            f"(use {a.lhs}_prev for the previous step's value)" if a.role == "state"
-                            else f"equations ({a.lhs}): {a.lhs} is defined in terms of itself")
+            raise SpecError(
+                f"equations ({a.lhs}): {a.lhs} is defined in terms of itself "
+                f"(use {a.lhs}_prev for the previous step's value)"
+                if a.role == "state"
+                else f"equations ({a.lhs}): {a.lhs} is defined in terms of itself"
+            )
     users: dict[sympy.Symbol, list[sympy.Symbol]] = {a.lhs: [] for a in declared}
     for lhs, ds in deps.items():
         for d in ds:
@@ -121,7 +133,14 @@ def _topological_order(declared: list[Assignment], inputs: set[sympy.Symbol]) ->
             if waiting[user] == 0:
                 heapq.heappush(ready, index[user])
     if len(order) != len(declared):
-        cyclic = sorted(str(lhs) for lhs, n in waiting.items() if n > 0)
+        # Blocked names are on a cycle or downstream of one; peel off the downstream ones (no blocked reader).
+        blocked = {lhs for lhs, n in waiting.items() if n > 0}
+        while True:
+            downstream = {s for s in blocked if not any(u in blocked for u in users[s])}
+            if not downstream:
+                break
+            blocked -= downstream
+        cyclic = sorted(str(lhs) for lhs in blocked)
         raise SpecError(f"equations: circular definitions among {', '.join(cyclic)}")
     return order
 

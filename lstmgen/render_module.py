@@ -232,7 +232,7 @@ class _KernelLines:
             body.append(self._load(sym, rows))
         for sym, s in seeds.items():
             if s == spec.output_state:
-                rows += [f"dy_row = dy[t, n]"]
+                rows += ["dy_row = dy[t, n]"]
                 body.append(f"{sym} = dy_row[j] + grad_{s}_row[j]")
             else:
                 body.append(f"{sym} = grad_{s}_row[j]")

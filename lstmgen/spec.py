@@ -32,8 +32,37 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 
 #: Identifiers that the generated kernels use themselves: a spec may not define them.
 RESERVED_NAMES = frozenset(
-    {"x", "W", "R", "b", "real", "steps", "batch", "n_in", "hidden", "t", "n", "j", "np", "numba", "math",
-     "r", "k", "dy", "dx", "dW", "dR", "db", "RT", "Tape", "tape", "params", "state", "dstate", "y"}
+    {
+        "x",
+        "W",
+        "R",
+        "b",
+        "real",
+        "steps",
+        "batch",
+        "n_in",
+        "hidden",
+        "t",
+        "n",
+        "j",
+        "np",
+        "numba",
+        "math",
+        "r",
+        "k",
+        "dy",
+        "dx",
+        "dW",
+        "dR",
+        "db",
+        "RT",
+        "Tape",
+        "tape",
+        "params",
+        "state",
+        "dstate",
+        "y",
+    }
     | set(ACTIVATIONS)
 )
 #: Prefixes that belong to derived or vocabulary names.
@@ -52,8 +81,7 @@ def check_identifier(name: object, where: str) -> str:
         raise SpecError(f"{where}: {name!r} is reserved (it is used by the generated kernels)")
     if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
         raise SpecError(
-            f"{where}: {name!r} uses a reserved prefix or suffix "
-            f"({', '.join(RESERVED_PREFIXES + RESERVED_SUFFIXES)})"
+            f"{where}: {name!r} uses a reserved prefix or suffix ({', '.join(RESERVED_PREFIXES + RESERVED_SUFFIXES)})"
         )
     return name
 
@@ -132,7 +160,9 @@ class CellSpec:
             claim(lhs, where)
         missing = [s for s in self.state if s not in defined]
         if missing:
-            raise SpecError(f"equations: state {missing[0]!r} is never updated (expected an equation '{missing[0]} = ...')")
+            raise SpecError(
+                f"equations: state {missing[0]!r} is never updated (expected an equation '{missing[0]} = ...')"
+            )
 
     @property
     def output_state(self) -> str:

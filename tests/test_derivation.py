@@ -1,0 +1,100 @@
+"""The derivation itself: SymPy's adjoints equal the textbook BPTT of the peephole LSTM (variants.md §2)."""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+
+from lstmgen.derive_backward import derive_backward
+from lstmgen.expression_lists import build_kernel_expressions
+from lstmgen.forward_equations import build_forward_equations, unit_symbol
+from lstmgen.variants import LSTM, LSTM_PEEPHOLE, VARIANTS
+
+S = unit_symbol
+i, f, g, o, c, c_prev, tanh_c = map(S, ["i", "f", "g", "o", "c", "c_prev", "tanh_c"])
+p_i, p_f, p_o, dnext_h, dnext_c = map(S, ["p_i", "p_f", "p_o", "dnext_h", "dnext_c"])
+
+
+def textbook_peephole():
+    """Graves / Greff et al. BPTT of one peephole LSTM step, typed in from the literature (test oracle only)."""
+    d_a_o = dnext_h * tanh_c * o * (1 - o)
+    d_c = dnext_h * o * (1 - tanh_c**2) + p_o * d_a_o + dnext_c
+    d_a_i = d_c * g * i * (1 - i)
+    d_a_f = d_c * c_prev * f * (1 - f)
+    d_a_g = d_c * i * (1 - g**2)
+    return {
+        "xW_i": d_a_i,
+        "xW_f": d_a_f,
+        "xW_g": d_a_g,
+        "xW_o": d_a_o,
+        "hR_i": d_a_i,
+        "hR_f": d_a_f,
+        "hR_g": d_a_g,
+        "hR_o": d_a_o,
+        "c_prev": f * d_c + p_i * d_a_i + p_f * d_a_f,
+        "h_prev": sympy.Integer(0),
+        "p_i": c_prev * d_a_i,
+        "p_f": c_prev * d_a_f,
+        "p_o": c * d_a_o,
+    }
+
+
+def test_peephole_adjoints_equal_textbook():
+    backward = derive_backward(build_forward_equations(LSTM_PEEPHOLE))
+    expected = textbook_peephole()
+    assert {str(v) for v in backward.forward.inputs()} == set(expected)
+    for value in backward.forward.inputs():
+        derived = backward.expanded(value)
+        assert sympy.simplify(derived - expected[str(value)]) == 0, f"d_{value}: {derived}"
+
+
+def test_lstm_adjoints_are_the_peephole_ones_without_peepholes():
+    backward = derive_backward(build_forward_equations(LSTM))
+    no_peepholes = {p_i: 0, p_f: 0, p_o: 0}
+    expected = {k: v.subs(no_peepholes) for k, v in textbook_peephole().items() if not k.startswith("p_")}
+    for value in backward.forward.inputs():
+        assert sympy.simplify(backward.expanded(value) - expected[str(value)]) == 0, str(value)
+
+
+def test_derivative_of_a_wrong_cell_is_not_the_textbook_one():
+    """The comparison above can fail: a cell with the output gate peeping at c_{t-1} differs in d_c_prev."""
+    from dataclasses import replace
+
+    from lstmgen.spec import Gate
+
+    gates = (*LSTM_PEEPHOLE.gates[:3], Gate("o", "sigmoid", "xW_o + hR_o + p_o*c_prev"))
+    backward = derive_backward(build_forward_equations(replace(LSTM_PEEPHOLE, name="other", gates=gates)))
+    derived = backward.expanded(c_prev)
+    assert sympy.simplify(derived - textbook_peephole()["c_prev"]) != 0
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_backward_reads_only_saved_values(name):
+    """σ' and tanh' come out through the saved outputs: no activation call is left in any adjoint."""
+    backward = derive_backward(build_forward_equations(VARIANTS[name]))
+    for a in backward.adjoints:
+        assert not a.rhs.atoms(sympy.Function), f"{a} still calls an activation"
+    inputs = set(backward.adjoints.free_inputs())
+    assert not inputs & {S(f"a_{gate.name}") for gate in VARIANTS[name].gates}
+
+
+def test_truncated_mode_drops_only_the_recurrent_gemm():
+    full = derive_backward(build_forward_equations(LSTM_PEEPHOLE), "full")
+    truncated = derive_backward(build_forward_equations(LSTM_PEEPHOLE), "truncated")
+    assert full.recurrent_gemm and not truncated.recurrent_gemm
+    assert full.adjoints == truncated.adjoints
+
+
+def test_kernel_lists_keep_targets_and_share_subexpressions():
+    kernel = build_kernel_expressions(derive_backward(build_forward_equations(LSTM_PEEPHOLE)))
+    assert kernel.saved == (tanh_c,)
+    assert not kernel.separate_recurrent_adjoint
+    # CSE never changes a value: each adjoint re-expanded from the CSE'd list equals the uncse'd one.
+    for a in kernel.backward.adjoints:
+        assert sympy.expand(kernel.backward_loop.expanded(a.lhs) - kernel.backward.adjoints.expanded(a.lhs)) == 0
+    assert any(a.role == "temporary" for a in kernel.backward_loop)
+
+
+def test_unknown_gradient_mode_is_refused():
+    with pytest.raises(ValueError, match="gradient"):
+        derive_backward(build_forward_equations(LSTM), "approximate")

@@ -1,0 +1,98 @@
+"""Numerical behaviour of the kernels at the edges, and the generated wrappers' input checks."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from problems import random_problem
+
+
+@pytest.mark.parametrize("variant", ["lstm", "lstm_peephole"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_preactivations_saturate_without_overflow(generated_module, variant, dtype):
+    m = generated_module(variant)
+    x, params, state, dy, _ = random_problem(m, (4, 2, 3, 5), dtype, seed=5)
+    x = (x * 1e4).astype(dtype)  # pre-activations of order ±1e4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, final, tape = m.forward(x, params, state)
+        dx, grads, dstate0 = m.backward(dy, tape)
+    for arr in (y, *final, dx, *grads.values(), *dstate0):
+        assert np.all(np.isfinite(arr))
+    assert np.all(np.abs(y) <= 1)
+
+
+def test_nan_input_propagates(generated_module):
+    """Documented behaviour: a NaN in x gives NaN in the outputs that depend on it, no exception."""
+    m = generated_module("lstm")
+    x, params, state, _dy, _ = random_problem(m, (3, 2, 2, 3), np.float64, seed=1)
+    x[1, 0, 0] = np.nan
+    y, _, _ = m.forward(x, params, state)
+    assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1:, 0])) and np.all(np.isfinite(y[:, 1]))
+
+
+def test_state_defaults_to_zeros(generated_module):
+    m = generated_module("lstm_peephole")
+    x, params, _, dy, _ = random_problem(m, (3, 2, 2, 3), np.float64, seed=2)
+    zeros = tuple(np.zeros((2, 3)) for _ in m.STATE)
+    y0, _f0, tape0 = m.forward(x, params)
+    y1, _f1, tape1 = m.forward(x, params, zeros)
+    np.testing.assert_array_equal(y0, y1)
+    dx0, _g0, _ = m.backward(dy, tape0)
+    dx1, _g1, _ = m.backward(dy, tape1, zeros)
+    np.testing.assert_array_equal(dx0, dx1)
+
+
+def test_non_contiguous_inputs_give_the_same_result(generated_module):
+    m = generated_module("lstm")
+    x, params, state, _dy, _ = random_problem(m, (3, 2, 4, 3), np.float64, seed=4)
+    y, _, _ = m.forward(x, params, state)
+    x_strided = np.asfortranarray(x)
+    params_strided = {k: v[::-1].copy()[::-1] for k, v in params.items()}
+    y2, _, _ = m.forward(x_strided, params_strided, state)
+    np.testing.assert_array_equal(y, y2)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error", "message"),
+    [
+        (lambda x, p, s: (x.astype(np.int64), p, s), TypeError, "x: expected dtype float32 or float64, got int64"),
+        (lambda x, p, s: (x.astype(np.float16), p, s), TypeError, "x: expected dtype float32 or float64"),
+        (lambda x, p, s: (x[0], p, s), ValueError, "x: expected 3 dimensions"),
+        (lambda x, p, s: (x[:0], p, s), ValueError, "x: expected T >= 1 and B >= 1"),
+        (
+            lambda x, p, s: (x, {**p, "W": p["W"].astype(np.float32)}, s),
+            TypeError,
+            "params['W']: expected dtype float64 (the dtype of x), got float32",
+        ),
+        (lambda x, p, s: (x, {**p, "R": p["R"][:, :-1]}, s), ValueError, "params['R']: expected shape"),
+        (lambda x, p, s: (x, {k: v for k, v in p.items() if k != "b"}, s), ValueError, "missing ['b']"),
+        (lambda x, p, s: (x, {**p, "extra": p["b"]}, s), ValueError, "unexpected ['extra']"),
+        (lambda x, p, s: (x, p, s[:1]), ValueError, "state: expected a tuple of 2 arrays"),
+        (lambda x, p, s: (x, p, (s[0], s[1][:, :-1])), ValueError, "state['c']: expected shape (2, 3)"),
+        (lambda x, p, s: (x, p, (s[0], [[0.0]])), TypeError, "state['c']: expected a numpy array"),
+    ],
+)
+def test_bad_forward_input_is_refused_clearly(generated_module, mutate, error, message):
+    m = generated_module("lstm")
+    x, params, state, _, _ = random_problem(m, (3, 2, 4, 3), np.float64, seed=4)
+    with pytest.raises(error) as exc:
+        m.forward(*mutate(x, params, state))
+    assert message in str(exc.value)
+
+
+def test_bad_backward_input_is_refused_clearly(generated_module):
+    m = generated_module("lstm")
+    other = generated_module("lstm_peephole")
+    x, params, state, dy, _ = random_problem(m, (3, 2, 4, 3), np.float64, seed=4)
+    _, _, tape = m.forward(x, params, state)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(3, 2, 3\)"):
+        m.backward(dy[:, :1], tape)
+    with pytest.raises(TypeError, match="dy: expected dtype float64"):
+        m.backward(dy.astype(np.float32), tape)
+    with pytest.raises(TypeError, match=r"tape: expected the tape returned by lstm_peephole\.forward"):
+        other.backward(dy, tape)
+    with pytest.raises(ValueError, match=r"dstate\['h'\]: expected shape"):
+        m.backward(dy, tape, (dy[0, :1], dy[0]))

@@ -1,0 +1,99 @@
+"""Specs and equation text: every mistake is a one-line SpecError naming the field; nothing is evaluated."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from lstmgen.forward_equations import build_forward_equations
+from lstmgen.spec import CellSpec, Gate, SpecError
+from lstmgen.variants import LSTM
+
+
+def cell(**changes):
+    return replace(LSTM, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "my-cell"}, "name: 'my-cell' is not a valid name"),
+        ({"name": "import"}, "name: 'import' is reserved"),
+        ({"name": "_private"}, "name: '_private' is not a valid name"),
+        ({"gates": ()}, "gates: expected at least one gate"),
+        ({"gates": (Gate("i", "softmax"),)}, "gates[0].activation: unknown activation 'softmax'"),
+        ({"gates": (Gate("i", "sigmoid"), Gate("i", "tanh"))}, "gates[1].name: 'i' is already defined"),
+        ({"gates": (Gate("d_x", "sigmoid"),)}, "gates[0].name: 'd_x' uses a reserved prefix"),
+        ({"state": ("h", "c", "m")}, "equations: state 'm' is never updated"),
+        ({"equations": (("c", "c_prev"), ("c", "c_prev"), ("h", "c"))}, "state 'c' is updated twice"),
+        ({"unit_params": ("x",)}, "unit_params[0]: 'x' is reserved"),
+    ],
+)
+def test_bad_spec_fields(changes, message):
+    with pytest.raises(SpecError) as exc:
+        cell(**changes)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("equation", "message"),
+    [
+        ("f*c_prev + i*q", "unknown name 'q'"),
+        ("__import__('os').system('true')", "unknown function"),
+        ("c_prev.real", "'c_prev.real' is not allowed"),
+        ("f*c_prev + i*g[0]", "is not allowed"),
+        ("c_prev**2", "operator Pow is not allowed"),
+        ("'text'", "unexpected constant 'text'"),
+        ("True * c_prev", "unexpected constant True"),
+        ("tanh(c_prev, c_prev)", "tanh takes exactly one argument"),
+        ("sigmoid(x=c_prev)", "sigmoid takes exactly one argument"),
+        ("(lambda: 0)()", "unknown function"),
+        ("f*c_prev +", "cannot parse"),
+        ("c", "c is defined in terms of itself (use c_prev"),
+    ],
+)
+def test_bad_equation_text(equation, message):
+    spec = cell(equations=(("c", equation), ("h", "o*tanh(c)")))
+    with pytest.raises(SpecError) as exc:
+        build_forward_equations(spec)
+    assert message in str(exc.value)
+    assert str(exc.value).startswith("equations[0] (c):") or "equations (c)" in str(exc.value)
+
+
+def test_circular_intermediates():
+    spec = cell(equations=(("u", "v + 1"), ("v", "u + 1"), ("c", "u*c_prev"), ("h", "o*tanh(c)")))
+    with pytest.raises(SpecError, match="circular definitions among u, v"):
+        build_forward_equations(spec)
+
+
+def test_equations_are_ordered_by_dependency():
+    """The output gate peeping at the new state is computed after it, whatever the declaration order."""
+    spec = CellSpec(
+        name="late",
+        description="",
+        paper="",
+        state=("h", "c"),
+        gates=(Gate("o", "sigmoid", "xW_o + hR_o + p*c"), Gate("g", "tanh")),
+        equations=(("h", "o*tanh(c)"), ("c", "c_prev + g")),
+        unit_params=("p",),
+    )
+    order = [str(a.lhs) for a in build_forward_equations(spec).equations]
+    assert order.index("c") < order.index("a_o") < order.index("o") < order.index("h")
+
+
+def test_nested_activations_are_hoisted_once():
+    spec = cell(equations=(("c", "f*c_prev + i*g"), ("h", "o*tanh(c) + tanh(c)")))
+    eqs = build_forward_equations(spec).equations
+    hoisted = [str(a) for a in eqs if a.role == "hoisted"]
+    assert hoisted == ["tanh_c = tanh(c)"]
+
+
+def test_long_or_deep_equations_are_refused_or_parsed_never_crash():
+    for text in ["+".join(["g"] * 999), "(" * 300 + "g" + ")" * 300, "-" * 1999 + "g", "g+" * 1100 + "g"]:
+        spec = cell(equations=(("c", text), ("h", "o*tanh(c)")))
+        try:
+            build_forward_equations(spec)
+        except SpecError as exc:
+            assert str(exc).startswith("equations[0] (c):")
