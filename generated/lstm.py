@@ -31,16 +31,11 @@ from step t+1); d_v is dL/dv:
     d_a_f = c_prev*d_c*f*(1 - f)
     d_a_i = d_c*g*i*(1 - i)
     d_c_prev = d_c*f
-    d_xW_i = d_a_i
-    d_xW_f = d_a_f
-    d_xW_g = d_a_g
-    d_xW_o = d_a_o
-    d_hR_i = d_a_i
-    d_hR_f = d_a_f
-    d_hR_g = d_a_g
-    d_hR_o = d_a_o
-    d_h_prev = 0
-    d_h_prev += d_hR R^T  (the recurrent product's adjoint, one GEMM per step)
+    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_xW_i = d_hR_i = d_a_i
+    d_xW_f = d_hR_f = d_a_f
+    d_xW_g = d_hR_g = d_a_g
+    d_xW_o = d_hR_o = d_a_o
     dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  dR = sum_t h_{t-1}^T d_hR;  db = sum_t,batch d_xW
 """
 
@@ -88,8 +83,8 @@ def _forward_kernel(x, W, R, b, h_seq, c_seq, gate_seq, tanh_c_seq):
         np.dot(h_seq[t], R, rec_buf)
         for n in range(batch):
             c_prev_row = c_seq[t, n]
-            rec_row = rec_buf[n]
             gate_row = gate_seq[t, n]
+            rec_row = rec_buf[n]
             h_row = h_seq[t + 1, n]
             c_row = c_seq[t + 1, n]
             tanh_c_row = tanh_c_seq[t, n]
@@ -107,14 +102,14 @@ def _forward_kernel(x, W, R, b, h_seq, c_seq, gate_seq, tanh_c_seq):
             #   h = o*tanh_c
             for j in range(hidden):
                 c_prev = c_prev_row[j]
-                hR_f = rec_row[1 * hidden + j]
-                hR_g = rec_row[2 * hidden + j]
-                hR_i = rec_row[j]
-                hR_o = rec_row[3 * hidden + j]
+                xW_i = gate_row[j]
                 xW_f = gate_row[1 * hidden + j]
                 xW_g = gate_row[2 * hidden + j]
-                xW_i = gate_row[j]
                 xW_o = gate_row[3 * hidden + j]
+                hR_i = rec_row[j]
+                hR_f = rec_row[1 * hidden + j]
+                hR_g = rec_row[2 * hidden + j]
+                hR_o = rec_row[3 * hidden + j]
                 a_i = hR_i + xW_i
                 i = _sigmoid(a_i, real)
                 a_f = hR_f + xW_f
@@ -157,20 +152,16 @@ def _backward_kernel(dy, x, W, R, h_seq, c_seq, gate_seq, tanh_c_seq, grad_h_buf
             #   d_a_f = c_prev*d_c*f*(1 - f)
             #   d_a_i = d_c*g*i*(1 - i)
             #   d_c_prev = d_c*f
-            #   d_xW_i = d_a_i
-            #   d_xW_f = d_a_f
-            #   d_xW_g = d_a_g
-            #   d_xW_o = d_a_o
-            #   d_hR_i = d_a_i
-            #   d_hR_f = d_a_f
-            #   d_hR_g = d_a_g
-            #   d_hR_o = d_a_o
-            #   d_h_prev = 0
+            #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+            #   d_xW_i = d_hR_i = d_a_i
+            #   d_xW_f = d_hR_f = d_a_f
+            #   d_xW_g = d_hR_g = d_a_g
+            #   d_xW_o = d_hR_o = d_a_o
             for j in range(hidden):
                 c_prev = c_prev_row[j]
+                i = gate_row[j]
                 f = gate_row[1 * hidden + j]
                 g = gate_row[2 * hidden + j]
-                i = gate_row[j]
                 o = gate_row[3 * hidden + j]
                 tanh_c = tanh_c_row[j]
                 dnext_h = dy_row[j] + grad_h_row[j]

@@ -34,16 +34,11 @@ from step t+1); d_v is dL/dv:
     d_p_i = c_prev*d_a_i
     d_p_f = c_prev*d_a_f
     d_p_o = c*d_a_o
-    d_xW_i = d_a_i
-    d_xW_f = d_a_f
-    d_xW_g = d_a_g
-    d_xW_o = d_a_o
-    d_hR_i = d_a_i
-    d_hR_f = d_a_f
-    d_hR_g = d_a_g
-    d_hR_o = d_a_o
-    d_h_prev = 0
-    d_h_prev += d_hR R^T  (the recurrent product's adjoint, one GEMM per step)
+    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_xW_i = d_hR_i = d_a_i
+    d_xW_f = d_hR_f = d_a_f
+    d_xW_g = d_hR_g = d_a_g
+    d_xW_o = d_hR_o = d_a_o
     dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  dR = sum_t h_{t-1}^T d_hR;  db = sum_t,batch d_xW
 """
 
@@ -91,8 +86,8 @@ def _forward_kernel(x, W, R, b, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_se
         np.dot(h_seq[t], R, rec_buf)
         for n in range(batch):
             c_prev_row = c_seq[t, n]
-            rec_row = rec_buf[n]
             gate_row = gate_seq[t, n]
+            rec_row = rec_buf[n]
             h_row = h_seq[t + 1, n]
             c_row = c_seq[t + 1, n]
             tanh_c_row = tanh_c_seq[t, n]
@@ -110,17 +105,17 @@ def _forward_kernel(x, W, R, b, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_se
             #   h = o*tanh_c
             for j in range(hidden):
                 c_prev = c_prev_row[j]
-                hR_f = rec_row[1 * hidden + j]
-                hR_g = rec_row[2 * hidden + j]
-                hR_i = rec_row[j]
-                hR_o = rec_row[3 * hidden + j]
-                p_f = p_f_vec[j]
-                p_i = p_i_vec[j]
-                p_o = p_o_vec[j]
+                xW_i = gate_row[j]
                 xW_f = gate_row[1 * hidden + j]
                 xW_g = gate_row[2 * hidden + j]
-                xW_i = gate_row[j]
                 xW_o = gate_row[3 * hidden + j]
+                hR_i = rec_row[j]
+                hR_f = rec_row[1 * hidden + j]
+                hR_g = rec_row[2 * hidden + j]
+                hR_o = rec_row[3 * hidden + j]
+                p_i = p_i_vec[j]
+                p_f = p_f_vec[j]
+                p_o = p_o_vec[j]
                 a_i = c_prev*p_i + hR_i + xW_i
                 i = _sigmoid(a_i, real)
                 a_f = c_prev*p_f + hR_f + xW_f
@@ -149,9 +144,9 @@ def _backward_kernel(dy, x, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_
     RT = np.ascontiguousarray(R.T)
     for t in range(steps - 1, -1, -1):
         for n in range(batch):
-            c_row = c_seq[t + 1, n]
             c_prev_row = c_seq[t, n]
             gate_row = gate_seq[t, n]
+            c_row = c_seq[t + 1, n]
             tanh_c_row = tanh_c_seq[t, n]
             dy_row = dy[t, n]
             grad_h_row = grad_h_buf[n]
@@ -167,26 +162,22 @@ def _backward_kernel(dy, x, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_
             #   d_p_i = c_prev*d_a_i
             #   d_p_f = c_prev*d_a_f
             #   d_p_o = c*d_a_o
-            #   d_xW_i = d_a_i
-            #   d_xW_f = d_a_f
-            #   d_xW_g = d_a_g
-            #   d_xW_o = d_a_o
-            #   d_hR_i = d_a_i
-            #   d_hR_f = d_a_f
-            #   d_hR_g = d_a_g
-            #   d_hR_o = d_a_o
-            #   d_h_prev = 0
+            #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+            #   d_xW_i = d_hR_i = d_a_i
+            #   d_xW_f = d_hR_f = d_a_f
+            #   d_xW_g = d_hR_g = d_a_g
+            #   d_xW_o = d_hR_o = d_a_o
             for j in range(hidden):
-                c = c_row[j]
                 c_prev = c_prev_row[j]
+                i = gate_row[j]
                 f = gate_row[1 * hidden + j]
                 g = gate_row[2 * hidden + j]
-                i = gate_row[j]
                 o = gate_row[3 * hidden + j]
-                p_f = p_f_vec[j]
-                p_i = p_i_vec[j]
-                p_o = p_o_vec[j]
+                c = c_row[j]
                 tanh_c = tanh_c_row[j]
+                p_i = p_i_vec[j]
+                p_f = p_f_vec[j]
+                p_o = p_o_vec[j]
                 dnext_h = dy_row[j] + grad_h_row[j]
                 dnext_c = grad_c_row[j]
                 tmp0 = dnext_h*o

@@ -18,7 +18,7 @@ from lstmgen import __version__
 from lstmgen.derive_backward import adjoint_symbol
 from lstmgen.expression_lists import KernelExpressions
 from lstmgen.forward_equations import unit_symbol
-from lstmgen.numba_printer import REAL, NumbaPrinter, print_text
+from lstmgen.numba_printer import NumbaPrinter, print_text
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
 TEMPLATE_VERSION = 1
@@ -169,6 +169,26 @@ class _KernelLines:
     def code(self, expr: sympy.Expr) -> str:
         return self.printer.doprint(expr)
 
+    def _in_storage_order(self, symbols: tuple[sympy.Symbol, ...]) -> list[sympy.Symbol]:
+        """Loads grouped by where they come from, gates in column order, so the code reads like the math."""
+        groups = (
+            self.prev_state,
+            self.xW_column,
+            self.hR_column,
+            self.gate_column,
+            self.new_state,
+            self.saved,
+            self.unit_param,
+        )
+
+        def key(sym: sympy.Symbol) -> tuple[int, int]:
+            for rank, group in enumerate(groups):
+                if sym in group:
+                    return rank, list(group).index(sym)
+            return len(groups), 0
+
+        return sorted(symbols, key=key)
+
     def _load(self, sym: sympy.Symbol, rows: list[str]) -> str:
         """The line that loads input ``sym`` inside the j loop; registers the row view it needs."""
 
@@ -201,7 +221,7 @@ class _KernelLines:
     def _forward_lines(self) -> None:
         kernel = self.kernel
         rows: list[str] = []
-        body = [self._load(s, rows) for s in kernel.forward_loop.free_inputs()]
+        body = [self._load(s, rows) for s in self._in_storage_order(kernel.forward_loop.free_inputs())]
         body += [f"{a.lhs} = {self.code(a.rhs)}" for a in kernel.forward_loop]
         for sym, k in self.gate_column.items():
             rows.append("gate_row = gate_seq[t, n]") if "gate_row = gate_seq[t, n]" not in rows else None
@@ -226,7 +246,7 @@ class _KernelLines:
         seeds = {sym: name for name, sym in backward.seeds}
         rows: list[str] = []
         body = []
-        for sym in kernel.backward_loop.free_inputs():
+        for sym in self._in_storage_order(kernel.backward_loop.free_inputs()):
             if sym in seeds:
                 continue
             body.append(self._load(sym, rows))
@@ -259,14 +279,23 @@ class _KernelLines:
         self.backward_rows, self.backward_body = rows, body
 
     def backward_text(self) -> list[str]:
-        """The derived equations, as printed in the docstring and above the backward loop."""
+        """The derived equations, as printed in the docstring and above the backward loop.
+
+        Adjoints that share one expression print on one line (``d_xW_i = d_hR_i = d_a_i``); the adjoint of
+        h_{t-1} also names the recurrent GEMM that the kernel adds after the loop.
+        """
         backward = self.kernel.backward
         text = [str_assignment(a.lhs, a.rhs) for a in backward.adjoints]
         defined = set(backward.adjoints.targets)
+        h_prev = dict(backward.forward.prev)[backward.forward.spec.output_state]
+        groups: dict[sympy.Expr, list[str]] = {}
         for sym, expr in backward.outputs:
-            if adjoint_symbol(sym) not in defined:
-                text.append(str_assignment(adjoint_symbol(sym), expr))
+            if adjoint_symbol(sym) in defined:
+                continue
+            if sym == h_prev and backward.recurrent_gemm:
+                elementwise = "" if expr == 0 else f"{print_text(expr)} + "
+                text.append(f"d_{sym} = {elementwise}d_hR R^T  (one GEMM per step, after the loop)")
+                continue
+            groups.setdefault(expr, []).append(str(adjoint_symbol(sym)))
+        text += [" = ".join([*names, print_text(expr)]) for expr, names in groups.items()]
         return text
-
-
-_ = REAL  # the literal wrapper's name is part of the kernels' calling convention
