@@ -74,20 +74,20 @@ def _forward_kernel(x, W, R, b, h_seq, c_seq, gate_seq, tanh_c_seq):
     # Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.
     gates_2d = gate_seq.reshape(steps * batch, 4 * hidden)
     np.dot(x.reshape(steps * batch, n_in), W, gates_2d)
-    for r in range(steps * batch):
-        for k in range(4 * hidden):
-            gates_2d[r, k] += b[k]
+    for row in range(steps * batch):
+        for col in range(4 * hidden):
+            gates_2d[row, col] += b[col]
     rec_buf = np.empty((batch, 4 * hidden), dtype=x.dtype)
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, G*H) per step.
         np.dot(h_seq[t], R, rec_buf)
-        for n in range(batch):
-            c_prev_row = c_seq[t, n]
-            gate_row = gate_seq[t, n]
-            rec_row = rec_buf[n]
-            h_row = h_seq[t + 1, n]
-            c_row = c_seq[t + 1, n]
-            tanh_c_row = tanh_c_seq[t, n]
+        for nb in range(batch):
+            c_prev_row = c_seq[t, nb]
+            gate_row = gate_seq[t, nb]
+            rec_row = rec_buf[nb]
+            h_row = h_seq[t + 1, nb]
+            c_row = c_seq[t + 1, nb]
+            tanh_c_row = tanh_c_seq[t, nb]
             # Fused elementwise step; gate values overwrite their pre-activations in gate_seq:
             #   a_i = hR_i + xW_i
             #   i = sigmoid(a_i)
@@ -137,14 +137,14 @@ def _backward_kernel(dy, x, W, R, h_seq, c_seq, gate_seq, tanh_c_seq, grad_h_buf
     real = x.dtype.type
     RT = np.ascontiguousarray(R.T)
     for t in range(steps - 1, -1, -1):
-        for n in range(batch):
-            c_prev_row = c_seq[t, n]
-            gate_row = gate_seq[t, n]
-            tanh_c_row = tanh_c_seq[t, n]
-            dy_row = dy[t, n]
-            grad_h_row = grad_h_buf[n]
-            grad_c_row = grad_c_buf[n]
-            d_gate_row = d_gate_seq[t, n]
+        for nb in range(batch):
+            c_prev_row = c_seq[t, nb]
+            gate_row = gate_seq[t, nb]
+            tanh_c_row = tanh_c_seq[t, nb]
+            dy_row = dy[t, nb]
+            grad_h_row = grad_h_buf[nb]
+            grad_c_row = grad_c_buf[nb]
+            d_gate_row = d_gate_seq[t, nb]
             # Fused elementwise step, derived by SymPy:
             #   d_c = dnext_c + dnext_h*o*(1 - tanh_c**2)
             #   d_a_o = dnext_h*o*tanh_c*(1 - o)

@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="generated", type=Path, help="output directory (default: ./generated)")
     gen.add_argument(
         "--gradient",
-        choices=GRADIENT_MODES,
+        choices=(*GRADIENT_MODES, "both"),
         default="full",
-        help="full BPTT (default) or truncated: no error through h_{t-1} into the gates",
+        help="full BPTT (default); truncated: no error through h_{t-1} into the gates (module suffix _truncated); both",
     )
     return parser
 
@@ -55,11 +55,13 @@ def _generate(args: argparse.Namespace) -> int:
     out: Path = args.out
     if not args.variants:
         out.mkdir(parents=True, exist_ok=True)
+    modes = GRADIENT_MODES if args.gradient == "both" else (args.gradient,)
     rows = []
     for spec in specs:
-        start = time.perf_counter()
-        path = write_module(spec, out, args.gradient)
-        rows.append((spec.name, str(path), ", ".join(spec.params), f"{time.perf_counter() - start:.2f} s"))
+        for mode in modes:
+            start = time.perf_counter()
+            path = write_module(spec, out, mode)
+            rows.append((spec.name, str(path), ", ".join(spec.params), f"{time.perf_counter() - start:.2f} s"))
     header = ("variant", "file", "parameters", "time")
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
     for row in [header, tuple("-" * w for w in widths), *rows]:

@@ -12,10 +12,20 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
 
-from lstmgen.activations import sigmoid
+from lstmgen import activations as act
 
-#: Helper name in the generated module for each activation function class.
-HELPERS: dict[type[sympy.Function], str] = {sigmoid: "_sigmoid", sympy.tanh: "_tanh"}
+#: Helper name in the generated module for each function class (the template defines each helper).
+HELPERS: dict[type[sympy.Function], str] = {
+    act.sigmoid: "_sigmoid",
+    sympy.tanh: "_tanh",
+    act.relu: "_relu",
+    act.hard_sigmoid: "_hard_sigmoid",
+    act.softsign: "_softsign",
+    act.squash_g: "_squash_g",
+    act.squash_h: "_squash_h",
+    act.positive: "_positive",
+    act.inside_unit: "_inside_unit",
+}
 
 #: Name of the kernel's float type constructor (x.dtype.type), used for every literal.
 REAL = "real"
@@ -65,8 +75,10 @@ class NumbaPrinter(PythonCodePrinter):
         self.helpers_used.add(helper)
         return f"{helper}({self._print(expr.args[0])}, {REAL})"
 
-    _print_sigmoid = _print_Function
-    _print_tanh = _print_Function
+    _print_tanh = _print_Function  # PythonCodePrinter maps tanh to math.tanh: use the module's helper
+
+    def _print_Abs(self, expr: sympy.Abs) -> str:
+        return f"abs({self._print(expr.args[0])})"
 
 
 class EquationTextPrinter(StrPrinter):

@@ -189,32 +189,40 @@ class _KernelLines:
 
         return sorted(symbols, key=key)
 
-    def _load(self, sym: sympy.Symbol, rows: list[str]) -> str:
-        """The line that loads input ``sym`` inside the j loop; registers the row view it needs."""
+    def _load(self, sym: sympy.Symbol, rows: list[str], backward: bool = False) -> str:
+        """The line that loads input ``sym`` inside the j loop; registers the row view it needs.
+
+        In the backward loop a saved value comes from its own buffer, even when it is a projection that the
+        forward loop read from the step's GEMM output.
+        """
 
         def row(line: str) -> None:
             if line not in rows:
                 rows.append(line)
 
+        if backward and sym in self.saved:
+            row(f"{sym}_row = {sym}_seq[t, nb]")
+            return f"{sym} = {sym}_row[j]"
+
         if sym in self.xW_column or sym in self.gate_column:
-            row("gate_row = gate_seq[t, n]")
+            row("gate_row = gate_seq[t, nb]")
             k = self.xW_column.get(sym, self.gate_column.get(sym))
             return f"{sym} = gate_row[{_column(k)}]"
         if sym in self.hR_column:
-            row("rec_row = rec_buf[n]")
+            row("rec_row = rec_buf[nb]")
             return f"{sym} = rec_row[{_column(self.hR_column[sym])}]"
         if sym in self.prev_state:
             s = self.prev_state[sym]
-            row(f"{s}_prev_row = {s}_seq[t, n]")
+            row(f"{s}_prev_row = {s}_seq[t, nb]")
             return f"{sym} = {s}_prev_row[j]"
         if sym in self.new_state:
             s = self.new_state[sym]
-            row(f"{s}_row = {s}_seq[t + 1, n]")
+            row(f"{s}_row = {s}_seq[t + 1, nb]")
             return f"{sym} = {s}_row[j]"
         if sym in self.unit_param:
             return f"{sym} = {sym}_vec[j]"
         if sym in self.saved:
-            row(f"{sym}_row = {sym}_seq[t, n]")
+            row(f"{sym}_row = {sym}_seq[t, nb]")
             return f"{sym} = {sym}_row[j]"
         raise ValueError(f"no storage for {sym}")  # pragma: no cover - every input is classified above
 
@@ -224,15 +232,15 @@ class _KernelLines:
         body = [self._load(s, rows) for s in self._in_storage_order(kernel.forward_loop.free_inputs())]
         body += [f"{a.lhs} = {self.code(a.rhs)}" for a in kernel.forward_loop]
         for sym, k in self.gate_column.items():
-            rows.append("gate_row = gate_seq[t, n]") if "gate_row = gate_seq[t, n]" not in rows else None
+            rows.append("gate_row = gate_seq[t, nb]") if "gate_row = gate_seq[t, nb]" not in rows else None
             body.append(f"gate_row[{_column(k)}] = {sym}")
         for sym, s in self.new_state.items():
-            line = f"{s}_row = {s}_seq[t + 1, n]"
+            line = f"{s}_row = {s}_seq[t + 1, nb]"
             if line not in rows:
                 rows.append(line)
             body.append(f"{s}_row[j] = {sym}")
         for sym in self.saved:
-            line = f"{sym}_row = {sym}_seq[t, n]"
+            line = f"{sym}_row = {sym}_seq[t, nb]"
             if line not in rows:
                 rows.append(line)
             body.append(f"{sym}_row[j] = {sym}")
@@ -249,20 +257,20 @@ class _KernelLines:
         for sym in self._in_storage_order(kernel.backward_loop.free_inputs()):
             if sym in seeds:
                 continue
-            body.append(self._load(sym, rows))
+            body.append(self._load(sym, rows, backward=True))
         for sym, s in seeds.items():
             if s == spec.output_state:
-                rows += ["dy_row = dy[t, n]"]
+                rows += ["dy_row = dy[t, nb]"]
                 body.append(f"{sym} = dy_row[j] + grad_{s}_row[j]")
             else:
                 body.append(f"{sym} = grad_{s}_row[j]")
-        rows += [f"grad_{s}_row = grad_{s}_buf[n]" for s in spec.state]
+        rows += [f"grad_{s}_row = grad_{s}_buf[nb]" for s in spec.state]
         body += [f"{a.lhs} = {self.code(a.rhs)}" for a in kernel.backward_loop]
-        rows.append("d_gate_row = d_gate_seq[t, n]")
+        rows.append("d_gate_row = d_gate_seq[t, nb]")
         for k, (_, xw) in enumerate(forward.xW):
             body.append(f"d_gate_row[{_column(k)}] = {self.code(backward.output(xw))}")
         if kernel.separate_recurrent_adjoint:
-            rows.append("d_rec_row = d_rec_seq[t, n]")
+            rows.append("d_rec_row = d_rec_seq[t, nb]")
             for k, (_, hr) in enumerate(forward.hR):
                 body.append(f"d_rec_row[{_column(k)}] = {self.code(backward.output(hr))}")
         for s, prev in forward.prev:
@@ -270,7 +278,7 @@ class _KernelLines:
             if s != spec.output_state:
                 body.append(f"grad_{s}_row[j] = {adjoint}")
             elif self.elementwise_and_gemm_h:
-                rows.append("d_h_prev_row = d_h_prev_buf[n]")
+                rows.append("d_h_prev_row = d_h_prev_buf[nb]")
                 body.append(f"d_h_prev_row[j] = {adjoint}")
             elif not backward.recurrent_gemm:
                 body.append(f"grad_{s}_row[j] = {adjoint}")

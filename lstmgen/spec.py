@@ -31,40 +31,13 @@ class SpecError(ValueError):
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 
 #: Identifiers that the generated kernels use themselves: a spec may not define them.
-RESERVED_NAMES = frozenset(
-    {
-        "x",
-        "W",
-        "R",
-        "b",
-        "real",
-        "steps",
-        "batch",
-        "n_in",
-        "hidden",
-        "t",
-        "n",
-        "j",
-        "np",
-        "numba",
-        "math",
-        "r",
-        "k",
-        "dy",
-        "dx",
-        "dW",
-        "dR",
-        "db",
-        "RT",
-        "Tape",
-        "tape",
-        "params",
-        "state",
-        "dstate",
-        "y",
-    }
-    | set(ACTIVATIONS)
-)
+# fmt: off
+RESERVED_NAMES = frozenset((
+    "x", "W", "R", "b", "real", "steps", "batch", "n_in", "hidden", "t", "nb", "j", "row", "col",
+    "np", "numba", "math", "dy", "dx", "dW", "dR", "db", "RT", "Tape", "tape", "params", "state", "dstate", "y",
+    *ACTIVATIONS,
+))
+# fmt: on
 #: Prefixes that belong to derived or vocabulary names.
 RESERVED_PREFIXES = ("xW_", "hR_", "a_", "d_", "dnext_", "tmp")
 RESERVED_SUFFIXES = ("_prev", "_seq", "_row", "_buf", "_vec", "_2d")

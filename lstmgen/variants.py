@@ -1,49 +1,160 @@
-"""The built-in cell variants, each a :class:`~lstmgen.spec.CellSpec` (equations: shared/reference variants)."""
+"""The built-in cell variants, each a :class:`~lstmgen.spec.CellSpec` (equations: shared/reference)."""
 
 from __future__ import annotations
 
 from lstmgen.spec import CellSpec, Gate
 
-_LSTM_GATES = (
-    Gate("i", "sigmoid"),
-    Gate("f", "sigmoid"),
-    Gate("g", "tanh"),
-    Gate("o", "sigmoid"),
+GREFF = "Greff, Srivastava, Koutník, Steunebrink & Schmidhuber (2015), LSTM: A Search Space Odyssey"
+
+
+def _peephole_gates(*names: str, g: str = "tanh") -> tuple[Gate, ...]:
+    """LSTM gates with diagonal peepholes: i and f see c_{t-1}, o sees the new c_t."""
+    peep = {"i": "c_prev", "f": "c_prev", "o": "c"}
+    return tuple(
+        Gate(name, g) if name == "g" else Gate(name, "sigmoid", f"xW_{name} + hR_{name} + p_{name}*{peep[name]}")
+        for name in names
+    )
+
+
+def _lstm_family(name: str, description: str, paper: str, gates: tuple[Gate, ...], c: str, h: str) -> CellSpec:
+    peepholes = tuple(f"p_{g.name}" for g in gates if "p_" in g.preactivation)
+    return CellSpec(
+        name=name,
+        description=description,
+        paper=paper,
+        gates=gates,
+        state=("h", "c"),
+        equations=(("c", c), ("h", h)),
+        unit_params=peepholes,
+    )
+
+
+RNN_TANH = CellSpec(
+    name="rnn_tanh",
+    description="Elman RNN, h_t = tanh(x W + h R + b): the baseline whose error vanishes",
+    paper="Elman (1990), Finding Structure in Time",
+    gates=(Gate("g", "tanh"),),
+    state=("h",),
+    equations=(("h", "g"),),
 )
 
-LSTM = CellSpec(
-    name="lstm",
-    description="LSTM with forget gate; the cell of torch.nn.LSTM",
-    paper="Gers, Schmidhuber & Cummins (2000), Learning to Forget: Continual Prediction with LSTM",
-    gates=_LSTM_GATES,
-    state=("h", "c"),
-    equations=(
-        ("c", "f*c_prev + i*g"),
-        ("h", "o*tanh(c)"),
-    ),
+LSTM_1997 = _lstm_family(
+    "lstm_1997",
+    "the original LSTM: input and output gates, constant error carousel c_t = c_{t-1} + i*g, no forget gate",
+    "Hochreiter & Schmidhuber (1997), Long Short-Term Memory",
+    (Gate("i", "sigmoid"), Gate("g", "squash_g"), Gate("o", "sigmoid")),
+    c="c_prev + i*g",
+    h="o*squash_h(c)",
 )
 
-LSTM_PEEPHOLE = CellSpec(
-    name="lstm_peephole",
-    description="LSTM with forget gate and diagonal peepholes (Greff et al.'s vanilla LSTM)",
-    paper="Gers & Schmidhuber (2000), Recurrent Nets that Time and Count",
+LSTM = _lstm_family(
+    "lstm",
+    "LSTM with forget gate; the cell of torch.nn.LSTM",
+    "Gers, Schmidhuber & Cummins (2000), Learning to Forget: Continual Prediction with LSTM",
+    (Gate("i", "sigmoid"), Gate("f", "sigmoid"), Gate("g", "tanh"), Gate("o", "sigmoid")),
+    c="f*c_prev + i*g",
+    h="o*tanh(c)",
+)
+
+LSTM_PEEPHOLE = _lstm_family(
+    "lstm_peephole",
+    "LSTM with forget gate and diagonal peepholes (Greff et al.'s vanilla LSTM)",
+    "Gers & Schmidhuber (2000), Recurrent Nets that Time and Count",
+    _peephole_gates("i", "f", "g", "o"),
+    c="f*c_prev + i*g",
+    h="o*tanh(c)",
+)
+
+LSTM_NIG = _lstm_family(
+    "lstm_nig",
+    "peephole LSTM without input gate (i = 1)",
+    GREFF,
+    _peephole_gates("f", "g", "o"),
+    c="f*c_prev + g",
+    h="o*tanh(c)",
+)
+LSTM_NFG = _lstm_family(
+    "lstm_nfg",
+    "peephole LSTM without forget gate (f = 1)",
+    GREFF,
+    _peephole_gates("i", "g", "o"),
+    c="c_prev + i*g",
+    h="o*tanh(c)",
+)
+LSTM_NOG = _lstm_family(
+    "lstm_nog",
+    "peephole LSTM without output gate (o = 1)",
+    GREFF,
+    _peephole_gates("i", "f", "g"),
+    c="f*c_prev + i*g",
+    h="tanh(c)",
+)
+LSTM_NIAF = _lstm_family(
+    "lstm_niaf",
+    "peephole LSTM without input activation (g = a_g)",
+    GREFF,
+    _peephole_gates("i", "f", "g", "o", g="identity"),
+    c="f*c_prev + i*g",
+    h="o*tanh(c)",
+)
+LSTM_NOAF = _lstm_family(
+    "lstm_noaf",
+    "peephole LSTM without output activation (h = o*c)",
+    GREFF,
+    _peephole_gates("i", "f", "g", "o"),
+    c="f*c_prev + i*g",
+    h="o*c",
+)
+LSTM_NP = _lstm_family(
+    "lstm_np",
+    "LSTM without peepholes (the same cell as lstm)",
+    GREFF,
+    LSTM.gates,
+    c="f*c_prev + i*g",
+    h="o*tanh(c)",
+)
+LSTM_CIFG = _lstm_family(
+    "lstm_cifg",
+    "peephole LSTM with coupled input and forget gate (f = 1 - i)",
+    GREFF,
+    _peephole_gates("i", "g", "o"),
+    c="(1 - i)*c_prev + i*g",
+    h="o*tanh(c)",
+)
+
+GRU = CellSpec(
+    name="gru",
+    description="GRU as in cuDNN and torch.nn.GRU: reset applied after the recurrent product",
+    paper="Cho et al. (2014), arXiv:1406.1078 v1",
     gates=(
-        Gate("i", "sigmoid", "xW_i + hR_i + p_i*c_prev"),
-        Gate("f", "sigmoid", "xW_f + hR_f + p_f*c_prev"),
-        Gate("g", "tanh"),
-        # The output gate peeps at the new cell state.
-        Gate("o", "sigmoid", "xW_o + hR_o + p_o*c"),
+        Gate("r", "sigmoid"),
+        Gate("z", "sigmoid"),
+        # b_rn sits inside the reset product, so its gradient is sum(d_a_n * r), not sum(d_a_n).
+        Gate("n", "tanh", "xW_n + r*(hR_n + b_rn)"),
     ),
-    state=("h", "c"),
-    equations=(
-        ("c", "f*c_prev + i*g"),
-        ("h", "o*tanh(c)"),
-    ),
-    unit_params=("p_i", "p_f", "p_o"),
+    state=("h",),
+    equations=(("h", "(1 - z)*n + z*h_prev"),),
+    unit_params=("b_rn",),
 )
 
 #: Built-in variants by name, in the order ``lstmgen list`` shows them.
-VARIANTS: dict[str, CellSpec] = {spec.name: spec for spec in (LSTM, LSTM_PEEPHOLE)}
+VARIANTS: dict[str, CellSpec] = {
+    spec.name: spec
+    for spec in (
+        RNN_TANH,
+        LSTM_1997,
+        LSTM,
+        LSTM_PEEPHOLE,
+        LSTM_NIG,
+        LSTM_NFG,
+        LSTM_NOG,
+        LSTM_NIAF,
+        LSTM_NOAF,
+        LSTM_NP,
+        LSTM_CIFG,
+        GRU,
+    )
+}
 
 
 def get_variant(name: str) -> CellSpec:

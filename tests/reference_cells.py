@@ -1,63 +1,107 @@
-"""Independent references: the cells written directly from shared/reference/variants.md in PyTorch.
+"""Independent references: every cell written directly from shared/reference/variants.md in PyTorch.
 
-Nothing here comes from lstmgen: torch's autograd differentiates these, and the tests compare the
-generated kernels' gradients with it.
+Nothing here comes from lstmgen: torch's autograd differentiates these, and the tests compare the generated
+kernels' gradients with it. ``truncated=True`` detaches h_{t-1} where it enters a pre-activation, which is
+the definition of the truncated gradient.
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def _blocks(a: torch.Tensor, n: int) -> list[torch.Tensor]:
-    return list(a.chunk(n, dim=-1))
+sigmoid, tanh = torch.sigmoid, torch.tanh
 
 
-def lstm_step(params, x_t, h, c):
-    a_i, a_f, a_g, a_o = _blocks(x_t @ params["W"] + h @ params["R"] + params["b"], 4)
-    i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+def _recurrent_input(h, truncated):
+    return h.detach() if truncated else h
+
+
+def rnn_tanh(p, x, state, truncated):
+    (h,) = state
+    return (tanh(x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]),)
+
+
+def lstm_1997(p, x, state, truncated):
+    h, c = state
+    a_i, a_g, a_o = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(3, dim=-1)
+    i, o = sigmoid(a_i), sigmoid(a_o)
+    g = 4 * sigmoid(a_g) - 2  # the paper's squashing functions, in their sigmoid form
+    c = c + i * g
+    return o * (2 * sigmoid(c) - 1), c
+
+
+def peephole_lstm(p, x, state, truncated, gates="ifgo", peepholes=True, g_act=tanh, h_act=tanh, cifg=False):
+    """The peephole LSTM with Greff et al.'s changes: a missing gate is 1, cifg sets f = 1 - i."""
+    h, c = state
+    projections = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(len(gates), -1)
+    blocks = dict(zip(gates, projections, strict=True))
+
+    def peep(name, cell):
+        return p[f"p_{name}"] * cell if peepholes else 0
+
+    i = sigmoid(blocks["i"] + peep("i", c)) if "i" in blocks else 1
+    f = sigmoid(blocks["f"] + peep("f", c)) if "f" in blocks else 1
+    f = 1 - i if cifg else f
+    g = g_act(blocks["g"])
     c = f * c + i * g
-    return o * torch.tanh(c), c
+    o = sigmoid(blocks["o"] + peep("o", c)) if "o" in blocks else 1
+    return o * h_act(c), c
 
 
-def lstm_peephole_step(params, x_t, h, c):
-    a_i, a_f, a_g, a_o = _blocks(x_t @ params["W"] + h @ params["R"] + params["b"], 4)
-    i = torch.sigmoid(a_i + params["p_i"] * c)
-    f = torch.sigmoid(a_f + params["p_f"] * c)
-    g = torch.tanh(a_g)
-    c = f * c + i * g
-    o = torch.sigmoid(a_o + params["p_o"] * c)  # the output gate peeps at the new state
-    return o * torch.tanh(c), c
+def gru(p, x, state, truncated):
+    (h,) = state
+    hr = _recurrent_input(h, truncated)
+    H = h.shape[-1]
+    xw = x @ p["W"] + p["b"]
+    hR = hr @ p["R"]
+    r = sigmoid(xw[..., :H] + hR[..., :H])
+    z = sigmoid(xw[..., H : 2 * H] + hR[..., H : 2 * H])
+    n = tanh(xw[..., 2 * H :] + r * (hR[..., 2 * H :] + p["b_rn"]))
+    return ((1 - z) * n + z * h,)
 
 
-STEPS = {"lstm": lstm_step, "lstm_peephole": lstm_peephole_step}
+STEPS = {
+    "rnn_tanh": rnn_tanh,
+    "lstm_1997": lstm_1997,
+    "lstm": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, peepholes=False),
+    "lstm_np": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, peepholes=False),
+    "lstm_peephole": peephole_lstm,
+    "lstm_nig": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, gates="fgo"),
+    "lstm_nfg": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, gates="igo"),
+    "lstm_nog": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, gates="ifg"),
+    "lstm_niaf": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, g_act=lambda a: a),
+    "lstm_noaf": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, h_act=lambda c: c),
+    "lstm_cifg": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, gates="igo", cifg=True),
+    "gru": gru,
+}
 
 
-def run_reference(variant: str, x, params, state):
+def run_reference(variant, x, params, state, truncated=False):
     """Unroll the reference cell: returns (y (T, B, H), final state tuple)."""
     step = STEPS[variant]
-    h, c = state
     ys = []
     for t in range(x.shape[0]):
-        h, c = step(params, x[t], h, c)
-        ys.append(h)
-    return torch.stack(ys), (h, c)
+        state = step(params, x[t], state, truncated)
+        ys.append(state[0])
+    return torch.stack(ys), state
 
 
-def reference_gradients(variant: str, x, params, state, dy, dstate):
+def reference_gradients(variant, x, params, state, dy, dstate, truncated=False):
     """Outputs and gradients of L = Σ y·dy + Σ final·dstate by torch autograd, all as float64 numpy arrays."""
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
     ts = tuple(torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in state)
-    y, final = run_reference(variant, tx, tp, ts)
+    y, final = run_reference(variant, tx, tp, ts, truncated)
     loss = (y * torch.tensor(dy, dtype=torch.float64)).sum()
     for f, d in zip(final, dstate, strict=True):
         loss = loss + (f * torch.tensor(d, dtype=torch.float64)).sum()
-    loss.backward()
+    tensors = [tx, *tp.values(), *ts]
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)]
     return {
         "y": y.detach().numpy(),
         "final": tuple(f.detach().numpy() for f in final),
-        "dx": tx.grad.numpy(),
-        "grads": {k: v.grad.numpy() for k, v in tp.items()},
-        "dstate0": tuple(s.grad.numpy() for s in ts),
+        "dx": grads[0].numpy(),
+        "grads": {k: g.numpy() for k, g in zip(tp, grads[1 : 1 + len(tp)], strict=True)},
+        "dstate0": tuple(g.numpy() for g in grads[1 + len(tp) :]),
     }

@@ -10,14 +10,22 @@ import pytest
 from conftest import BUILTIN, GENERATED, REPO
 
 from lstmgen import generate_source, write_module
+from lstmgen.render_module import module_name
 
 
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
 @pytest.mark.parametrize("name", BUILTIN)
-def test_committed_module_is_up_to_date(name):
-    committed = (GENERATED / f"{name}.py").read_text()
-    assert committed == generate_source(name), (
-        f"generated/{name}.py is stale: run `lstmgen generate --out generated/` and commit the result"
+def test_committed_module_is_up_to_date(name, gradient):
+    stem = module_name(name, gradient)
+    committed = (GENERATED / f"{stem}.py").read_text()
+    assert committed == generate_source(name, gradient), (
+        f"generated/{stem}.py is stale: run `lstmgen generate --gradient both` and commit generated/"
     )
+
+
+def test_generated_directory_holds_exactly_the_builtin_modules():
+    expected = {f"{module_name(n, g)}.py" for n in BUILTIN for g in ("full", "truncated")} | {"__init__.py"}
+    assert {p.name for p in GENERATED.glob("*.py")} == expected
 
 
 @pytest.mark.parametrize("name", BUILTIN)

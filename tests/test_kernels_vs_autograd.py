@@ -7,8 +7,18 @@ import pytest
 from problems import random_problem
 from reference_cells import STEPS, reference_gradients
 
+from lstmgen.variants import VARIANTS
+
 SIZES = [(1, 1, 1, 1), (3, 2, 5, 4), (7, 3, 2, 9), (5, 1, 3, 1), (4, 5, 1, 6)]
-VARIANTS = sorted(STEPS)
+MODES = ["full", "truncated"]
+
+
+def test_every_builtin_variant_has_a_reference():
+    assert set(VARIANTS) == set(STEPS)
+
+
+def module_for(generated_module, variant, gradient):
+    return generated_module(variant if gradient == "full" else f"{variant}_{gradient}")
 
 
 def assert_close(actual, expected, rtol, atol_scale, name, atol_floor=1.0):
@@ -21,6 +31,7 @@ def assert_close(actual, expected, rtol, atol_scale, name, atol_floor=1.0):
 
 def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
     x, params, state, dy, dstate = random_problem(module, sizes, dtype, seed)
+    assert module.GRADIENT in MODES
     ref = reference_gradients(
         variant,
         x.astype(np.float64),
@@ -28,6 +39,7 @@ def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
         tuple(s.astype(np.float64) for s in state),
         dy.astype(np.float64),
         tuple(d.astype(np.float64) for d in dstate),
+        truncated=module.GRADIENT == "truncated",
     )
     y, final, tape = module.forward(x, params, state)
     dx, grads, dstate0 = module.backward(dy, tape, dstate)
@@ -52,35 +64,21 @@ def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
         assert_close(outputs[name], expected[name], rtol, atol_scale, name, atol_floor)
 
 
+@pytest.mark.parametrize("gradient", MODES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
-def test_float64_matches_autograd(generated_module, variant, sizes):
-    compare(
-        generated_module(variant),
-        variant,
-        sizes,
-        np.float64,
-        seed=sum(sizes),
-        rtol=1e-9,
-        atol_scale=1e-12,
-        atol_floor=1.0,
-    )
+def test_float64_matches_autograd(generated_module, variant, gradient, sizes):
+    module = module_for(generated_module, variant, gradient)
+    compare(module, variant, sizes, np.float64, seed=sum(sizes), rtol=1e-9, atol_scale=1e-12, atol_floor=1.0)
 
 
+@pytest.mark.parametrize("gradient", MODES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
-def test_float32_matches_float64_reference(generated_module, variant, sizes):
+def test_float32_matches_float64_reference(generated_module, variant, gradient, sizes):
     # float32 policy: rtol 1e-4, atol 1e-5 * max|ref| (no floor of 1).
-    compare(
-        generated_module(variant),
-        variant,
-        sizes,
-        np.float32,
-        seed=sum(sizes) + 1,
-        rtol=1e-4,
-        atol_scale=1e-5,
-        atol_floor=0.0,
-    )
+    module = module_for(generated_module, variant, gradient)
+    compare(module, variant, sizes, np.float32, seed=sum(sizes) + 1, rtol=1e-4, atol_scale=1e-5, atol_floor=0.0)
 
 
 def test_lstm_matches_torch_nn_lstm(generated_module):
