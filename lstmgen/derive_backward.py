@@ -44,7 +44,9 @@ class BackwardEquations:
             values, unit parameters, the seeds and earlier adjoints.
         outputs: for every input of the step (xW_k, hR_k, s_prev, unit parameters), the expression of its
             adjoint: an adjoint symbol defined in ``adjoints``, or 0.
-        seeds: per state name, the symbol of the gradient on its new value.
+        seeds: the gradients arriving from outside the elementwise step, as (name, symbol): ``dnext_<state>``
+            on each new state, ``dnext_src_<k>`` on each mid-step source, ``dnext_<gate>`` on each fed-back
+            gate (full gradient only).
     """
 
     forward: ForwardEquations
@@ -78,8 +80,15 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient: expected one of {GRADIENT_MODES}, got {gradient!r}")
     equations = tuple(forward.equations)
-    seeds = tuple((name, seed_symbol(name)) for name, _ in forward.new)
-    seed_of = {sym: seed_symbol(name) for name, sym in forward.new}
+    # Gradients arriving from outside the elementwise step: on each new state (dy_t and step t+1), on each
+    # mid-step source (from src_k R_k, by a GEMM), and on each fed-back gate (from step t+1 through Q; cut by
+    # the truncated gradient, like h_{t-1}).
+    seeded = [*forward.new, *((str(src), src) for _, src in forward.sources)]
+    if gradient == "full":
+        seeded += [(gate, unit_symbol(gate)) for gate, _ in forward.gQ]
+    seeds = tuple((name, seed_symbol(name)) for name, _ in seeded)
+    seed_of = {sym: seed_symbol(name) for name, sym in seeded}
+    cut = dict(forward.prev)[forward.spec.output_state] if gradient == "truncated" else None
 
     readers: dict[sympy.Symbol, list[Assignment]] = {}
     for a in equations:
@@ -90,6 +99,8 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
         """Σ over readers of ∂(reader's rhs)/∂value · d_reader, plus the outside gradient for new states."""
         total = seed_of.get(value, sympy.Integer(0))
         for reader in readers.get(value, ()):
+            if value == cut and reader.role == "source":
+                continue  # truncated: h_{t-1} is a constant where it enters a pre-activation
             total += _local_partial(reader, value) * adjoint_symbol(reader.lhs)
         return total
 
@@ -115,7 +126,7 @@ def _local_partial(a: Assignment, value: sympy.Symbol) -> sympy.Expr:
 
 # Roles whose adjoints keep their own name in the printed equations and the kernel: the textbook's δa_k,
 # δc_t, and the step's outputs. Other adjoints read once are folded into their single reader.
-_NAMED_ROLES = frozenset({"preactivation", "state", "input"})
+_NAMED_ROLES = frozenset({"preactivation", "state", "source", "input"})
 
 
 def _simplify_adjoints(

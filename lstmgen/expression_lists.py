@@ -12,33 +12,48 @@ from dataclasses import dataclass
 import sympy
 
 from lstmgen.assignment import Assignment, AssignmentList
-from lstmgen.derive_backward import BackwardEquations
-from lstmgen.forward_equations import unit_symbol
+from lstmgen.derive_backward import BackwardEquations, adjoint_symbol
+from lstmgen.forward_equations import ForwardEquations, unit_symbol
 
 
 @dataclass(frozen=True)
 class KernelExpressions:
-    """Everything the fused loops compute, per unit.
+    """Everything the fused loops compute, per unit, split into phases.
+
+    A step has one phase per mid-step GEMM plus one: phase p + 1 starts once the blocks of R whose sources
+    phase p computed have been multiplied. Most cells have a single phase. Backward runs the phases in
+    reverse, each after the GEMM that brings the gradient on its sources.
 
     Attributes:
         backward: the derived equations these lists were built from.
-        forward_loop: forward assignments (CSE'd); every forward value is a target.
-        backward_loop: adjoint assignments (CSE'd); the step's output adjoints are targets or inputs.
-        saved: forward values that backward reads and that are neither gates nor states: the forward loop
-            stores them in their own (T, B, H) buffers.
+        forward_phases: per phase, the forward assignments (CSE'd within the phase).
+        backward_phases: per phase (indexed like the forward ones, executed last to first), the adjoints.
+        forward_phase: the phase of every forward value and input (when it becomes available).
+        backward_phase: the phase in which each adjoint is computed.
+        saved: forward values stored in their own (T, B, H) buffers: what backward reads that is neither a
+            gate nor a state, what a later phase reads, and the mid-step sources (dR needs them).
+        carried: adjoints computed in one backward phase and read in a later-executed one: each gets a
+            (B, H) buffer for the step.
         separate_recurrent_adjoint: true when some δhR_k differs from δxW_k (e.g. a reset gate applied after
-            the recurrent product), so the kernel keeps a second buffer of recurrent adjoints.
+            the recurrent product), so the kernel keeps a buffer of recurrent adjoints.
     """
 
     backward: BackwardEquations
-    forward_loop: AssignmentList
-    backward_loop: AssignmentList
+    forward_phases: tuple[AssignmentList, ...]
+    backward_phases: tuple[AssignmentList, ...]
+    forward_phase: dict[sympy.Symbol, int]
+    backward_phase: dict[sympy.Symbol, int]
     saved: tuple[sympy.Symbol, ...]
+    carried: tuple[sympy.Symbol, ...]
     separate_recurrent_adjoint: bool
 
     @property
-    def forward(self):
+    def forward(self) -> ForwardEquations:
         return self.backward.forward
+
+    @property
+    def n_phases(self) -> int:
+        return len(self.forward_phases)
 
 
 def eliminate_common_subexpressions(assignments: AssignmentList, prefix: str = "tmp") -> AssignmentList:
@@ -75,18 +90,64 @@ def _closure(symbols: set[sympy.Symbol], pending: list[Assignment]) -> set[sympy
 
 
 def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
-    """Build the CSE'd forward and backward loop bodies of one cell."""
+    """Split both loop bodies into phases and run CSE on each."""
     forward = backward.forward
+    equations = tuple(forward.equations)
+
+    # Forward phase: inputs are there at the start (0), a mid-step projection once its source's phase ended.
+    phase: dict[sympy.Symbol, int] = {s: 0 for s in forward.inputs()}
+    late = forward.late_projections
+    for a in equations:
+        phase[a.lhs] = max((phase[s] for s in a.rhs.free_symbols), default=0)
+        for projection, source in late.items():
+            if source == a.lhs:
+                phase[projection] = phase[a.lhs] + 1
+    n_phases = 1 + max(phase.values(), default=0)
+
+    # Backward phase: an adjoint is computed in its value's phase; an input's once every reader is done.
+    value_of = {adjoint_symbol(a.lhs): a.lhs for a in equations}
+    first_reader = {
+        s: min((phase[a.lhs] for a in equations if s in a.rhs.free_symbols), default=0) for s in forward.inputs()
+    }
+    value_of.update({adjoint_symbol(s): s for s in forward.inputs()})
+    backward_phase = {}
+    for a in backward.adjoints:
+        value = value_of[a.lhs]
+        backward_phase[a.lhs] = first_reader[value] if value in first_reader else phase[value]
+
     stored_elsewhere = {unit_symbol(g.name) for g in forward.spec.gates}
-    stored_elsewhere |= {s for _, s in forward.new} | {s for _, s in forward.prev}
-    saved = tuple(s for s in backward.saved_values() if s not in stored_elsewhere)
+    stored_elsewhere |= {s for group in (forward.new, forward.prev, forward.unit_params) for _, s in group}
+    # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
+    inputs = set(forward.inputs())
+    crossing = {s for a in equations for s in a.rhs.free_symbols - inputs if phase[s] < phase[a.lhs]}
+    wanted = set(backward.saved_values()) | crossing | {src for _, src in forward.sources}
+    candidates = (*forward.inputs(), *(a.lhs for a in equations))
+    saved = tuple(s for s in candidates if s in wanted and s not in stored_elsewhere)
+    carried = tuple(
+        a.lhs
+        for a in backward.adjoints
+        if any(a.lhs in b.rhs.free_symbols and backward_phase[b.lhs] < backward_phase[a.lhs] for b in backward.adjoints)
+    )
     separate = any(
         backward.output(xw) != backward.output(hr) for (_, xw), (_, hr) in zip(forward.xW, forward.hR, strict=True)
-    )
+    ) or bool(forward.sources)
+
+    def split(assignments: AssignmentList, phase_of: dict[sympy.Symbol, int], prefix: str) -> tuple:
+        return tuple(
+            eliminate_common_subexpressions(
+                AssignmentList.of(a for a in assignments if phase_of[a.lhs] == p),
+                f"{prefix}{p}_" if n_phases > 1 else prefix,
+            )
+            for p in range(n_phases)
+        )
+
     return KernelExpressions(
         backward=backward,
-        forward_loop=eliminate_common_subexpressions(forward.equations),
-        backward_loop=eliminate_common_subexpressions(backward.adjoints),
+        forward_phases=split(forward.equations, phase, "tmp"),
+        backward_phases=split(backward.adjoints, backward_phase, "tmp"),
+        forward_phase=phase,
+        backward_phase=backward_phase,
         saved=saved,
+        carried=carried,
         separate_recurrent_adjoint=separate,
     )

@@ -32,8 +32,11 @@ class ForwardEquations:
     Attributes:
         spec: the cell spec these equations came from.
         equations: the assignments in evaluation order; roles are "preactivation", "gate", "hoisted",
-            "intermediate" and "state".
+            "intermediate", "source" (what a block of R multiplies mid-step) and "state".
         xW, hR: per gate name, the symbols of the input and recurrent projections.
+        gQ: per feedback gate, the symbol of its feedback projection [previous feedback gates] Q_k.
+        sources: per gate with its own ``recurrent_source``, the symbol ``src_k`` of that source: its block
+            of R is applied mid-step, so ``hR_k`` becomes available only after ``src_k`` is computed.
         prev, new: per state name, the symbols of the carried state at t−1 and t.
         unit_params: per unit-parameter name, its symbol.
     """
@@ -42,25 +45,36 @@ class ForwardEquations:
     equations: AssignmentList
     xW: tuple[tuple[str, sympy.Symbol], ...]
     hR: tuple[tuple[str, sympy.Symbol], ...]
+    gQ: tuple[tuple[str, sympy.Symbol], ...]
+    sources: tuple[tuple[str, sympy.Symbol], ...]
     prev: tuple[tuple[str, sympy.Symbol], ...]
     new: tuple[tuple[str, sympy.Symbol], ...]
     unit_params: tuple[tuple[str, sympy.Symbol], ...]
 
     def inputs(self) -> tuple[sympy.Symbol, ...]:
         """Every symbol the step reads: projections, previous states, unit parameters."""
-        return tuple(s for group in (self.xW, self.hR, self.prev, self.unit_params) for _, s in group)
+        groups = (self.xW, self.hR, self.gQ, self.prev, self.unit_params)
+        return tuple(s for group in groups for _, s in group)
+
+    @property
+    def late_projections(self) -> dict[sympy.Symbol, sympy.Symbol]:
+        """hR_k -> src_k for the blocks of R applied mid-step."""
+        hR = dict(self.hR)
+        return {hR[gate]: src for gate, src in self.sources}
 
 
 def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     """Parse and order the spec's equations into the forward step of one unit."""
     xW = tuple((g.name, unit_symbol(f"xW_{g.name}")) for g in spec.gates)
     hR = tuple((g.name, unit_symbol(f"hR_{g.name}")) for g in spec.gates)
+    gQ = tuple((name, unit_symbol(f"gQ_{name}")) for name in spec.feedback)
+    sources = tuple((g.name, unit_symbol(f"src_{g.name}")) for g in spec.gates if g.recurrent_source)
     prev = tuple((s, unit_symbol(f"{s}_prev")) for s in spec.state)
     new = tuple((s, unit_symbol(s)) for s in spec.state)
     unit_params = tuple((p, unit_symbol(p)) for p in spec.unit_params)
 
     names: dict[str, sympy.Symbol] = {}
-    for group in (xW, hR, prev, new, unit_params):
+    for group in (xW, hR, gQ, prev, new, unit_params):
         names.update({str(sym): sym for _, sym in group})
     for gate in spec.gates:
         names[gate.name] = unit_symbol(gate.name)
@@ -73,24 +87,25 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         pre = unit_symbol(f"a_{gate.name}")
         rhs = parse_expression(gate.preactivation_text, names, f"gates[{k}].preactivation")
         declared.append(Assignment(pre, rhs, "preactivation"))
-        declared.append(
-            Assignment(
-                names[gate.name],
-                parse_expression(f"{gate.activation}(a_{gate.name})", names, f"gates[{k}].activation"),
-                "gate",
-            )
-        )
+        activation = parse_expression(f"{gate.activation}(a_{gate.name})", names, f"gates[{k}].activation")
+        declared.append(Assignment(names[gate.name], activation, "gate"))
+        if gate.recurrent_source:
+            source = parse_expression(gate.recurrent_source, names, f"gates[{k}].recurrent_source")
+            declared.append(Assignment(unit_symbol(f"src_{gate.name}"), source, "source"))
     state_names = set(spec.state)
     for k, (lhs, text) in enumerate(spec.equations):
         rhs = parse_expression(text, names, f"equations[{k}] ({lhs})")
         declared.append(Assignment(names[lhs], rhs, "state" if lhs in state_names else "intermediate"))
 
-    ordered = _topological_order(declared, _input_set(xW, hR, prev, unit_params))
+    late = {dict(hR)[gate]: src for gate, src in sources}
+    ordered = _topological_order(declared, _input_set(xW, hR, gQ, prev, unit_params) - set(late), late)
     return ForwardEquations(
         spec=spec,
         equations=AssignmentList.of(_hoist_activations(ordered, set(names))),
         xW=xW,
         hR=hR,
+        gQ=gQ,
+        sources=sources,
         prev=prev,
         new=new,
         unit_params=unit_params,
@@ -101,15 +116,21 @@ def _input_set(*groups: tuple[tuple[str, sympy.Symbol], ...]) -> set[sympy.Symbo
     return {sym for group in groups for _, sym in group}
 
 
-def _topological_order(declared: list[Assignment], inputs: set[sympy.Symbol]) -> list[Assignment]:
-    """Order assignments so that each reads only inputs and earlier targets; ties keep declaration order."""
+def _topological_order(
+    declared: list[Assignment], inputs: set[sympy.Symbol], late: dict[sympy.Symbol, sympy.Symbol]
+) -> list[Assignment]:
+    """Order assignments so that each reads only inputs and earlier targets; ties keep declaration order.
+
+    ``late`` maps a mid-step projection hR_k to the source it is computed from: reading it depends on src_k.
+    """
     index = {a.lhs: k for k, a in enumerate(declared)}
     deps = {}
     for a in declared:
-        unknown = a.rhs.free_symbols - inputs - set(index)
+        read = {late.get(s, s) for s in a.rhs.free_symbols}
+        unknown = read - inputs - set(index)
         if unknown:  # pragma: no cover - the parser only admits vocabulary names
             raise SpecError(f"equation {a.lhs}: undefined {sorted(map(str, unknown))}")
-        deps[a.lhs] = {s for s in a.rhs.free_symbols if s in index}
+        deps[a.lhs] = {s for s in read if s in index}
         if a.lhs in deps[a.lhs]:
             raise SpecError(
                 f"equations ({a.lhs}): {a.lhs} is defined in terms of itself "

@@ -7,7 +7,9 @@ anything is derived; built-in variants (:mod:`lstmgen.variants`) are specs like 
 
 Vocabulary of the equations, for gate ``k`` and state ``s``:
     ``xW_k``   x_t W_k + b_k, the input projection of the gate block (bias folded in)
-    ``hR_k``   h_{t-1} R_k, the recurrent projection of the gate block
+    ``hR_k``   h_{t-1} R_k, the recurrent projection of the gate block (or source_k R_k when the gate
+               declares another ``recurrent_source``, e.g. ``r*h_prev`` for the GRU as published)
+    ``gQ_k``   for gates listed in ``feedback``: [previous step's feedback gate values] Q_k
     ``a_k``    the gate's pre-activation (defined by ``Gate.preactivation``)
     ``k``      the gate's value, ``activation(a_k)``
     ``s_prev`` the carried state at t-1; ``s`` is its new value
@@ -35,11 +37,12 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 RESERVED_NAMES = frozenset((
     "x", "W", "R", "b", "real", "steps", "batch", "n_in", "hidden", "t", "nb", "j", "row", "col",
     "np", "numba", "math", "dy", "dx", "dW", "dR", "db", "RT", "Tape", "tape", "params", "state", "dstate", "y",
+    "Q", "QT", "dQ",
     *ACTIVATIONS,
 ))
 # fmt: on
 #: Prefixes that belong to derived or vocabulary names.
-RESERVED_PREFIXES = ("xW_", "hR_", "a_", "d_", "dnext_", "tmp")
+RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "tmp", "R_", "fb")
 RESERVED_SUFFIXES = ("_prev", "_seq", "_row", "_buf", "_vec", "_2d")
 
 
@@ -64,11 +67,14 @@ class Gate:
     """One gate block: ``name = activation(preactivation)``.
 
     ``preactivation`` defaults to ``xW_<name> + hR_<name>`` (that is x_t W_k + h_{t-1} R_k + b_k).
+    ``recurrent_source`` is what the block of R multiplies, default ``h_prev``; another source (an expression
+    of this step's values, such as ``r*h_prev``) makes the kernel do that block's GEMM mid-step.
     """
 
     name: str
     activation: str
     preactivation: str = ""
+    recurrent_source: str = ""
 
     @property
     def preactivation_text(self) -> str:
@@ -87,6 +93,8 @@ class CellSpec:
         state: carried state names; the first is the hidden output h (fed to the recurrent GEMM).
         equations: ordered ``(name, expression)`` pairs defining intermediates and every new state value.
         unit_params: per-unit parameter vectors of shape (H,), e.g. the peepholes ``p_i``.
+        feedback: gates whose previous-step values feed back into every one of them through the matrix
+            ``Q`` (F·H, F·H) — row block = source gate, column block = target gate; they start at 0.
     """
 
     name: str
@@ -96,6 +104,7 @@ class CellSpec:
     state: tuple[str, ...]
     equations: tuple[tuple[str, str], ...]
     unit_params: tuple[str, ...] = field(default=())
+    feedback: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         check_identifier(self.name, "name")
@@ -117,6 +126,12 @@ class CellSpec:
                 raise SpecError(
                     f"gates[{k}].activation: unknown activation {gate.activation!r} "
                     f"(expected one of {', '.join(sorted(ACTIVATIONS))})"
+                )
+        gate_names = [g.name for g in self.gates]
+        for k, name in enumerate(self.feedback):
+            if name not in gate_names or name in self.feedback[:k]:
+                raise SpecError(
+                    f"feedback[{k}]: expected a distinct gate name (one of {', '.join(gate_names)}), got {name!r}"
                 )
         for k, s in enumerate(self.state):
             claim(s, f"state[{k}]")
@@ -144,8 +159,8 @@ class CellSpec:
 
     @property
     def params(self) -> tuple[str, ...]:
-        """Parameter names of the generated module: W, R, b, then the unit parameters."""
-        return ("W", "R", "b", *self.unit_params)
+        """Parameter names of the generated module: W, R, b, Q (with feedback), then the unit parameters."""
+        return ("W", "R", "b", *(("Q",) if self.feedback else ()), *self.unit_params)
 
     def fingerprint(self) -> str:
         """A stable hash of everything that defines the cell (printed in the generated module's banner)."""

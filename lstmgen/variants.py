@@ -137,6 +137,34 @@ GRU = CellSpec(
     unit_params=("b_rn",),
 )
 
+LSTM_FGR = CellSpec(
+    name="lstm_fgr",
+    description="peephole LSTM with full gate recurrence: i, f, o also see the previous step's i, f, o",
+    paper=GREFF,
+    gates=tuple(
+        Gate(g.name, g.activation, g.preactivation + (f" + gQ_{g.name}" if g.name != "g" else ""))
+        for g in _peephole_gates("i", "f", "g", "o")
+    ),
+    state=("h", "c"),
+    equations=(("c", "f*c_prev + i*g"), ("h", "o*tanh(c)")),
+    unit_params=("p_i", "p_f", "p_o"),
+    feedback=("i", "f", "o"),
+)
+
+GRU_V3 = CellSpec(
+    name="gru_v3",
+    description="GRU as published: reset applied to h_{t-1} before the recurrent product",
+    paper="Cho et al. (2014), arXiv:1406.1078 v3",
+    gates=(
+        Gate("r", "sigmoid"),
+        Gate("z", "sigmoid"),
+        # hR_n is (r*h_prev) R_n: its GEMM runs mid-step, once r is known.
+        Gate("n", "tanh", recurrent_source="r*h_prev"),
+    ),
+    state=("h",),
+    equations=(("h", "(1 - z)*n + z*h_prev"),),
+)
+
 #: Built-in variants by name, in the order ``lstmgen list`` shows them.
 VARIANTS: dict[str, CellSpec] = {
     spec.name: spec
@@ -152,7 +180,9 @@ VARIANTS: dict[str, CellSpec] = {
         LSTM_NOAF,
         LSTM_NP,
         LSTM_CIFG,
+        LSTM_FGR,
         GRU,
+        GRU_V3,
     )
 }
 

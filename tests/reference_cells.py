@@ -30,11 +30,22 @@ def lstm_1997(p, x, state, truncated):
     return o * (2 * sigmoid(c) - 1), c
 
 
-def peephole_lstm(p, x, state, truncated, gates="ifgo", peepholes=True, g_act=tanh, h_act=tanh, cifg=False):
-    """The peephole LSTM with Greff et al.'s changes: a missing gate is 1, cifg sets f = 1 - i."""
+def peephole_lstm(
+    p, x, state, truncated, gates="ifgo", peepholes=True, g_act=tanh, h_act=tanh, cifg=False, feedback=None
+):
+    """The peephole LSTM with Greff et al.'s changes: a missing gate is 1, cifg sets f = 1 - i.
+
+    ``feedback`` (FGR): a dict holding the previous step's (i, f, o), fed to a_i, a_f, a_o through Q
+    (row block = source gate, column block = target gate); updated in place.
+    """
     h, c = state
     projections = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(len(gates), -1)
     blocks = dict(zip(gates, projections, strict=True))
+    if feedback is not None:
+        previous = torch.cat(feedback["gates"], dim=-1)
+        previous = previous.detach() if truncated else previous
+        for name, q in zip("ifo", (previous @ p["Q"]).chunk(3, dim=-1), strict=True):
+            blocks[name] = blocks[name] + q
 
     def peep(name, cell):
         return p[f"p_{name}"] * cell if peepholes else 0
@@ -45,7 +56,20 @@ def peephole_lstm(p, x, state, truncated, gates="ifgo", peepholes=True, g_act=ta
     g = g_act(blocks["g"])
     c = f * c + i * g
     o = sigmoid(blocks["o"] + peep("o", c)) if "o" in blocks else 1
+    if feedback is not None:
+        feedback["gates"] = (i, f, o)
     return o * h_act(c), c
+
+
+def lstm_fgr_unroll(p, x, state, truncated):
+    """The full-gate-recurrence LSTM: the previous (i, f, o) start at zero and are carried by the unroll."""
+    zeros = torch.zeros_like(state[0])
+    feedback = {"gates": (zeros, zeros, zeros)}
+    ys = []
+    for t in range(x.shape[0]):
+        state = peephole_lstm(p, x[t], state, truncated, feedback=feedback)
+        ys.append(state[0])
+    return torch.stack(ys), state
 
 
 def gru(p, x, state, truncated):
@@ -57,6 +81,18 @@ def gru(p, x, state, truncated):
     r = sigmoid(xw[..., :H] + hR[..., :H])
     z = sigmoid(xw[..., H : 2 * H] + hR[..., H : 2 * H])
     n = tanh(xw[..., 2 * H :] + r * (hR[..., 2 * H :] + p["b_rn"]))
+    return ((1 - z) * n + z * h,)
+
+
+def gru_v3(p, x, state, truncated):
+    (h,) = state
+    hr = _recurrent_input(h, truncated)
+    H = h.shape[-1]
+    xw = x @ p["W"] + p["b"]
+    R = p["R"]
+    r = sigmoid(xw[..., :H] + hr @ R[:, :H])
+    z = sigmoid(xw[..., H : 2 * H] + hr @ R[:, H : 2 * H])
+    n = tanh(xw[..., 2 * H :] + (r * hr) @ R[:, 2 * H :])  # reset before the recurrent product
     return ((1 - z) * n + z * h,)
 
 
@@ -72,12 +108,16 @@ STEPS = {
     "lstm_niaf": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, g_act=lambda a: a),
     "lstm_noaf": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, h_act=lambda c: c),
     "lstm_cifg": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, gates="igo", cifg=True),
+    "lstm_fgr": None,  # unrolled by lstm_fgr_unroll: it carries the previous gate values
     "gru": gru,
+    "gru_v3": gru_v3,
 }
 
 
 def run_reference(variant, x, params, state, truncated=False):
     """Unroll the reference cell: returns (y (T, B, H), final state tuple)."""
+    if variant == "lstm_fgr":
+        return lstm_fgr_unroll(params, x, state, truncated)
     step = STEPS[variant]
     ys = []
     for t in range(x.shape[0]):

@@ -89,10 +89,45 @@ def test_kernel_lists_keep_targets_and_share_subexpressions():
     kernel = build_kernel_expressions(derive_backward(build_forward_equations(LSTM_PEEPHOLE)))
     assert kernel.saved == (tanh_c,)
     assert not kernel.separate_recurrent_adjoint
+    assert kernel.n_phases == 1
+    (backward_loop,) = kernel.backward_phases
     # CSE never changes a value: each adjoint re-expanded from the CSE'd list equals the uncse'd one.
     for a in kernel.backward.adjoints:
-        assert sympy.expand(kernel.backward_loop.expanded(a.lhs) - kernel.backward.adjoints.expanded(a.lhs)) == 0
-    assert any(a.role == "temporary" for a in kernel.backward_loop)
+        assert sympy.expand(backward_loop.expanded(a.lhs) - kernel.backward.adjoints.expanded(a.lhs)) == 0
+    assert any(a.role == "temporary" for a in backward_loop)
+
+
+def test_reset_before_the_recurrent_product_splits_the_step_in_two_phases():
+    """gru_v3: (r*h_prev) R_n needs r first, so n, h come after a mid-step GEMM; backward mirrors it."""
+    kernel = build_kernel_expressions(derive_backward(build_forward_equations(VARIANTS["gru_v3"])))
+    assert kernel.n_phases == 2
+    first, second = ({str(s) for s in phase.targets} for phase in kernel.forward_phases)
+    assert {"r", "z", "src_n"} <= first and {"n", "h"} <= second
+    assert kernel.separate_recurrent_adjoint
+    # d_h_prev = z*dh + r*d_src: the second term is the gradient through the reset product.
+    h_prev, z_, r_ = S("h_prev"), S("z"), S("r")
+    expected = z_ * S("dnext_h") + r_ * S("dnext_src_n")
+    assert sympy.simplify(kernel.backward.expanded(h_prev) - expected) == 0
+
+
+def test_truncated_gradient_cuts_h_prev_inside_a_recurrent_source():
+    truncated = derive_backward(build_forward_equations(VARIANTS["gru_v3"]), "truncated")
+    assert sympy.simplify(truncated.expanded(S("h_prev")) - S("z") * S("dnext_h")) == 0
+    # ... but the reset gate still learns through the source.
+    assert S("dnext_src_n") in truncated.expanded(S("xW_r")).free_symbols
+
+
+def test_full_gate_recurrence_seeds_the_fed_back_gates():
+    full = derive_backward(build_forward_equations(VARIANTS["lstm_fgr"]), "full")
+    truncated = derive_backward(build_forward_equations(VARIANTS["lstm_fgr"]), "truncated")
+    assert {str(s) for _, s in full.seeds} == {"dnext_h", "dnext_c", "dnext_i", "dnext_f", "dnext_o"}
+    assert {str(s) for _, s in truncated.seeds} == {"dnext_h", "dnext_c"}
+    # The gradient on i arriving from step t+1 enters before σ': d_a_i gains i(1-i)·dnext_i ...
+    d_a_i = full.expanded(S("xW_i"))
+    assert sympy.simplify(sympy.diff(d_a_i, S("dnext_i")) - i * (1 - i)) == 0
+    # ... and without gradients from step t+1 on the gates, the two modes agree.
+    no_feedback = {S("dnext_i"): 0, S("dnext_f"): 0, S("dnext_o"): 0}
+    assert sympy.simplify(d_a_i.subs(no_feedback) - truncated.expanded(S("xW_i"))) == 0
 
 
 def test_unknown_gradient_mode_is_refused():
