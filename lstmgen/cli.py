@@ -10,8 +10,10 @@ from pathlib import Path
 
 from lstmgen import __version__
 from lstmgen.derive_backward import GRADIENT_MODES
-from lstmgen.generate import write_module
+from lstmgen.generate import generate_source, write_source
+from lstmgen.render_module import module_name
 from lstmgen.spec import SpecError
+from lstmgen.spec_file import load_spec_file
 from lstmgen.variants import VARIANTS, get_variant
 
 
@@ -31,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate one Python module per variant (numpy + numba only; float32 and float64).",
     )
     gen.add_argument("variants", nargs="*", metavar="VARIANT", help="built-in variant names (default: all)")
+    gen.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a cell declared in a TOML spec file (repeatable; see examples/)",
+    )
     gen.add_argument("--out", default="generated", type=Path, help="output directory (default: ./generated)")
     gen.add_argument(
         "--gradient",
@@ -50,18 +60,22 @@ def _list() -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    names = args.variants or list(VARIANTS)
-    specs = [get_variant(name) for name in names]  # refuse unknown names before writing anything
-    out: Path = args.out
-    if not args.variants:
-        out.mkdir(parents=True, exist_ok=True)
+    # Every spec is resolved and every module rendered before anything is written: an error writes nothing.
+    specs = [get_variant(name) for name in args.variants] + [load_spec_file(path) for path in args.spec]
+    if not specs:
+        specs = list(VARIANTS.values())
+        args.out.mkdir(parents=True, exist_ok=True)
     modes = GRADIENT_MODES if args.gradient == "both" else (args.gradient,)
-    rows = []
+    rendered = []
     for spec in specs:
         for mode in modes:
             start = time.perf_counter()
-            path = write_module(spec, out, mode)
-            rows.append((spec.name, str(path), ", ".join(spec.params), f"{time.perf_counter() - start:.2f} s"))
+            source = generate_source(spec, mode)
+            rendered.append((spec, mode, source, time.perf_counter() - start))
+    rows = []
+    for spec, mode, source, seconds in rendered:
+        path = write_source(source, args.out, module_name(spec.name, mode))
+        rows.append((spec.name, str(path), ", ".join(spec.params), f"{seconds:.2f} s"))
     header = ("variant", "file", "parameters", "time")
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]
     for row in [header, tuple("-" * w for w in widths), *rows]:
@@ -76,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _list()
         return _generate(args)
-    except (SpecError, ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+    except (SpecError, ValueError, TypeError, OSError) as exc:
         print(f"lstmgen: error: {exc}", file=sys.stderr)
         return 2
 

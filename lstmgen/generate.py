@@ -11,19 +11,22 @@ from lstmgen.expression_lists import build_kernel_expressions
 from lstmgen.forward_equations import build_forward_equations
 from lstmgen.render_module import module_name, render_module
 from lstmgen.spec import CellSpec
+from lstmgen.spec_file import load_spec_file
 from lstmgen.variants import get_variant
 
 
-def resolve_spec(variant: CellSpec | str) -> CellSpec:
-    """A spec given as itself or as the name of a built-in variant."""
+def resolve_spec(variant: CellSpec | str | os.PathLike[str]) -> CellSpec:
+    """A spec given as itself, as the name of a built-in variant, or as the path of a TOML spec file."""
     if isinstance(variant, CellSpec):
         return variant
+    if isinstance(variant, os.PathLike) or (isinstance(variant, str) and variant.endswith(".toml")):
+        return load_spec_file(variant)
     if isinstance(variant, str):
         return get_variant(variant)
-    raise TypeError(f"variant: expected a variant name or a CellSpec, got {type(variant).__name__}")
+    raise TypeError(f"variant: expected a variant name, a CellSpec or a .toml spec path, got {type(variant).__name__}")
 
 
-def generate_source(variant: CellSpec | str, gradient: GradientMode = "full") -> str:
+def generate_source(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> str:
     """The source text of the generated module for ``variant``; the same input always gives the same text."""
     spec = resolve_spec(variant)
     forward = build_forward_equations(spec)  # spec -> forward equations
@@ -32,27 +35,34 @@ def generate_source(variant: CellSpec | str, gradient: GradientMode = "full") ->
     return render_module(kernel)  # expression lists -> module text
 
 
-def write_module(variant: CellSpec | str, out_dir: str | os.PathLike[str], gradient: GradientMode = "full") -> Path:
-    """Generate ``variant`` into ``out_dir/<name>.py`` atomically and return the path.
-
-    The file is written to a temporary file in ``out_dir`` and renamed over the target, so a reader never
-    sees a half-written module. A file whose bytes are already right is left untouched (numba's cache stays
-    valid).
-    """
+def write_module(
+    variant: CellSpec | str | os.PathLike[str], out_dir: str | os.PathLike[str], gradient: GradientMode = "full"
+) -> Path:
+    """Generate ``variant`` into ``out_dir/<name>.py`` atomically and return the path."""
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient: expected one of {GRADIENT_MODES}, got {gradient!r}")
     spec = resolve_spec(variant)
-    source = generate_source(spec, gradient).encode()
+    return write_source(generate_source(spec, gradient), out_dir, module_name(spec.name, gradient))
+
+
+def write_source(source: str, out_dir: str | os.PathLike[str], stem: str) -> Path:
+    """Write a module's text to ``out_dir/<stem>.py`` atomically and return the path.
+
+    The text goes to a temporary file in ``out_dir`` that is renamed over the target, so a reader never sees
+    a half-written module, and two writers of the same module leave one whole file. A file whose bytes are
+    already right is left untouched (numba's cache stays valid).
+    """
     out = Path(out_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"out: output directory {str(out)!r} does not exist")
-    target = out / f"{module_name(spec.name, gradient)}.py"
-    if target.is_file() and target.read_bytes() == source:
+    target = out / f"{stem}.py"
+    data = source.encode()
+    if target.is_file() and target.read_bytes() == data:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(source)
+            fh.write(data)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

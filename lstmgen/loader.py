@@ -26,19 +26,25 @@ def cache_dir() -> Path:
 def load_module(path: str | os.PathLike[str]) -> ModuleType:
     """Import a generated module from ``path`` (it needs only numpy and numba, not lstmgen).
 
-    The module is registered in ``sys.modules`` under a name derived from its absolute path, so loading the
-    same file twice returns the same module.
+    The module's name is derived from its absolute path and stays the same across processes, because numba's
+    on-disk cache records it: a file that one process compiled is reused by the next. Loading an unchanged
+    file again returns the same module; a file rewritten since is executed again under the same name.
+    Import a given file one way only (always ``load_module``, or always ``import package.module``): numba's
+    cache of a file compiled under one module name cannot be read under another.
     """
     path = Path(path).resolve()
     if not path.is_file() or path.suffix != ".py":
         raise FileNotFoundError(f"path: expected a generated .py module, got {str(path)!r}")
-    tag = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    name = f"lstmgen_generated_{path.stem}_{tag}"
-    if name in sys.modules:
-        return sys.modules[name]
+    source = path.read_bytes()
+    name = f"lstmgen_generated_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(source).hexdigest()
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__lstmgen_source_sha256__", None) == digest:
+        return loaded
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    module.__lstmgen_source_sha256__ = digest
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
@@ -48,11 +54,12 @@ def load_module(path: str | os.PathLike[str]) -> ModuleType:
     return module
 
 
-def load(variant: CellSpec | str, gradient: GradientMode = "full") -> ModuleType:
+def load(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> ModuleType:
     """Generate ``variant`` into the user cache if needed and import it.
 
     Args:
-        variant: a built-in variant name (see ``lstmgen list``) or a :class:`~lstmgen.spec.CellSpec`.
+        variant: a built-in variant name (see ``lstmgen list``), a :class:`~lstmgen.spec.CellSpec`, or the
+            path of a TOML spec file (a ``str`` ending in ``.toml`` or a ``pathlib.Path``).
         gradient: "full" (default) or "truncated".
     """
     spec = resolve_spec(variant)

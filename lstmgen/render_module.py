@@ -19,6 +19,7 @@ from lstmgen.derive_backward import adjoint_symbol
 from lstmgen.expression_lists import KernelExpressions
 from lstmgen.forward_equations import unit_symbol
 from lstmgen.numba_printer import NumbaPrinter, print_text
+from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
 TEMPLATE_VERSION = 1
@@ -66,7 +67,9 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     spec = backward.forward.spec
     if regenerate is None:
         flag = "" if backward.gradient == "full" else f" --gradient {backward.gradient}"
-        regenerate = f"lstmgen generate {spec.name}{flag} --out generated/"
+        builtin = VARIANTS.get(spec.name) == spec
+        what = spec.name if builtin else f"--spec <the spec file of {spec.name}>"
+        regenerate = f"lstmgen generate {what}{flag} --out {'generated/' if builtin else 'DIR'}"
     layout = _Layout(kernel)
     context = {
         "variant": spec.name,

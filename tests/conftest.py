@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
 
-from lstmgen import load_module
 from lstmgen.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,9 +17,14 @@ BUILTIN = tuple(VARIANTS)
 
 @pytest.fixture(scope="session")
 def generated_module():
-    """A function: variant name -> the committed module in generated/, imported from its file."""
+    """A function: variant name -> the committed module, imported as ``generated.<name>`` like a user would.
+
+    (numba's on-disk cache records the module name, so the tests use the name users use.)
+    """
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
 
     def get(name: str):
-        return load_module(GENERATED / f"{name}.py")
+        return importlib.import_module(f"generated.{name}")
 
     return get

@@ -104,3 +104,14 @@ def test_templates_ship_with_the_installed_package():
         pytest.skip("lstmgen is imported from the source checkout (editable install)")
     assert templates_dir() == package / "templates"
     assert (templates_dir() / "module.py.j2").is_file()
+
+
+def test_load_module_reuses_unchanged_files_and_reloads_rewritten_ones(tmp_path):
+    from lstmgen import load_module
+
+    path = write_module("lstm", tmp_path)
+    first = load_module(path)
+    assert load_module(path) is first
+    path.write_text(generate_source("lstm_peephole"))
+    second = load_module(path)
+    assert second.VARIANT == "lstm_peephole" and first.VARIANT == "lstm"

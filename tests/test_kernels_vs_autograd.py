@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from problems import random_problem
 from reference_cells import STEPS, reference_gradients
 
@@ -149,3 +151,71 @@ def test_float64_matches_finite_differences(generated_module, variant):
             numeric[idx] = (up - down) / (2 * eps)
         scale = max(1.0, float(np.max(np.abs(numeric))))
         np.testing.assert_allclose(analytic[name], numeric, rtol=1e-5, atol=1e-8 * scale, err_msg=name)
+
+
+def test_gru_matches_torch_nn_gru(generated_module):
+    """torch.nn.GRU with copied weights: rows r, z, n; b_r, b_z folded; b_n = bias_ih_n; b_rn = bias_hh_n."""
+    import torch
+
+    module = generated_module("gru")
+    T, B, I, H = 5, 3, 4, 6
+    torch.manual_seed(1)
+    net = torch.nn.GRU(I, H, dtype=torch.float64)
+    b_ih, b_hh = net.bias_ih_l0.detach().numpy(), net.bias_hh_l0.detach().numpy()
+    params = {
+        "W": net.weight_ih_l0.detach().numpy().T.copy(),
+        "R": net.weight_hh_l0.detach().numpy().T.copy(),
+        "b": np.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]]),
+        "b_rn": b_hh[2 * H :].copy(),
+    }
+    rng = np.random.default_rng(5)
+    x, h0 = rng.standard_normal((T, B, I)), rng.standard_normal((B, H))
+    dy, dh = rng.standard_normal((T, B, H)), rng.standard_normal((B, H))
+
+    tx = torch.tensor(x, requires_grad=True)
+    th0 = torch.tensor(h0[None], requires_grad=True)
+    out, hT = net(tx, th0)
+    ((out * torch.tensor(dy)).sum() + (hT[0] * torch.tensor(dh)).sum()).backward()
+
+    y, (h_last,), tape = module.forward(x, params, (h0,))
+    dx, grads, (dh0,) = module.backward(dy, tape, (dh,))
+    tol = {"rtol": 1e-9, "atol": 1e-12}
+    np.testing.assert_allclose(y, out.detach().numpy(), **tol)
+    np.testing.assert_allclose(h_last, hT[0].detach().numpy(), **tol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(dh0, th0.grad[0].numpy(), **tol)
+    np.testing.assert_allclose(grads["W"], net.weight_ih_l0.grad.numpy().T, **tol)
+    np.testing.assert_allclose(grads["R"], net.weight_hh_l0.grad.numpy().T, **tol)
+    g_ih, g_hh = net.bias_ih_l0.grad.numpy(), net.bias_hh_l0.grad.numpy()
+    np.testing.assert_allclose(grads["b"][: 2 * H], g_ih[: 2 * H], **tol)  # folded: both biases get it
+    np.testing.assert_allclose(grads["b"][: 2 * H], g_hh[: 2 * H], **tol)
+    np.testing.assert_allclose(grads["b"][2 * H :], g_ih[2 * H :], **tol)
+    np.testing.assert_allclose(grads["b_rn"], g_hh[2 * H :], **tol)  # Σ δa_n ⊙ r, not Σ δa_n
+
+
+def test_lstm_np_and_lstm_are_the_same_cell(generated_module):
+    lstm, lstm_np = generated_module("lstm"), generated_module("lstm_np")
+    x, params, state, dy, dstate = random_problem(lstm, (5, 2, 3, 4), np.float64, seed=9)
+    results = []
+    for module in (lstm, lstm_np):
+        y, final, tape = module.forward(x, params, state)
+        results.append((y, *final, *module.backward(dy, tape, dstate)[0:1], *module.backward(dy, tape, dstate)[2]))
+        results[-1] += tuple(module.backward(dy, tape, dstate)[1].values())
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    variant=st.sampled_from(sorted(VARIANTS)),
+    gradient=st.sampled_from(MODES),
+    sizes=st.tuples(*(st.integers(1, 6) for _ in range(4))),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_any_variant_any_sizes(generated_module, variant, gradient, sizes, dtype, seed):
+    module = module_for(generated_module, variant, gradient)
+    if dtype == np.float64:
+        compare(module, variant, sizes, dtype, seed, rtol=1e-9, atol_scale=1e-12, atol_floor=1.0)
+    else:
+        compare(module, variant, sizes, dtype, seed, rtol=1e-4, atol_scale=1e-5, atol_floor=0.0)
