@@ -30,9 +30,6 @@ class sigmoid(sympy.Function):  # noqa: N801 - lower case, like sympy.tanh
     def _eval_rewrite_as_exp(self, arg: sympy.Expr, **kwargs: object) -> sympy.Expr:
         return 1 / (1 + sympy.exp(-arg))
 
-    def _latex(self, printer: sympy.printing.latex.LatexPrinter) -> str:
-        return r"\sigma\left(" + printer._print(self.args[0]) + r"\right)"
-
 
 class squash_g(sympy.Function):  # noqa: N801
     """Hochreiter & Schmidhuber's input squashing g(x) = 4σ(x) − 2 = 2 tanh(x/2) ∈ [−2, 2]; g' = 1 − g²/4."""
@@ -81,6 +78,25 @@ class inside_unit(sympy.Function):  # noqa: N801
 
     nargs = 1
 
+
+def _latex_as(template: str) -> object:
+    """A ``_latex`` method printing the function as ``template`` with ARG standing for the argument."""
+
+    def _latex(self: sympy.Function, printer: sympy.printing.latex.LatexPrinter, exp: str | None = None) -> str:
+        tex = template.replace("ARG", printer._print(self.args[0]))
+        return rf"\left({tex}\right)^{{{exp}}}" if exp else tex
+
+    return _latex
+
+
+sigmoid._latex = _latex_as(r"\sigma\left(ARG\right)")
+squash_g._latex = _latex_as(r"g_{1997}\left(ARG\right)")
+squash_h._latex = _latex_as(r"h_{1997}\left(ARG\right)")
+relu._latex = _latex_as(r"\operatorname{relu}\left(ARG\right)")
+hard_sigmoid._latex = _latex_as(r"\operatorname{hardsigmoid}\left(ARG\right)")
+softsign._latex = _latex_as(r"\operatorname{softsign}\left(ARG\right)")
+positive._latex = _latex_as(r"\left[ARG > 0\right]")
+inside_unit._latex = _latex_as(r"\left[0 < ARG < 1\right]")
 
 _output_derivative(sigmoid, lambda s: s * (1 - s))
 _output_derivative(squash_g, lambda g: 1 - g**2 / 4)

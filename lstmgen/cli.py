@@ -1,4 +1,4 @@
-"""The ``lstmgen`` command line: list the variants, generate their modules."""
+"""The ``lstmgen`` command line: list the variants, generate their modules, print derivations and error flow."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lstmgen import __version__
+from lstmgen.derivation import build_derivation
+from lstmgen.derivation_printer import FORMATS, NOTATIONS, render_derivation, render_error_flow
 from lstmgen.derive_backward import GRADIENT_MODES
-from lstmgen.generate import generate_source, write_source
+from lstmgen.error_flow import measure_error_flow
+from lstmgen.error_flow_plot import plot_error_flow
+from lstmgen.generate import generate_source, write_source, write_text
+from lstmgen.loader import load
 from lstmgen.render_module import module_name
-from lstmgen.spec import SpecError
+from lstmgen.spec import CellSpec, SpecError
 from lstmgen.spec_file import load_spec_file
 from lstmgen.variants import VARIANTS, get_variant
 
@@ -48,7 +53,79 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full BPTT (default); truncated: no error through h_{t-1} into the gates (module suffix _truncated); both",
     )
+
+    derive = commands.add_parser(
+        "derive",
+        help="print the forward and derived backward equations",
+        description="Print the forward equations, the derived BPTT equations, the weight gradients and the "
+        "one-step Jacobian of the carried state: the expressions the generated kernel computes.",
+    )
+    _add_cell_arguments(derive)
+    derive.add_argument("--format", choices=FORMATS, default="latex", help="latex (default), markdown or text")
+    derive.add_argument("--notation", choices=NOTATIONS, default="modern", help="modern (default) or graves")
+    derive.add_argument("--standalone", action="store_true", help="a complete LaTeX document (pdflatex)")
+    derive.add_argument("--out", type=Path, help="write to this file instead of standard output")
+
+    cec = commands.add_parser(
+        "cec",
+        help="error flow: the carried state's Jacobian, the 1997 analysis, and measured decay",
+        description="Symbolic: the one-step Jacobian of the carried state and the constant-error-carousel "
+        "analysis. Measured (--steps): inject an error at the last step and print ||dL/ds(T-q)|| for q = 0..T.",
+    )
+    _add_cell_arguments(cec)
+    cec.add_argument("--format", choices=FORMATS, default="text", help="text (default), latex or markdown")
+    cec.add_argument("--steps", type=int, help="measure over this many steps with the generated kernels")
+    cec.add_argument("--compare", default="", help="more built-in variants to measure, comma separated")
+    cec.add_argument("--plot", type=Path, metavar="FILE.png", help="write a log-scale plot of the measurement")
+    cec.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     return parser
+
+
+def _add_cell_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("variant", nargs="?", metavar="VARIANT", help="a built-in variant")
+    parser.add_argument("--spec", type=Path, metavar="FILE", help="a cell declared in a TOML spec file")
+    parser.add_argument("--gradient", choices=GRADIENT_MODES, default="full", help="full (default) or truncated")
+
+
+def _cell(args: argparse.Namespace) -> CellSpec:
+    if (args.variant is None) == (args.spec is None):
+        raise ValueError("variant: give a built-in VARIANT or --spec FILE (exactly one)")
+    return get_variant(args.variant) if args.spec is None else load_spec_file(args.spec)
+
+
+def _derive(args: argparse.Namespace) -> int:
+    text = render_derivation(build_derivation(_cell(args), args.gradient), args.format, args.notation, args.standalone)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_text(text, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cec(args: argparse.Namespace) -> int:
+    spec = _cell(args)
+    derivation = build_derivation(spec, args.gradient)
+    sys.stdout.write(render_error_flow(derivation, args.format))
+    compare = [name for name in args.compare.split(",") if name]
+    others = [get_variant(name) for name in compare]
+    if args.steps is None:
+        if args.plot or compare:
+            raise ValueError("steps: --plot and --compare measure the error flow; give --steps T")
+        return 0
+    curves = {}
+    for cell in [spec, *others]:
+        label = cell.name if args.gradient == "full" else f"{cell.name} ({args.gradient})"
+        curves[label] = measure_error_flow(load(cell, args.gradient), args.steps, seed=args.seed)
+    labels = list(curves)
+    print(f"\nMeasured ||dL/ds(T-q)|| of the carried state (c, else h), error injected at step T = {args.steps}:")
+    print("    q  " + "  ".join(f"{label:>22}" for label in labels))
+    for q in range(args.steps + 1):
+        print(f"{q:5d}  " + "  ".join(f"{curves[label][q]:22.15e}" for label in labels))
+    if args.plot:
+        plot_error_flow(curves, args.plot, f"Error flow over {args.steps} steps ({args.gradient} gradient)")
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def _list() -> int:
@@ -87,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lstmgen`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "list":
-            return _list()
-        return _generate(args)
+        commands = {"list": lambda _: _list(), "generate": _generate, "derive": _derive, "cec": _cec}
+        return commands[args.command](args)
     except (SpecError, ValueError, TypeError, OSError) as exc:
         print(f"lstmgen: error: {exc}", file=sys.stderr)
         return 2

@@ -52,14 +52,22 @@ def write_source(source: str, out_dir: str | os.PathLike[str], stem: str) -> Pat
     a half-written module, and two writers of the same module leave one whole file. A file whose bytes are
     already right is left untouched (numba's cache stays valid).
     """
-    out = Path(out_dir)
+    return write_text(source, Path(out_dir) / f"{stem}.py")
+
+
+def write_text(text: str, target: str | os.PathLike[str]) -> Path:
+    """Write ``text`` to ``target`` atomically (temporary file in the same directory, then rename).
+
+    A file whose bytes are already right is left untouched.
+    """
+    target = Path(target)
+    out = target.parent
     if not out.is_dir():
         raise FileNotFoundError(f"out: output directory {str(out)!r} does not exist")
-    target = out / f"{stem}.py"
-    data = source.encode()
+    data = text.encode()
     if target.is_file() and target.read_bytes() == data:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

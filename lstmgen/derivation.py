@@ -1,0 +1,90 @@
+"""The derivation of a cell as data: forward equations, derived BPTT, weight gradients, error flow.
+
+Every equation here is the SymPy object the generated kernel is built from (the same ``Assignment`` objects
+of :mod:`lstmgen.derive_backward`), so what ``lstmgen derive`` prints is what the kernel computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from lstmgen.assignment import Assignment
+from lstmgen.derive_backward import BackwardEquations, GradientMode, adjoint_symbol, derive_backward
+from lstmgen.error_flow import JacobianBlock, SingleUnitAnalysis, single_unit_analysis, state_jacobian
+from lstmgen.forward_equations import build_forward_equations
+from lstmgen.spec import CellSpec
+
+
+@dataclass(frozen=True)
+class WeightGradient:
+    """∂L/∂param as a sum over time (and batch): ``kind`` is "input", "recurrent", "feedback", "bias", "unit".
+
+    ``adjoint`` is the per-unit expression summed: δxW_k for W_k and b_k, δhR_k for R_k, δgQ_k for Q_k, and
+    the derived adjoint of a unit parameter.
+    """
+
+    param: str
+    gate: str
+    kind: str
+    adjoint: sympy.Expr
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Everything ``lstmgen derive`` prints, as SymPy objects.
+
+    Attributes:
+        spec, gradient: what was derived.
+        backward: the derived equations (``backward.forward.equations`` are the forward ones).
+        forward: the forward assignments to show (hoisted activations folded back into their readers).
+        adjoints: the derived BPTT assignments, exactly ``backward.adjoints``.
+        outputs: for every input of the step, (d_input symbol, expression) — aliases included.
+        weight_gradients: ∂L/∂W, R, b, Q and the unit parameters as sums over time.
+        jacobian: the one-step Jacobian of the carried state.
+        analysis: the 1997 single-unit analysis.
+        display: substitutions that fold hoisted values back (tanh_c → tanh(c)) for printing.
+    """
+
+    spec: CellSpec
+    gradient: GradientMode
+    backward: BackwardEquations
+    forward: tuple[Assignment, ...]
+    adjoints: tuple[Assignment, ...]
+    outputs: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
+    weight_gradients: tuple[WeightGradient, ...]
+    jacobian: tuple[JacobianBlock, ...]
+    analysis: SingleUnitAnalysis
+    display: dict[sympy.Symbol, sympy.Expr]
+
+
+def build_derivation(spec: CellSpec, gradient: GradientMode = "full") -> Derivation:
+    """Derive everything about ``spec`` that the printers show."""
+    forward = build_forward_equations(spec)
+    backward = derive_backward(forward, gradient)
+    display = {a.lhs: a.rhs for a in forward.equations if a.role in ("hoisted", "source")}
+    shown = tuple(a for a in forward.equations if a.role != "hoisted")
+    grads = []
+    for gate, xw in forward.xW:
+        grads.append(WeightGradient("W", gate, "input", backward.output(xw)))
+    for gate, hr in forward.hR:
+        grads.append(WeightGradient("R", gate, "recurrent", backward.output(hr)))
+    for gate, gq in forward.gQ:
+        grads.append(WeightGradient("Q", gate, "feedback", backward.output(gq)))
+    for gate, xw in forward.xW:
+        grads.append(WeightGradient("b", gate, "bias", backward.output(xw)))
+    for name, sym in forward.unit_params:
+        grads.append(WeightGradient(name, "", "unit", backward.output(sym)))
+    return Derivation(
+        spec=spec,
+        gradient=gradient,
+        backward=backward,
+        forward=shown,
+        adjoints=tuple(backward.adjoints),
+        outputs=tuple((adjoint_symbol(v), e) for v, e in backward.outputs),
+        weight_gradients=tuple(grads),
+        jacobian=state_jacobian(spec, gradient),
+        analysis=single_unit_analysis(),
+        display=display,
+    )

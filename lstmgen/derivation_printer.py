@@ -1,0 +1,486 @@
+"""Print a :class:`~lstmgen.derivation.Derivation` as LaTeX, GitHub markdown or Unicode text.
+
+Two notations: ``modern`` (i, f, g, o, c, h, W, R, p) and ``graves`` (the notation of Graves' thesis used by
+the LSTM literature's BPTT derivations: ι, φ, ω for the gates, s_c for the cell state, ε_c and ε_s for the
+output and state errors, δ for the gate deltas, w_cι, w_cφ, w_cω for the peepholes). Names a notation does
+not cover (a GRU's r, z, n) print in the modern form.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy.printing.str import StrPrinter
+
+from lstmgen.derivation import Derivation, WeightGradient
+from lstmgen.error_flow import JacobianBlock
+from lstmgen.forward_equations import unit_symbol
+
+FORMATS = ("latex", "markdown", "text")
+NOTATIONS = ("modern", "graves")
+
+_GREEK_GATE = {"i": r"\iota", "f": r"\phi", "o": r"\omega", "g": "c"}
+_GREEK_TEXT = {"i": "ι", "f": "φ", "o": "ω", "g": "c"}
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "^": r"\^{}",
+    "_": r"\_",
+    "%": r"\%",
+    "~": r"\~{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """User text (a description, a paper title) made safe for LaTeX."""
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def _sub(name: str) -> str:
+    """``b_rn`` -> ``b_{rn}``; a multi-letter base is set upright."""
+    base, _, rest = name.partition("_")
+    base = base if len(base) == 1 else rf"\mathrm{{{base}}}"
+    return f"{base}_{{{rest}}}" if rest else base
+
+
+class _Names:
+    """The LaTeX and text name of every symbol of one derivation, in one notation."""
+
+    def __init__(self, derivation: Derivation, notation: str) -> None:
+        forward = derivation.backward.forward
+        spec = forward.spec
+        self.latex: dict[sympy.Symbol, str] = {}
+        self.text: dict[sympy.Symbol, str] = {}
+        graves = notation == "graves" and {"c", "h"} <= set(spec.state)
+        gates = [g.name for g in spec.gates]
+        late = dict(forward.sources)
+
+        def name(sym: sympy.Symbol, latex: str, text: str) -> None:
+            self.latex[sym], self.text[sym] = latex, text
+
+        def value(n: str, when: str = "t") -> tuple[str, str]:
+            """LaTeX and text of value n at time t (or t-1)."""
+            if graves and n in ("c", "h"):
+                base, text = ("s_c", "s_c") if n == "c" else ("b_c", "b_c")
+                return f"{base}^{{{when}}}", f"{text}({when})"
+            if graves and n in _GREEK_GATE and n in gates and n != "g":
+                return f"b_{{{_GREEK_GATE[n]}}}^{{{when}}}", f"b_{_GREEK_TEXT[n]}({when})"
+            if graves and n == "g" and n in gates:
+                return rf"g\left(a_c^{{{when}}}\right)", f"g(a_c({when}))"
+            base = n if len(n) == 1 else rf"\mathrm{{{n}}}"
+            return f"{base}_{{{when}}}", f"{n}[{when}]"
+
+        def preactivation(k: str) -> tuple[str, str]:
+            if graves and k in _GREEK_GATE:
+                return f"a_{{{_GREEK_GATE[k]}}}^{{t}}", f"a_{_GREEK_TEXT[k]}(t)"
+            return f"a_{{{k},t}}", f"a_{k}[t]"
+
+        for k in gates:
+            name(unit_symbol(k), *value(k))
+            name(unit_symbol(f"a_{k}"), *preactivation(k))
+            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+            name(unit_symbol(f"X_{k}"), f"x_t W_{{{gk}}}", f"x[t]·W_{k}")
+            name(unit_symbol(f"B_{k}"), f"b_{{{gk}}}", f"b_{k}")
+            if k not in late:
+                h_prev = value("h", "t-1")
+                name(unit_symbol(f"hR_{k}"), f"{h_prev[0]} R_{{{gk}}}", f"{h_prev[1]}·R_{k}")
+            name(unit_symbol(f"gQ_{k}"), rf"\gamma_{{t-1}} Q_{{{gk}}}", f"γ[t-1]·Q_{k}")
+        for s in spec.state:
+            name(unit_symbol(s), *value(s))
+            name(unit_symbol(f"{s}_prev"), *value(s, "t-1"))
+        for a in forward.equations:
+            if a.role == "intermediate":
+                name(a.lhs, *value(str(a.lhs)))
+        for p in spec.unit_params:
+            gate = p.removeprefix("p_")
+            if graves and p.startswith("p_") and gate in _GREEK_GATE:
+                name(unit_symbol(p), f"w_{{c{_GREEK_GATE[gate]}}}", f"w_c{_GREEK_TEXT[gate]}")
+            else:
+                name(unit_symbol(p), _sub(p), p)
+        # Mid-step projections show their source: (r_t h_{t-1}) R_n.
+        for k, src in late.items():
+            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+            src_latex = sympy.latex(derivation.display[src], symbol_names=self.latex)
+            src_text = self.expression_text(derivation.display[src])
+            name(unit_symbol(f"hR_{k}"), rf"\left({src_latex}\right) R_{{{gk}}}", f"({src_text})·R_{k}")
+        # Adjoints: δ of the value's name (ε for Graves' output and state errors).
+        for sym in list(self.latex):
+            latex, text = self.latex[sym], self.text[sym]
+            if str(sym).startswith(("X_", "B_")):
+                continue
+            delta = unit_symbol(f"d_{sym}")
+            if str(sym).startswith(("hR_", "gQ_")):
+                k = str(sym).split("_", 1)[1]
+                kind = "h R" if str(sym).startswith("hR_") else r"\gamma Q"
+                gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+                name(
+                    delta, rf"\delta\left({kind}\right)_{{{gk},t}}", f"δ({kind.replace(chr(92) + 'gamma', 'γ')})_{k}[t]"
+                )
+                continue
+            name(delta, rf"\delta {latex}", f"δ{text}")
+        for k in gates:
+            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+            name(unit_symbol(f"d_xW_{k}"), rf"\delta\left(x W\right)_{{{gk},t}}", f"δ(xW)_{k}[t]")
+            if graves and k in _GREEK_GATE:
+                name(unit_symbol(f"d_a_{k}"), f"\\delta_{{{_GREEK_GATE[k]}}}^{{t}}", f"δ_{_GREEK_TEXT[k]}(t)")
+        out = spec.output_state
+        for s, seed in derivation.backward.seeds:
+            if s == out:
+                latex, text = (r"\epsilon_c^{t}", "ε_c(t)") if graves else (rf"\delta {value(s)[0]}", f"δ{value(s)[1]}")
+            elif s in spec.state:
+                latex, text = (
+                    (r"\epsilon_s^{t}\big|_{t+1}", "ε_s(t)|t+1")
+                    if graves and s == "c"
+                    else (rf"\delta {{{value(s)[0]}}}^{{+}}", f"δ{value(s)[1]}⁺")
+                )
+            elif s in late.values() or s.startswith("src_"):
+                k = s.removeprefix("src_")
+                latex, text = rf"\delta\left(h R\right)_{{{k},t}} R_{{{k}}}^{{\top}}", f"δ(hR)_{k}[t]·R_{k}ᵀ"
+            else:
+                latex, text = rf"\delta {{{value(s)[0]}}}^{{+}}", f"δ{value(s)[1]}⁺"
+            name(seed, latex, text)
+        if graves:
+            name(unit_symbol("d_c"), r"\epsilon_s^{t}", "ε_s(t)")
+            name(unit_symbol("d_c_prev"), r"\epsilon_s^{t-1}", "ε_s(t-1)")
+            name(unit_symbol("d_h_prev"), r"\epsilon_c^{t-1}", "ε_c(t-1)")
+
+    def expression_text(self, expr: sympy.Expr) -> str:
+        return _TextPrinter(self.text).doprint(expr)
+
+
+class _TextPrinter(StrPrinter):
+    """Unicode one-line equations: σ, tanh, ·, ², names from the notation."""
+
+    def __init__(self, names: dict[sympy.Symbol, str]) -> None:
+        super().__init__({"order": "none"})
+        self.names = names
+
+    def _print_Symbol(self, expr: sympy.Symbol) -> str:
+        return self.names.get(expr, str(expr))
+
+    def _print_Mul(self, expr: sympy.Mul) -> str:
+        return super()._print_Mul(expr).replace("*", "·")
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp == 2:
+            return self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"]) + "²"
+        return super()._print_Pow(expr, rational)
+
+    def _print_Function(self, expr: sympy.Function) -> str:
+        name = {"sigmoid": "σ", "inside_unit": "[0<·<1]", "positive": "[·>0]"}.get(type(expr).__name__)
+        return f"{name or type(expr).__name__}({self._print(expr.args[0])})"
+
+
+def render_derivation(
+    derivation: Derivation, fmt: str = "latex", notation: str = "modern", standalone: bool = False
+) -> str:
+    """The derivation as text.
+
+    Args:
+        derivation: from :func:`lstmgen.derivation.build_derivation`.
+        fmt: "latex" (``align*`` environments), "markdown" (``math`` blocks that render on GitHub) or "text".
+        notation: "modern" or "graves".
+        standalone: LaTeX only: a complete document (title, paper, sections Forward, Backward, Error flow).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {fmt!r}")
+    if notation not in NOTATIONS:
+        raise ValueError(f"notation: expected one of {NOTATIONS}, got {notation!r}")
+    if standalone and fmt != "latex":
+        raise ValueError("standalone: only the latex format makes a standalone document")
+    return _Renderer(derivation, fmt, _Names(derivation, notation)).render(standalone)
+
+
+class _Renderer:
+    def __init__(self, derivation: Derivation, fmt: str, names: _Names) -> None:
+        self.d = derivation
+        self.fmt = fmt
+        self.names = names
+        forward = derivation.backward.forward
+        # xW_k prints as x_t W_k + b_k: a real sum, so precedence stays right.
+        self.expand_xw = {xw: unit_symbol(f"X_{k}") + unit_symbol(f"B_{k}") for k, xw in forward.xW}
+        self.show = {**{k: v for k, v in derivation.display.items() if not str(k).startswith("src_")}, **self.expand_xw}
+        self._defined = set(derivation.backward.adjoints.targets)
+
+    def expr(self, e: sympy.Expr) -> str:
+        e = e.xreplace(self.show)
+        if self.fmt == "text":
+            return self.names.expression_text(e)
+        return sympy.latex(e, symbol_names=self.names.latex)
+
+    def sym(self, s: sympy.Symbol) -> str:
+        return self.names.text[s] if self.fmt == "text" else self.names.latex.get(s, sympy.latex(s))
+
+    # ------------------------------------------------------------------------------------------- sections
+    def forward_lines(self) -> list[tuple[str, str]]:
+        return [(self.sym(a.lhs), self.expr(a.rhs)) for a in self.d.forward if a.role != "source"]
+
+    def backward_lines(self) -> list[tuple[str, str]]:
+        lines = [(self.sym(a.lhs), self.expr(a.rhs)) for a in self.d.adjoints]
+        defined = {a.lhs for a in self.d.adjoints}
+        backward = self.d.backward
+        h_prev = dict(backward.forward.prev)[backward.forward.spec.output_state]
+        for d_sym, e in self.d.outputs:
+            if d_sym in defined:
+                continue
+            if d_sym == unit_symbol(f"d_{h_prev}") and backward.recurrent_gemm:
+                rec = self._sum_over_gates("recurrent")
+                lines.append((self.sym(d_sym), (self.expr(e) + " + " if e != 0 else "") + rec))
+            else:
+                lines.append((self.sym(d_sym), self.expr(e)))
+        return lines
+
+    def _sum_over_gates(self, kind: str) -> str:
+        terms = []
+        for g in self.d.weight_gradients:
+            if g.kind == kind and g.adjoint != 0:
+                k = g.gate
+                if self.fmt == "text":
+                    terms.append(f"{self.expr(g.adjoint)}·R_{k}ᵀ")
+                else:
+                    terms.append(rf"{self.expr(g.adjoint)}\, R_{{{k}}}^{{\top}}")
+        return " + ".join(terms) or "0"
+
+    def gradient_lines(self) -> list[tuple[str, str]]:
+        lines = []
+        text = self.fmt == "text"
+        lines.append(
+            (
+                "dL/dx_t" if text else r"\frac{\partial L}{\partial x_t}",
+                " + ".join(self._matrix_product(g, "W") for g in self._grads("input")),
+            )
+        )
+        for g in self.d.weight_gradients:
+            if g.adjoint == 0:
+                continue
+            if g.kind == "unit":
+                per_step = self.d.backward.adjoints.rhs_of(g.adjoint) if g.adjoint in self._defined else g.adjoint
+                lhs = f"dL/d{g.param}" if text else rf"\frac{{\partial L}}{{\partial {_sub(g.param)}}}"
+                rhs = (
+                    f"Σ_t,batch {self.expr(per_step)}"
+                    if text
+                    else rf"\sum_{{t,\,\mathrm{{batch}}}} {self.expr(per_step)}"
+                )
+            else:
+                source = {
+                    "input": ("x_t", "x[t]"),
+                    "recurrent": ("h_{t-1}", "h[t-1]"),
+                    "feedback": (r"\gamma_{t-1}", "γ[t-1]"),
+                    "bias": (None, None),
+                }[g.kind]
+                lhs = f"dL/d{g.param}_{g.gate}" if text else rf"\frac{{\partial L}}{{\partial {g.param}_{{{g.gate}}}}}"
+                if g.kind == "bias":
+                    rhs = (
+                        f"Σ_t,batch {self.expr(g.adjoint)}"
+                        if text
+                        else rf"\sum_{{t,\,\mathrm{{batch}}}} {self.expr(g.adjoint)}"
+                    )
+                else:
+                    src = source[1] if text else source[0]
+                    if g.kind == "recurrent" and g.gate in dict(self.d.backward.forward.sources):
+                        src = "src_" + g.gate if text else rf"u_{{{g.gate},t}}"
+                    rhs = (
+                        f"Σ_t {src}ᵀ·{self.expr(g.adjoint)}"
+                        if text
+                        else rf"\sum_t {src}^{{\top}} {self.expr(g.adjoint)}"
+                    )
+            lines.append((lhs, rhs))
+        return lines
+
+    def _grads(self, kind: str) -> list[WeightGradient]:
+        return [g for g in self.d.weight_gradients if g.kind == kind and g.adjoint != 0]
+
+    def _matrix_product(self, g: WeightGradient, matrix: str) -> str:
+        if self.fmt == "text":
+            return f"{self.expr(g.adjoint)}·{matrix}_{g.gate}ᵀ"
+        return rf"{self.expr(g.adjoint)}\, {matrix}_{{{g.gate}}}^{{\top}}"
+
+    def jacobian_lines(self) -> list[tuple[str, str]]:
+        return [(self._jacobian_lhs(b), self._jacobian_rhs(b)) for b in self.d.jacobian]
+
+    def _jacobian_lhs(self, b: JacobianBlock) -> str:
+        target = self.sym(unit_symbol(b.target))
+        source = self.sym(unit_symbol(f"{b.source}_prev"))
+        return f"∂{target}/∂{source}" if self.fmt == "text" else rf"\frac{{\partial {target}}}{{\partial {source}}}"
+
+    def _jacobian_rhs(self, b: JacobianBlock) -> str:
+        text = self.fmt == "text"
+        terms = []
+        if b.diagonal != 0:
+            terms.append(
+                f"diag({self.expr(b.diagonal)})"
+                if text
+                else rf"\operatorname{{diag}}\left({self.expr(b.diagonal)}\right)"
+            )
+        for gate, coefficient in b.recurrent:
+            terms.append(
+                f"diag({self.expr(coefficient)})·R_{gate}ᵀ"
+                if text
+                else rf"\operatorname{{diag}}\left({self.expr(coefficient)}\right) R_{{{gate}}}^{{\top}}"
+            )
+        for gate, coefficient, inner in b.through_sources:
+            inner_rhs = self._jacobian_rhs(inner)
+            terms.append(
+                f"diag({self.expr(coefficient)})·R_{gate}ᵀ·({inner_rhs})"
+                if text
+                else rf"\operatorname{{diag}}\left({self.expr(coefficient)}\right) R_{{{gate}}}^{{\top}}"
+                rf"\left({inner_rhs}\right)"
+            )
+        return " + ".join(terms) or "0"
+
+    def analysis_lines(self) -> list[str]:
+        """The 1997 single-unit analysis and what it says of this cell, as prose with inline math."""
+        a = self.d.analysis
+        text = self.fmt == "text"
+
+        def m(x: sympy.Expr | str) -> str:
+            """Inline math: an expression (or a math string) in the output format."""
+            if isinstance(x, str):
+                return x if text else f"${x}$"
+            return str(x).replace("**", "^").replace("*", "·") if text else f"${sympy.latex(x)}$"
+
+        def prose(words: str) -> str:
+            return words if text else latex_escape(words) if self.fmt == "latex" else words
+
+        def each(values: dict[str, sympy.Expr]) -> str:
+            return ", ".join(f"{m(v)} ({n})" for n, v in values.items())
+
+        factor = "f'(net) w" if not text else "f'(net)·w"
+        lines = [
+            prose("One self-connected unit y(t) = f(w y(t-1)): the local error factor ")
+            + m(factor)
+            + prose(" is ")
+            + each(a.factor)
+            + prose(", written through the output y."),
+            prose("The largest f' is ")
+            + each(a.max_derivative)
+            + prose(", so the error vanishes exponentially when |w| < ")
+            + each(a.vanishing_bound)
+            + prose(" and explodes when |f'(net) w| > 1 on every step."),
+            prose("Constant error flow, f'(net) w = 1 for every net, forces the linear unit f(net) = ")
+            + m(a.constant_flow_activation)
+            + prose("; with w = 1 it is f(net) = ")
+            + m(a.cec_activation)
+            + prose(": the constant error carousel."),
+        ]
+        carried = self.d.spec.state[-1]
+        for b in self.d.jacobian:
+            if b.target == carried and b.source == carried and not b.recurrent and not b.through_sources:
+                value = sympy.simplify(b.diagonal)
+                jac = m(self._jacobian_lhs(b)) if not text else self._jacobian_lhs(b)
+                head = prose(f"{self.d.spec.name}, {self.d.gradient} gradient: ") + jac + " = "
+                if value == 1:
+                    lines.append(
+                        head
+                        + m(sympy.Integer(1))
+                        + prose(" exactly: the cell meets the constant-error-carousel condition.")
+                    )
+                else:
+                    lines.append(
+                        head
+                        + (self.expr(value) if text else f"${self.expr(value)}$")
+                        + prose(": the carried error is scaled by this factor on every step.")
+                    )
+        return lines
+
+    # ------------------------------------------------------------------------------------------- layout
+    def render(self, standalone: bool) -> str:
+        sections = [
+            ("Forward", "Per step t and unit (every product is elementwise).", self.forward_lines()),
+            (
+                "Backward",
+                "Derived by SymPy; δv is ∂L/∂v, the gradient arriving from step t+1 carries a +.",
+                self.backward_lines(),
+            ),
+            (
+                "Weight gradients",
+                "The fixed adjoint rules of the matrix products, summed over time and batch.",
+                self.gradient_lines(),
+            ),
+            (
+                "Error flow",
+                f"One-step Jacobian of the carried state ({self.d.gradient} gradient).",
+                self.jacobian_lines(),
+            ),
+        ]
+        spec = self.d.spec
+        if self.fmt == "text":
+            out = [f"{spec.name}: {spec.description}", spec.paper, ""]
+            for title, note, lines in sections:
+                out += [title, "-" * len(title), note] + [f"  {lhs} = {rhs}" for lhs, rhs in lines] + [""]
+            out += self.analysis_lines()
+            return "\n".join(out) + "\n"
+        if self.fmt == "markdown":
+            out = [f"# {spec.name}", "", f"{spec.description}. {spec.paper}.", ""]
+            for title, note, lines in sections:
+                out += [f"## {title}", "", note, ""]
+                for lhs, rhs in lines:
+                    out += ["```math", f"{lhs} = {rhs}", "```", ""]
+            out += [_markdown_prose(line) for line in self.analysis_lines()]
+            return "\n".join(out) + "\n"
+        body = []
+        for title, note, lines in sections:
+            heading = rf"\section*{{{title}}}" if standalone else f"% {title}"
+            body += [heading, _latex_prose(note), r"\begin{align*}"]
+            body += [rf"  {lhs} &= {rhs} \\" for lhs, rhs in lines[:-1]] + [
+                rf"  {lhs} &= {rhs}" for lhs, rhs in lines[-1:]
+            ]
+            body += [r"\end{align*}", ""]
+        body += [line + "\n" for line in self.analysis_lines()]
+        if not standalone:
+            return "\n".join(body) + "\n"
+        return (
+            "\n".join(
+                [
+                    r"\documentclass[10pt]{article}",
+                    r"\usepackage{amsmath,amssymb}",
+                    r"\allowdisplaybreaks",
+                    rf"\title{{{latex_escape(spec.name)}: {latex_escape(spec.description)}}}",
+                    rf"\author{{{latex_escape(spec.paper)}}}",
+                    r"\date{Derived by lstmgen}",
+                    r"\begin{document}",
+                    r"\maketitle",
+                    *body,
+                    r"\end{document}",
+                ]
+            )
+            + "\n"
+        )
+
+
+def _latex_prose(line: str) -> str:
+    """A note with a few math symbols, made valid LaTeX text."""
+    line = latex_escape(line)
+    for plain, latex in (("∂", r"$\partial$"), ("δ", r"$\delta$")):
+        line = line.replace(plain, latex)
+    return line
+
+
+def _markdown_prose(line: str) -> str:
+    return line + "\n"
+
+
+def render_error_flow(derivation: Derivation, fmt: str = "text", notation: str = "modern") -> str:
+    """Only the error-flow part: the one-step Jacobian of the carried state and the 1997 analysis."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {fmt!r}")
+    renderer = _Renderer(derivation, fmt, _Names(derivation, notation))
+    title = f"Error flow of {derivation.spec.name} ({derivation.gradient} gradient)"
+    lines = renderer.jacobian_lines()
+    if fmt == "text":
+        return (
+            "\n".join([title, "", *(f"  {lhs} = {rhs}" for lhs, rhs in lines), "", *renderer.analysis_lines()]) + "\n"
+        )
+    if fmt == "markdown":
+        blocks = [f"```math\n{lhs} = {rhs}\n```" for lhs, rhs in lines]
+        return "\n\n".join([f"## {title}", *blocks, *renderer.analysis_lines()]) + "\n"
+    body = [rf"  {lhs} &= {rhs} \\" for lhs, rhs in lines]
+    body[-1] = body[-1].removesuffix(r" \\")
+    return "\n".join([f"% {title}", r"\begin{align*}", *body, r"\end{align*}", "", *renderer.analysis_lines()]) + "\n"

@@ -1,0 +1,156 @@
+"""Error flow through the carried state: the one-step Jacobian, the 1997 analysis, and measurements.
+
+Symbolic results are derived with SymPy from the same forward equations the kernels come from: the Jacobian
+of the new state with respect to the previous one is a vector–Jacobian product of the derived BPTT with a unit
+gradient on one new state, so it is written through the saved forward values (f_t, i_t, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+import sympy
+
+from lstmgen.activations import sigmoid
+from lstmgen.derive_backward import BackwardEquations, GradientMode, derive_backward
+from lstmgen.forward_equations import ForwardEquations, build_forward_equations
+from lstmgen.spec import CellSpec
+
+
+@dataclass(frozen=True)
+class JacobianBlock:
+    """∂target_t/∂source_{t−1} = diag(diagonal) + Σ_k diag(coefficient_k) R_kᵀ (· J_src_k for mid-step sources).
+
+    Attributes:
+        target, source: state names.
+        diagonal: the elementwise part, in saved forward values.
+        recurrent: (gate, coefficient) pairs, the paths through h_{t−1} R_k (empty unless the source is the
+            output state and the gradient is full).
+        through_sources: (gate, coefficient, source Jacobian block) for gates whose R block multiplies a
+            mid-step source: diag(coefficient) R_kᵀ J_src.
+    """
+
+    target: str
+    source: str
+    diagonal: sympy.Expr
+    recurrent: tuple[tuple[str, sympy.Expr], ...]
+    through_sources: tuple[tuple[str, sympy.Expr, JacobianBlock], ...] = ()
+
+
+def state_jacobian(spec: CellSpec, gradient: GradientMode = "full") -> tuple[JacobianBlock, ...]:
+    """Every block ∂s_t/∂s'_{t−1} of the one-step Jacobian of the carried state."""
+    forward = build_forward_equations(spec)
+    backward = derive_backward(forward, gradient)
+    blocks = []
+    for target, _ in forward.new:
+        for source, _ in forward.prev:
+            blocks.append(_block(backward, f"dnext_{target}", target, source))
+    return tuple(blocks)
+
+
+def _block(backward: BackwardEquations, seed: str, target: str, source: str) -> JacobianBlock:
+    forward: ForwardEquations = backward.forward
+    unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
+
+    def vjp(value: sympy.Symbol) -> sympy.Expr:
+        return sympy.factor_terms(sympy.simplify(backward.expanded(value).xreplace(unit)))
+
+    prev = dict(forward.prev)[source]
+    recurrent, through = [], []
+    if source == forward.spec.output_state and backward.recurrent_gemm:
+        late = {gate for gate, _ in forward.sources}
+        for gate, hr in forward.hR:
+            coefficient = vjp(hr)
+            if coefficient == 0:
+                continue
+            if gate in late:
+                src = dict(forward.sources)[gate]
+                through.append((gate, coefficient, _block(backward, f"dnext_{src}", str(src), source)))
+            else:
+                recurrent.append((gate, coefficient))
+    return JacobianBlock(target, source, vjp(prev), tuple(recurrent), tuple(through))
+
+
+@dataclass(frozen=True)
+class SingleUnitAnalysis:
+    """Hochreiter & Schmidhuber's analysis of one self-connected unit y_t = f(w y_{t−1}), derived.
+
+    Attributes:
+        factor: the local error factor ∂y_t/∂y_{t−1} = f'(net)·w per activation, through the output y.
+        max_derivative: max over net of f'(net) per activation (at the net where f'' = 0).
+        vanishing_bound: |w| below this makes |f'(net) w| < 1 for every net: the error vanishes.
+        constant_flow_activation: the f solving f'(net)·w = 1 for all net (a linear unit).
+        cec_activation: that f with w = 1: the identity, the constant error carousel.
+    """
+
+    factor: dict[str, sympy.Expr]
+    max_derivative: dict[str, sympy.Expr]
+    vanishing_bound: dict[str, sympy.Expr]
+    constant_flow_activation: sympy.Expr
+    cec_activation: sympy.Expr
+
+
+NET, W, Y = sympy.symbols("net w y", real=True)
+
+
+def single_unit_analysis() -> SingleUnitAnalysis:
+    """Derive the 1997 paper's error-flow conditions with SymPy (nothing here is typed in as a result)."""
+    factor, maximum, bound = {}, {}, {}
+    for name, f in (("sigmoid", sigmoid), ("tanh", sympy.tanh)):
+        derivative = sympy.diff(f(NET), NET)
+        factor[name] = (derivative * W).xreplace({f(NET): Y})
+        # f' is maximal where f'' = 0; rewrite through exp so that solve sees an elementary function.
+        critical = sympy.solve(sympy.diff(derivative.rewrite(sympy.exp), NET), NET)
+        maximum[name] = sympy.simplify(max(derivative.subs(NET, c).rewrite(sympy.exp) for c in critical))
+        bound[name] = sympy.simplify(1 / maximum[name])
+    g = sympy.Function("f")
+    solution = sympy.dsolve(sympy.Eq(g(NET).diff(NET) * W, 1), g(NET), ics={g(0): 0})
+    return SingleUnitAnalysis(
+        factor=factor,
+        max_derivative=maximum,
+        vanishing_bound=bound,
+        constant_flow_activation=solution.rhs,
+        cec_activation=solution.rhs.subs(W, 1),
+    )
+
+
+def state_gradients(
+    module: ModuleType, steps: int, *, batch: int = 16, input_size: int = 8, hidden: int = 32, seed: int = 0
+) -> tuple[list[tuple[np.ndarray, ...]], object]:
+    """∂L/∂s_{T−q} for q = 0..T, for every state s, with the error injected at the last step only.
+
+    The module runs on seeded random weights (its ``init_params``) and standard normal inputs, in float64.
+    Each ∂L/∂s_{T−q} is the gradient on the initial state of the last q steps, restarted from the recorded
+    state s_{T−q}: the module's own forward and backward, nothing else. Returns the list indexed by q (each a
+    tuple in STATE order of (B, H) arrays) and the tape of the full forward pass.
+    """
+    if "Q" in getattr(module, "PARAMS", ()):
+        raise ValueError(
+            f"variant: {module.VARIANT} feeds gate values back, so its carried state is more than "
+            "STATE; measuring it is not supported"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
+    rng = np.random.default_rng(seed)
+    params = module.init_params(input_size, hidden, dtype=np.float64, seed=seed)
+    x = rng.standard_normal((steps, batch, input_size))
+    _, _, tape = module.forward(x, params)
+    dy_last = rng.standard_normal((batch, hidden))
+    grads = [tuple(dy_last if k == 0 else np.zeros_like(dy_last) for k in range(len(module.STATE)))]
+    for q in range(1, steps + 1):
+        start = steps - q
+        state = tuple(seq[start].copy() for seq in tape.states)
+        _, _, sub_tape = module.forward(x[start:], params, state)
+        dy = np.zeros((q, batch, hidden))
+        dy[-1] = dy_last
+        grads.append(module.backward(dy, sub_tape)[2])
+    return grads, tape
+
+
+def measure_error_flow(module: ModuleType, steps: int, **sizes: int) -> np.ndarray:
+    """‖∂L/∂s_{T−q}‖ (Frobenius norm over the batch) of the carried state s (c, else h), q = 0..T."""
+    grads, _ = state_gradients(module, steps, **sizes)
+    k = len(module.STATE) - 1
+    return np.array([np.linalg.norm(g[k]) for g in grads])
