@@ -51,17 +51,59 @@ _inline = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always
 
 
 @_inline
+def _exp_parts(y, real):
+    # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
+    # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
+    # No libm call, so the loops that use it vectorize. Results below the smallest normal flush to zero.
+    single = real(1e-300) == real(0)  # a constant per dtype: the other branch is compiled away
+    lowest = real(-87.0) if single else real(-708.0)
+    underflow = y < lowest
+    y = lowest if underflow else y
+    n = np.floor(y * real(1.4426950408889634) + real(0.5))
+    r = (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+    if single:
+        p = real(1 / 5040)
+        p = p * r + real(1 / 720)
+        p = p * r + real(1 / 120)
+        p = p * r + real(1 / 24)
+        p = p * r + real(1 / 6)
+        p = p * r + real(0.5)
+        p = p * r + real(1)
+        scale = real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
+    else:
+        p = real(1 / 6227020800)
+        p = p * r + real(1 / 479001600)
+        p = p * r + real(1 / 39916800)
+        p = p * r + real(1 / 3628800)
+        p = p * r + real(1 / 362880)
+        p = p * r + real(1 / 40320)
+        p = p * r + real(1 / 5040)
+        p = p * r + real(1 / 720)
+        p = p * r + real(1 / 120)
+        p = p * r + real(1 / 24)
+        p = p * r + real(1 / 6)
+        p = p * r + real(0.5)
+        p = p * r + real(1)
+        scale = real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
+    return (real(0) if underflow else scale), p * r
+
+
+@_inline
 def _sigmoid(x, real):
-    # Branch on the sign so that only exp(-|x|) is ever computed: no overflow for any x.
-    if x >= real(0):
-        return real(1) / (real(1) + np.exp(-x))
-    z = np.exp(x)
-    return z / (real(1) + z)
+    # Only e = exp(-|x|) <= 1 is computed, so nothing overflows: 1/(1+e) for x >= 0, e/(1+e) otherwise.
+    scale, em1 = _exp_parts(-abs(x), real)
+    e = scale + scale * em1
+    s = real(1) / (real(1) + e)
+    return s if x >= real(0) else e * s
 
 
 @_inline
 def _tanh(x, real):
-    return np.tanh(x)
+    # tanh|x| = -m / (2 + m) with m = expm1(-2|x|): no overflow, no cancellation near 0; tanh(±0) = ±0.
+    scale, em1 = _exp_parts(real(-2) * abs(x), real)
+    m = scale * em1 + (scale - real(1))
+    t = -m / (real(2) + m)
+    return t if x > real(0) else (-t if x < real(0) else x)
 
 
 @_jit

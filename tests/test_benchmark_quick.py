@@ -1,0 +1,27 @@
+"""The benchmark's quick mode runs in the suite so that it cannot rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from conftest import REPO
+
+
+def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("lstmgen_benchmark", REPO / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    bench.main(["--quick", "--json", str(out)])
+    result = json.loads(out.read_text())
+    measured = [r for r in result["results"] if "speedup" in r]
+    pairs = {(r["dtype"], r["mode"], r["variant"], r["theirs"].split(" (")[0]) for r in measured}
+    for dtype in ("float32", "float64"):
+        for mode in ("fwd", "fwd+bwd"):
+            assert (dtype, mode, "lstm", "torch.nn.LSTM") in pairs
+            assert (dtype, mode, "gru", "torch.nn.GRU") in pairs
+            assert (dtype, mode, "lstm_peephole", "torch peephole loop") in pairs
+    for r in measured:
+        assert r["ours_ms"] > 0 and r["theirs_ms"] > 0 and r["gemm_gflops"] > 0
+    assert "speedup" in capsys.readouterr().out
