@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,9 @@ def torch_loop_runner(size, dtype, backward: bool, scripted: bool):
     x = torch.randn(T, B, I, dtype=tdtype, generator=g, requires_grad=backward)
     a = torch.randn(T, B, H, dtype=tdtype, generator=g)
     h0 = torch.zeros(B, H, dtype=tdtype)
-    loop = torch.jit.script(_peephole_loop) if scripted else _peephole_loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the issue asks for TorchScript, deprecated or not
+        loop = torch.jit.script(_peephole_loop) if scripted else _peephole_loop
     tensors = (W, R, b, p_i, p_f, p_o)
 
     def run():
@@ -178,6 +181,44 @@ def jax_runner(size, dtype, backward: bool):
 
     def run():
         jax.block_until_ready(fn(params, x))
+
+    return run
+
+
+def onnx_runner(size, dtype):
+    """ONNX Runtime's LSTM operator, forward only; None when onnx or onnxruntime is not installed."""
+    try:
+        import onnxruntime
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    T, B, I, H = size
+    rng = np.random.default_rng(0)
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    weights = {  # ONNX layout: gates (i, o, f, c), W (1, 4H, I), R (1, 4H, H), B (1, 8H)
+        "W": rng.uniform(-0.1, 0.1, (1, 4 * H, I)).astype(dtype),
+        "R": rng.uniform(-0.1, 0.1, (1, 4 * H, H)).astype(dtype),
+        "B": rng.uniform(-0.1, 0.1, (1, 8 * H)).astype(dtype),
+    }
+    node = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=H)
+    graph = helper.make_graph(
+        [node],
+        "lstm",
+        [helper.make_tensor_value_info("X", elem, [T, B, I])],
+        [helper.make_tensor_value_info("Y", elem, [T, 1, B, H])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    try:
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception:
+        return None
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+
+    def run():
+        session.run(None, {"X": x})
 
     return run
 
@@ -236,6 +277,9 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
         jax = jax_runner(size, dtype, backward) if include_jax else None
         if jax is not None:
             runners["JAX lax.scan LSTM"] = jax
+        onnx = onnx_runner(size, dtype) if include_jax and not backward else None
+        if onnx is not None:
+            runners["ONNX Runtime LSTM"] = onnx
         times = time_interleaved(runners, repeats, min_seconds)
         gemm_rate = flops(size, 4, False) / times.pop("numpy GEMM (same FLOPs as fwd)")
         loops = ("torch peephole loop (eager)", "torch peephole loop (TorchScript)")
@@ -245,21 +289,28 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
             ("gru", "lstmgen gru", "torch.nn.GRU"),
             ("lstm_peephole", "lstmgen lstm_peephole", best_loop),
         ]
+        missing = {"JAX": jax is None}
+        if not backward:
+            missing["ONNX Runtime"] = onnx is None
         if jax is not None:
             pairs.append(("lstm", "lstmgen lstm", "JAX lax.scan LSTM"))
-        else:
-            rows.append(
-                {
-                    "size": label,
-                    "shape": size,
-                    "dtype": np.dtype(dtype).name,
-                    "mode": mode,
-                    "variant": "lstm",
-                    "ours": "lstmgen lstm",
-                    "theirs": "JAX",
-                    "note": "JAX not installed",
-                }
-            )
+        if onnx is not None:
+            pairs.append(("lstm", "lstmgen lstm", "ONNX Runtime LSTM"))
+        for name, absent in missing.items():
+            if absent:
+                note = f"{name} not installed (or no {np.dtype(dtype).name} kernel)"
+                rows.append(
+                    {
+                        "size": label,
+                        "shape": size,
+                        "dtype": np.dtype(dtype).name,
+                        "mode": mode,
+                        "variant": "lstm",
+                        "ours": "lstmgen lstm",
+                        "theirs": name,
+                        "note": note,
+                    }
+                )
         for variant, ours, theirs in pairs:
             work = flops(size, GATES[variant], backward)
             rows.append(

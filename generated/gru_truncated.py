@@ -115,44 +115,47 @@ def _forward_kernel(x, W, R, b, b_rn_vec, h_seq, gate_seq, hR_n_seq):
         for col in range(3 * hidden):
             gates_2d[row, col] += b[col]
     rec_buf = np.empty((batch, 3 * hidden), dtype=x.dtype)
+    a_r_tmp = np.empty(hidden, dtype=x.dtype)
+    a_z_tmp = np.empty(hidden, dtype=x.dtype)
+    a_n_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 3H) per step.
         np.dot(h_seq[t], R, rec_buf)
+        # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
-            h_prev_row = h_seq[t, nb]
-            gate_row = gate_seq[t, nb]
-            rec_row = rec_buf[nb]
-            h_row = h_seq[t + 1, nb]
+            n_rec_row = rec_buf[nb, 2 * hidden:3 * hidden]
             hR_n_row = hR_n_seq[t, nb]
-            # Fused elementwise step; gate values overwrite their pre-activations in gate_seq:
-            #   a_r = hR_r + xW_r
-            #   r = sigmoid(a_r)
-            #   a_z = hR_z + xW_z
-            #   z = sigmoid(a_z)
-            #   a_n = xW_n + r*(b_rn + hR_n)
-            #   n = tanh(a_n)
-            #   h = h_prev*z + n*(1 - z)
+            r_rec_row = rec_buf[nb, 0:hidden]
+            r_gate_row = gate_seq[t, nb, 0:hidden]
+            z_rec_row = rec_buf[nb, 1 * hidden:2 * hidden]
+            z_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
+            n_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            h_prev_row = h_seq[t, nb]
+            h_row = h_seq[t + 1, nb]
+            # keep hR_n for backward
             for j in range(hidden):
-                h_prev = h_prev_row[j]
-                xW_r = gate_row[j]
-                xW_z = gate_row[1 * hidden + j]
-                xW_n = gate_row[2 * hidden + j]
-                hR_r = rec_row[j]
-                hR_z = rec_row[1 * hidden + j]
-                hR_n = rec_row[2 * hidden + j]
-                b_rn = b_rn_vec[j]
-                a_r = hR_r + xW_r
-                r = _sigmoid(a_r, real)
-                a_z = hR_z + xW_z
-                z = _sigmoid(a_z, real)
-                a_n = r*(b_rn + hR_n) + xW_n
-                n = _tanh(a_n, real)
-                h = h_prev*z + n*(real(1) - z)
-                gate_row[j] = r
-                gate_row[1 * hidden + j] = z
-                gate_row[2 * hidden + j] = n
-                h_row[j] = h
-                hR_n_row[j] = hR_n
+                hR_n_row[j] = n_rec_row[j]
+            # a_r = hR_r + xW_r
+            for j in range(hidden):
+                a_r_tmp[j] = r_gate_row[j] + r_rec_row[j]
+            # r = sigmoid(a_r)
+            for j in range(hidden):
+                r_gate_row[j] = _sigmoid(a_r_tmp[j], real)
+            # a_z = hR_z + xW_z
+            for j in range(hidden):
+                a_z_tmp[j] = z_gate_row[j] + z_rec_row[j]
+            # z = sigmoid(a_z)
+            for j in range(hidden):
+                z_gate_row[j] = _sigmoid(a_z_tmp[j], real)
+            # a_n = xW_n + r*(b_rn + hR_n)
+            for j in range(hidden):
+                a_n_tmp[j] = n_gate_row[j] + r_gate_row[j]*(b_rn_vec[j] + n_rec_row[j])
+            # n = tanh(a_n)
+            for j in range(hidden):
+                n_gate_row[j] = _tanh(a_n_tmp[j], real)
+            # h = h_prev*z + n*(1 - z)
+            for j in range(hidden):
+                h_row[j] = h_prev_row[j]*z_gate_row[j] + n_gate_row[j]*(real(1) - z_gate_row[j])
 
 
 @_jit
@@ -160,50 +163,79 @@ def _backward_kernel(dy, x, W, R, b_rn_vec, h_seq, gate_seq, hR_n_seq, grad_h_bu
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
+    tmp0_tmp = np.empty(hidden, dtype=x.dtype)
+    dnext_h_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp1_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp2_tmp = np.empty(hidden, dtype=x.dtype)
+    d_h_prev_tmp = np.empty(hidden, dtype=x.dtype)
+    d_b_rn_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
+        # Elementwise step, derived by SymPy:
+        #   d_a_n = dnext_h*(1 - z)*(1 - n**2)
+        #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
+        #   d_a_r = d_a_n*r*(1 - r)*(b_rn + hR_n)
+        #   d_hR_n = d_a_n*r
+        #   d_h_prev = dnext_h*z
+        #   d_b_rn = d_a_n*r
+        #   d_xW_r = d_hR_r = d_a_r
+        #   d_xW_z = d_hR_z = d_a_z
+        #   d_xW_n = d_a_n
         for nb in range(batch):
-            d_gate_row = d_gate_seq[t, nb]
-            d_rec_row = d_rec_seq[t, nb]
+            r_d_gate_row = d_gate_seq[t, nb, 0:hidden]
+            z_d_gate_row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
+            n_d_gate_row = d_gate_seq[t, nb, 2 * hidden:3 * hidden]
+            r_d_rec_row = d_rec_seq[t, nb, 0:hidden]
+            z_d_rec_row = d_rec_seq[t, nb, 1 * hidden:2 * hidden]
+            n_d_rec_row = d_rec_seq[t, nb, 2 * hidden:3 * hidden]
             grad_h_row = grad_h_buf[nb]
-            h_prev_row = h_seq[t, nb]
-            hR_n_row = hR_n_seq[t, nb]
-            gate_row = gate_seq[t, nb]
+            z_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             dy_row = dy[t, nb]
-            # Fused elementwise step, derived by SymPy:
-            #   d_a_n = dnext_h*(1 - z)*(1 - n**2)
-            #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
-            #   d_a_r = d_a_n*r*(1 - r)*(b_rn + hR_n)
-            #   d_hR_n = d_a_n*r
-            #   d_h_prev = dnext_h*z
-            #   d_b_rn = d_a_n*r
-            #   d_xW_r = d_hR_r = d_a_r
-            #   d_xW_z = d_hR_z = d_a_z
-            #   d_xW_n = d_a_n
+            n_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            h_prev_row = h_seq[t, nb]
+            r_gate_row = gate_seq[t, nb, 0:hidden]
+            hR_n_row = hR_n_seq[t, nb]
+            # tmp0 = 1 - z
             for j in range(hidden):
-                h_prev = h_prev_row[j]
-                hR_n = hR_n_row[j]
-                r = gate_row[j]
-                z = gate_row[1 * hidden + j]
-                n = gate_row[2 * hidden + j]
-                b_rn = b_rn_vec[j]
-                dnext_h = dy_row[j] + grad_h_row[j]
-                tmp0 = real(1) - z
-                d_a_n = dnext_h*tmp0*(real(1) - (n*n))
-                tmp1 = dnext_h*z
-                d_a_z = tmp0*tmp1*(h_prev - n)
-                tmp2 = d_a_n*r
-                d_a_r = tmp2*(real(1) - r)*(b_rn + hR_n)
-                d_hR_n = tmp2
-                d_h_prev = tmp1
-                d_b_rn = tmp2
-                d_gate_row[j] = d_a_r
-                d_gate_row[1 * hidden + j] = d_a_z
-                d_gate_row[2 * hidden + j] = d_a_n
-                d_rec_row[j] = d_a_r
-                d_rec_row[1 * hidden + j] = d_a_z
-                d_rec_row[2 * hidden + j] = d_hR_n
-                grad_h_row[j] = d_h_prev
-                d_b_rn_buf[j] += d_b_rn
+                tmp0_tmp[j] = real(1) - z_gate_row[j]
+            # dnext_h = dy_t + (error carried from step t+1)
+            for j in range(hidden):
+                dnext_h_tmp[j] = dy_row[j] + grad_h_row[j]
+            # d_a_n = dnext_h*(1 - z)*(1 - n**2)
+            for j in range(hidden):
+                n_d_gate_row[j] = dnext_h_tmp[j]*tmp0_tmp[j]*(real(1) - (n_gate_row[j]*n_gate_row[j]))
+            # tmp1 = dnext_h*z
+            for j in range(hidden):
+                tmp1_tmp[j] = dnext_h_tmp[j]*z_gate_row[j]
+            # d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
+            for j in range(hidden):
+                z_d_gate_row[j] = tmp0_tmp[j]*tmp1_tmp[j]*(h_prev_row[j] - n_gate_row[j])
+            # tmp2 = d_a_n*r
+            for j in range(hidden):
+                tmp2_tmp[j] = n_d_gate_row[j]*r_gate_row[j]
+            # d_a_r = d_a_n*r*(1 - r)*(b_rn + hR_n)
+            for j in range(hidden):
+                r_d_gate_row[j] = tmp2_tmp[j]*(real(1) - r_gate_row[j])*(b_rn_vec[j] + hR_n_row[j])
+            # d_hR_n = d_a_n*r
+            for j in range(hidden):
+                n_d_rec_row[j] = tmp2_tmp[j]
+            # d_h_prev = dnext_h*z
+            for j in range(hidden):
+                d_h_prev_tmp[j] = tmp1_tmp[j]
+            # d_b_rn = d_a_n*r
+            for j in range(hidden):
+                d_b_rn_tmp[j] = tmp2_tmp[j]
+            # r_d_rec = d_a_r
+            for j in range(hidden):
+                r_d_rec_row[j] = r_d_gate_row[j]
+            # z_d_rec = d_a_z
+            for j in range(hidden):
+                z_d_rec_row[j] = z_d_gate_row[j]
+            # d_b_rn_buf += d_b_rn
+            for j in range(hidden):
+                d_b_rn_buf[j] += d_b_rn_tmp[j]
+            # grad_h = d_h_prev
+            for j in range(hidden):
+                grad_h_row[j] = d_h_prev_tmp[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 3 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

@@ -119,55 +119,53 @@ def _forward_kernel(x, W, R, b, h_seq, gate_seq, src_n_seq):
     R_n = np.ascontiguousarray(R[:, 2 * hidden:3 * hidden])
     hR_n_buf = np.empty((batch, hidden), dtype=x.dtype)
     rec_buf = np.empty((batch, 2 * hidden), dtype=x.dtype)
+    a_r_tmp = np.empty(hidden, dtype=x.dtype)
+    a_z_tmp = np.empty(hidden, dtype=x.dtype)
+    a_n_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 2H) per step.
         np.dot(h_seq[t], R_early, rec_buf)
+        # Elementwise step, phase 1 of 2, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
+            r_rec_row = rec_buf[nb, 0:hidden]
+            r_gate_row = gate_seq[t, nb, 0:hidden]
+            z_rec_row = rec_buf[nb, 1 * hidden:2 * hidden]
+            z_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             h_prev_row = h_seq[t, nb]
-            gate_row = gate_seq[t, nb]
-            rec_row = rec_buf[nb]
             src_n_row = src_n_seq[t, nb]
-            # Fused elementwise step, phase 1 of 2; gate values overwrite their pre-activations in gate_seq:
-            #   a_r = hR_r + xW_r
-            #   r = sigmoid(a_r)
-            #   a_z = hR_z + xW_z
-            #   z = sigmoid(a_z)
-            #   src_n = h_prev*r
+            # a_r = hR_r + xW_r
             for j in range(hidden):
-                h_prev = h_prev_row[j]
-                xW_r = gate_row[j]
-                xW_z = gate_row[1 * hidden + j]
-                hR_r = rec_row[j]
-                hR_z = rec_row[1 * hidden + j]
-                a_r = hR_r + xW_r
-                r = _sigmoid(a_r, real)
-                a_z = hR_z + xW_z
-                z = _sigmoid(a_z, real)
-                src_n = h_prev*r
-                gate_row[j] = r
-                gate_row[1 * hidden + j] = z
-                src_n_row[j] = src_n
+                a_r_tmp[j] = r_gate_row[j] + r_rec_row[j]
+            # r = sigmoid(a_r)
+            for j in range(hidden):
+                r_gate_row[j] = _sigmoid(a_r_tmp[j], real)
+            # a_z = hR_z + xW_z
+            for j in range(hidden):
+                a_z_tmp[j] = z_gate_row[j] + z_rec_row[j]
+            # z = sigmoid(a_z)
+            for j in range(hidden):
+                z_gate_row[j] = _sigmoid(a_z_tmp[j], real)
+            # src_n = h_prev*r
+            for j in range(hidden):
+                src_n_row[j] = h_prev_row[j]*r_gate_row[j]
         # Mid-step recurrent projection of gate n: (src_n) R_n, one GEMM (B, H) x (H, H).
         np.dot(src_n_seq[t], R_n, hR_n_buf)
+        # Elementwise step, phase 2 of 2, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
-            h_prev_row = h_seq[t, nb]
-            gate_row = gate_seq[t, nb]
             hR_n_row = hR_n_buf[nb]
+            n_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            h_prev_row = h_seq[t, nb]
+            z_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             h_row = h_seq[t + 1, nb]
-            # Fused elementwise step, phase 2 of 2; gate values overwrite their pre-activations in gate_seq:
-            #   a_n = hR_n + xW_n
-            #   n = tanh(a_n)
-            #   h = h_prev*z + n*(1 - z)
+            # a_n = hR_n + xW_n
             for j in range(hidden):
-                h_prev = h_prev_row[j]
-                xW_n = gate_row[2 * hidden + j]
-                hR_n = hR_n_row[j]
-                z = gate_row[1 * hidden + j]
-                a_n = hR_n + xW_n
-                n = _tanh(a_n, real)
-                h = h_prev*z + n*(real(1) - z)
-                gate_row[2 * hidden + j] = n
-                h_row[j] = h
+                a_n_tmp[j] = hR_n_row[j] + n_gate_row[j]
+            # n = tanh(a_n)
+            for j in range(hidden):
+                n_gate_row[j] = _tanh(a_n_tmp[j], real)
+            # h = h_prev*z + n*(1 - z)
+            for j in range(hidden):
+                h_row[j] = h_prev_row[j]*z_gate_row[j] + n_gate_row[j]*(real(1) - z_gate_row[j])
 
 
 @_jit
@@ -182,57 +180,78 @@ def _backward_kernel(dy, x, W, R, h_seq, gate_seq, src_n_seq, grad_h_buf, d_gate
     dnext_src_n_buf = np.empty((batch, hidden), dtype=x.dtype)
     RT = np.ascontiguousarray(R_early.T)
     d_h_prev_buf = np.empty((batch, hidden), dtype=x.dtype)
+    dnext_h_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp0_0_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp0_1_tmp = np.empty(hidden, dtype=x.dtype)
+    d_h_prev_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
+        # Elementwise step, phase 2 of 2, derived by SymPy:
+        #   d_a_n = dnext_h*(1 - z)*(1 - n**2)
         for nb in range(batch):
-            d_gate_row = d_gate_seq[t, nb]
+            n_d_gate_row = d_gate_seq[t, nb, 2 * hidden:3 * hidden]
             d_hR_n_row = d_hR_n_seq[t, nb]
-            gate_row = gate_seq[t, nb]
             dy_row = dy[t, nb]
             grad_h_row = grad_h_buf[nb]
-            # Fused elementwise step, phase 2 of 2, derived by SymPy:
-            #   d_a_n = dnext_h*(1 - z)*(1 - n**2)
+            n_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            z_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
+            # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
-                z = gate_row[1 * hidden + j]
-                n = gate_row[2 * hidden + j]
-                dnext_h = dy_row[j] + grad_h_row[j]
-                d_a_n = dnext_h*(real(1) - (n*n))*(real(1) - z)
-                d_gate_row[2 * hidden + j] = d_a_n
-                d_hR_n_row[j] = d_a_n
+                dnext_h_tmp[j] = dy_row[j] + grad_h_row[j]
+            # d_a_n = dnext_h*(1 - z)*(1 - n**2)
+            for j in range(hidden):
+                n_d_gate_row[j] = dnext_h_tmp[j]*(real(1) - (n_gate_row[j]*n_gate_row[j]))*(real(1) - z_gate_row[j])
+            # d_hR_n = d_a_n
+            for j in range(hidden):
+                d_hR_n_row[j] = n_d_gate_row[j]
         # Gradient on the source of gate n's mid-step projection: d_hR_n R_n^T.
         np.dot(d_hR_n_seq[t], R_nT, dnext_src_n_buf)
+        # Elementwise step, phase 1 of 2, derived by SymPy:
+        #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
+        #   d_a_r = dnext_src_n*h_prev*r*(1 - r)
+        #   d_h_prev = dnext_h*z + dnext_src_n*r
+        #   d_xW_r = d_hR_r = d_a_r
+        #   d_xW_z = d_hR_z = d_a_z
+        #   d_xW_n = d_hR_n = d_a_n
         for nb in range(batch):
-            d_gate_row = d_gate_seq[t, nb]
-            d_rec_row = d_rec_seq[t, nb]
+            r_d_gate_row = d_gate_seq[t, nb, 0:hidden]
+            z_d_gate_row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
+            r_d_rec_row = d_rec_seq[t, nb, 0:hidden]
+            z_d_rec_row = d_rec_seq[t, nb, 1 * hidden:2 * hidden]
             d_h_prev_row = d_h_prev_buf[nb]
-            h_prev_row = h_seq[t, nb]
-            gate_row = gate_seq[t, nb]
             dy_row = dy[t, nb]
             grad_h_row = grad_h_buf[nb]
+            z_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
+            h_prev_row = h_seq[t, nb]
+            n_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
             dnext_src_n_row = dnext_src_n_buf[nb]
-            # Fused elementwise step, phase 1 of 2, derived by SymPy:
-            #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
-            #   d_a_r = dnext_src_n*h_prev*r*(1 - r)
-            #   d_h_prev = dnext_h*z + dnext_src_n*r
-            #   d_xW_r = d_hR_r = d_a_r
-            #   d_xW_z = d_hR_z = d_a_z
-            #   d_xW_n = d_hR_n = d_a_n
+            r_gate_row = gate_seq[t, nb, 0:hidden]
+            # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
-                h_prev = h_prev_row[j]
-                r = gate_row[j]
-                z = gate_row[1 * hidden + j]
-                n = gate_row[2 * hidden + j]
-                dnext_h = dy_row[j] + grad_h_row[j]
-                dnext_src_n = dnext_src_n_row[j]
-                tmp0_0 = dnext_h*z
-                d_a_z = tmp0_0*(real(1) - z)*(h_prev - n)
-                tmp0_1 = dnext_src_n*r
-                d_a_r = h_prev*tmp0_1*(real(1) - r)
-                d_h_prev = tmp0_0 + tmp0_1
-                d_gate_row[j] = d_a_r
-                d_gate_row[1 * hidden + j] = d_a_z
-                d_rec_row[j] = d_a_r
-                d_rec_row[1 * hidden + j] = d_a_z
-                d_h_prev_row[j] = d_h_prev
+                dnext_h_tmp[j] = dy_row[j] + grad_h_row[j]
+            # tmp0_0 = dnext_h*z
+            for j in range(hidden):
+                tmp0_0_tmp[j] = dnext_h_tmp[j]*z_gate_row[j]
+            # d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
+            for j in range(hidden):
+                z_d_gate_row[j] = tmp0_0_tmp[j]*(real(1) - z_gate_row[j])*(h_prev_row[j] - n_gate_row[j])
+            # tmp0_1 = dnext_src_n*r
+            for j in range(hidden):
+                tmp0_1_tmp[j] = dnext_src_n_row[j]*r_gate_row[j]
+            # d_a_r = dnext_src_n*h_prev*r*(1 - r)
+            for j in range(hidden):
+                r_d_gate_row[j] = h_prev_row[j]*tmp0_1_tmp[j]*(real(1) - r_gate_row[j])
+            # d_h_prev = dnext_h*z + dnext_src_n*r
+            for j in range(hidden):
+                d_h_prev_tmp[j] = tmp0_0_tmp[j] + tmp0_1_tmp[j]
+            # r_d_rec = d_a_r
+            for j in range(hidden):
+                r_d_rec_row[j] = r_d_gate_row[j]
+            # z_d_rec = d_a_z
+            for j in range(hidden):
+                z_d_rec_row[j] = z_d_gate_row[j]
+            # d_h_prev = d_h_prev
+            for j in range(hidden):
+                d_h_prev_row[j] = d_h_prev_tmp[j]
         # d_h_prev = d_hR R^T: one GEMM (B, 2H) x (2H, H) per step.
         np.dot(d_rec_seq[t], RT, grad_h_buf)
         for nb in range(batch):

@@ -118,51 +118,51 @@ def _forward_kernel(x, W, R, b, p_i_vec, p_o_vec, h_seq, c_seq, gate_seq, tanh_c
         for col in range(3 * hidden):
             gates_2d[row, col] += b[col]
     rec_buf = np.empty((batch, 3 * hidden), dtype=x.dtype)
+    a_i_tmp = np.empty(hidden, dtype=x.dtype)
+    a_g_tmp = np.empty(hidden, dtype=x.dtype)
+    a_o_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 3H) per step.
         np.dot(h_seq[t], R, rec_buf)
+        # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
             c_prev_row = c_seq[t, nb]
-            gate_row = gate_seq[t, nb]
-            rec_row = rec_buf[nb]
-            h_row = h_seq[t + 1, nb]
+            i_rec_row = rec_buf[nb, 0:hidden]
+            i_gate_row = gate_seq[t, nb, 0:hidden]
+            g_rec_row = rec_buf[nb, 1 * hidden:2 * hidden]
+            g_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             c_row = c_seq[t + 1, nb]
+            o_rec_row = rec_buf[nb, 2 * hidden:3 * hidden]
+            o_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
             tanh_c_row = tanh_c_seq[t, nb]
-            # Fused elementwise step; gate values overwrite their pre-activations in gate_seq:
-            #   a_i = hR_i + xW_i + c_prev*p_i
-            #   i = sigmoid(a_i)
-            #   a_g = hR_g + xW_g
-            #   g = tanh(a_g)
-            #   c = c_prev*(1 - i) + g*i
-            #   a_o = hR_o + xW_o + c*p_o
-            #   o = sigmoid(a_o)
-            #   tanh_c = tanh(c)
-            #   h = o*tanh_c
+            h_row = h_seq[t + 1, nb]
+            # a_i = hR_i + xW_i + c_prev*p_i
             for j in range(hidden):
-                c_prev = c_prev_row[j]
-                xW_i = gate_row[j]
-                xW_g = gate_row[1 * hidden + j]
-                xW_o = gate_row[2 * hidden + j]
-                hR_i = rec_row[j]
-                hR_g = rec_row[1 * hidden + j]
-                hR_o = rec_row[2 * hidden + j]
-                p_i = p_i_vec[j]
-                p_o = p_o_vec[j]
-                a_i = c_prev*p_i + hR_i + xW_i
-                i = _sigmoid(a_i, real)
-                a_g = hR_g + xW_g
-                g = _tanh(a_g, real)
-                c = c_prev*(real(1) - i) + g*i
-                a_o = c*p_o + hR_o + xW_o
-                o = _sigmoid(a_o, real)
-                tanh_c = _tanh(c, real)
-                h = o*tanh_c
-                gate_row[j] = i
-                gate_row[1 * hidden + j] = g
-                gate_row[2 * hidden + j] = o
-                h_row[j] = h
-                c_row[j] = c
-                tanh_c_row[j] = tanh_c
+                a_i_tmp[j] = c_prev_row[j]*p_i_vec[j] + i_gate_row[j] + i_rec_row[j]
+            # i = sigmoid(a_i)
+            for j in range(hidden):
+                i_gate_row[j] = _sigmoid(a_i_tmp[j], real)
+            # a_g = hR_g + xW_g
+            for j in range(hidden):
+                a_g_tmp[j] = g_gate_row[j] + g_rec_row[j]
+            # g = tanh(a_g)
+            for j in range(hidden):
+                g_gate_row[j] = _tanh(a_g_tmp[j], real)
+            # c = c_prev*(1 - i) + g*i
+            for j in range(hidden):
+                c_row[j] = c_prev_row[j]*(real(1) - i_gate_row[j]) + g_gate_row[j]*i_gate_row[j]
+            # a_o = hR_o + xW_o + c*p_o
+            for j in range(hidden):
+                a_o_tmp[j] = c_row[j]*p_o_vec[j] + o_gate_row[j] + o_rec_row[j]
+            # o = sigmoid(a_o)
+            for j in range(hidden):
+                o_gate_row[j] = _sigmoid(a_o_tmp[j], real)
+            # tanh_c = tanh(c)
+            for j in range(hidden):
+                tanh_c_row[j] = _tanh(c_row[j], real)
+            # h = o*tanh_c
+            for j in range(hidden):
+                h_row[j] = o_gate_row[j]*tanh_c_row[j]
 
 
 @_jit
@@ -171,54 +171,78 @@ def _backward_kernel(dy, x, W, R, p_i_vec, p_o_vec, h_seq, c_seq, gate_seq, tanh
     hidden = R.shape[0]
     real = x.dtype.type
     RT = np.ascontiguousarray(R.T)
+    dnext_h_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp0_tmp = np.empty(hidden, dtype=x.dtype)
+    d_c_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp1_tmp = np.empty(hidden, dtype=x.dtype)
+    d_c_prev_tmp = np.empty(hidden, dtype=x.dtype)
+    d_p_i_tmp = np.empty(hidden, dtype=x.dtype)
+    d_p_o_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
+        # Elementwise step, derived by SymPy:
+        #   d_a_o = dnext_h*o*tanh_c*(1 - o)
+        #   d_c = dnext_c + d_a_o*p_o + dnext_h*o*(1 - tanh_c**2)
+        #   d_a_g = d_c*i*(1 - g**2)
+        #   d_a_i = d_c*i*(1 - i)*(g - c_prev)
+        #   d_c_prev = d_a_i*p_i + d_c*(1 - i)
+        #   d_p_i = c_prev*d_a_i
+        #   d_p_o = c*d_a_o
+        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_xW_i = d_hR_i = d_a_i
+        #   d_xW_g = d_hR_g = d_a_g
+        #   d_xW_o = d_hR_o = d_a_o
         for nb in range(batch):
-            d_gate_row = d_gate_seq[t, nb]
+            i_d_gate_row = d_gate_seq[t, nb, 0:hidden]
+            g_d_gate_row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
+            o_d_gate_row = d_gate_seq[t, nb, 2 * hidden:3 * hidden]
             grad_c_row = grad_c_buf[nb]
-            c_prev_row = c_seq[t, nb]
-            gate_row = gate_seq[t, nb]
-            c_row = c_seq[t + 1, nb]
-            tanh_c_row = tanh_c_seq[t, nb]
             dy_row = dy[t, nb]
             grad_h_row = grad_h_buf[nb]
-            # Fused elementwise step, derived by SymPy:
-            #   d_a_o = dnext_h*o*tanh_c*(1 - o)
-            #   d_c = dnext_c + d_a_o*p_o + dnext_h*o*(1 - tanh_c**2)
-            #   d_a_g = d_c*i*(1 - g**2)
-            #   d_a_i = d_c*i*(1 - i)*(g - c_prev)
-            #   d_c_prev = d_a_i*p_i + d_c*(1 - i)
-            #   d_p_i = c_prev*d_a_i
-            #   d_p_o = c*d_a_o
-            #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
-            #   d_xW_i = d_hR_i = d_a_i
-            #   d_xW_g = d_hR_g = d_a_g
-            #   d_xW_o = d_hR_o = d_a_o
+            o_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            tanh_c_row = tanh_c_seq[t, nb]
+            g_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
+            i_gate_row = gate_seq[t, nb, 0:hidden]
+            c_prev_row = c_seq[t, nb]
+            c_row = c_seq[t + 1, nb]
+            # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
-                c_prev = c_prev_row[j]
-                i = gate_row[j]
-                g = gate_row[1 * hidden + j]
-                o = gate_row[2 * hidden + j]
-                c = c_row[j]
-                tanh_c = tanh_c_row[j]
-                p_i = p_i_vec[j]
-                p_o = p_o_vec[j]
-                dnext_h = dy_row[j] + grad_h_row[j]
-                dnext_c = grad_c_row[j]
-                tmp0 = dnext_h*o
-                d_a_o = tanh_c*tmp0*(real(1) - o)
-                d_c = d_a_o*p_o + dnext_c + tmp0*(real(1) - (tanh_c*tanh_c))
-                d_a_g = d_c*i*(real(1) - (g*g))
-                tmp1 = d_c*(real(1) - i)
-                d_a_i = i*tmp1*(-c_prev + g)
-                d_c_prev = d_a_i*p_i + tmp1
-                d_p_i = c_prev*d_a_i
-                d_p_o = c*d_a_o
-                d_gate_row[j] = d_a_i
-                d_gate_row[1 * hidden + j] = d_a_g
-                d_gate_row[2 * hidden + j] = d_a_o
-                grad_c_row[j] = d_c_prev
-                d_p_i_buf[j] += d_p_i
-                d_p_o_buf[j] += d_p_o
+                dnext_h_tmp[j] = dy_row[j] + grad_h_row[j]
+            # tmp0 = dnext_h*o
+            for j in range(hidden):
+                tmp0_tmp[j] = dnext_h_tmp[j]*o_gate_row[j]
+            # d_a_o = dnext_h*o*tanh_c*(1 - o)
+            for j in range(hidden):
+                o_d_gate_row[j] = tanh_c_row[j]*tmp0_tmp[j]*(real(1) - o_gate_row[j])
+            # d_c = dnext_c + d_a_o*p_o + dnext_h*o*(1 - tanh_c**2)
+            for j in range(hidden):
+                d_c_tmp[j] = grad_c_row[j] + o_d_gate_row[j]*p_o_vec[j] + tmp0_tmp[j]*(real(1) - (tanh_c_row[j]*tanh_c_row[j]))
+            # d_a_g = d_c*i*(1 - g**2)
+            for j in range(hidden):
+                g_d_gate_row[j] = d_c_tmp[j]*i_gate_row[j]*(real(1) - (g_gate_row[j]*g_gate_row[j]))
+            # tmp1 = d_c*(1 - i)
+            for j in range(hidden):
+                tmp1_tmp[j] = d_c_tmp[j]*(real(1) - i_gate_row[j])
+            # d_a_i = d_c*i*(1 - i)*(g - c_prev)
+            for j in range(hidden):
+                i_d_gate_row[j] = i_gate_row[j]*tmp1_tmp[j]*(-c_prev_row[j] + g_gate_row[j])
+            # d_c_prev = d_a_i*p_i + d_c*(1 - i)
+            for j in range(hidden):
+                d_c_prev_tmp[j] = i_d_gate_row[j]*p_i_vec[j] + tmp1_tmp[j]
+            # d_p_i = c_prev*d_a_i
+            for j in range(hidden):
+                d_p_i_tmp[j] = c_prev_row[j]*i_d_gate_row[j]
+            # d_p_o = c*d_a_o
+            for j in range(hidden):
+                d_p_o_tmp[j] = c_row[j]*o_d_gate_row[j]
+            # d_p_i_buf += d_p_i
+            for j in range(hidden):
+                d_p_i_buf[j] += d_p_i_tmp[j]
+            # d_p_o_buf += d_p_o
+            for j in range(hidden):
+                d_p_o_buf[j] += d_p_o_tmp[j]
+            # grad_c = d_c_prev
+            for j in range(hidden):
+                grad_c_row[j] = d_c_prev_tmp[j]
         # d_h_prev = d_hR R^T: one GEMM (B, 3H) x (3H, H) per step.
         np.dot(d_gate_seq[t], RT, grad_h_buf)
     # Weight gradients over all steps at once: single large GEMMs.

@@ -121,56 +121,60 @@ def _forward_kernel(x, W, R, b, h_seq, c_seq, gate_seq, tanh_c_seq):
         for col in range(4 * hidden):
             gates_2d[row, col] += b[col]
     rec_buf = np.empty((batch, 4 * hidden), dtype=x.dtype)
+    a_i_tmp = np.empty(hidden, dtype=x.dtype)
+    a_f_tmp = np.empty(hidden, dtype=x.dtype)
+    a_g_tmp = np.empty(hidden, dtype=x.dtype)
+    a_o_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 4H) per step.
         np.dot(h_seq[t], R, rec_buf)
+        # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
+            i_rec_row = rec_buf[nb, 0:hidden]
+            i_gate_row = gate_seq[t, nb, 0:hidden]
+            f_rec_row = rec_buf[nb, 1 * hidden:2 * hidden]
+            f_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
+            g_rec_row = rec_buf[nb, 2 * hidden:3 * hidden]
+            g_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            o_rec_row = rec_buf[nb, 3 * hidden:4 * hidden]
+            o_gate_row = gate_seq[t, nb, 3 * hidden:4 * hidden]
             c_prev_row = c_seq[t, nb]
-            gate_row = gate_seq[t, nb]
-            rec_row = rec_buf[nb]
-            h_row = h_seq[t + 1, nb]
             c_row = c_seq[t + 1, nb]
             tanh_c_row = tanh_c_seq[t, nb]
-            # Fused elementwise step; gate values overwrite their pre-activations in gate_seq:
-            #   a_i = hR_i + xW_i
-            #   i = sigmoid(a_i)
-            #   a_f = hR_f + xW_f
-            #   f = sigmoid(a_f)
-            #   a_g = hR_g + xW_g
-            #   g = tanh(a_g)
-            #   a_o = hR_o + xW_o
-            #   o = sigmoid(a_o)
-            #   c = c_prev*f + g*i
-            #   tanh_c = tanh(c)
-            #   h = o*tanh_c
+            h_row = h_seq[t + 1, nb]
+            # a_i = hR_i + xW_i
             for j in range(hidden):
-                c_prev = c_prev_row[j]
-                xW_i = gate_row[j]
-                xW_f = gate_row[1 * hidden + j]
-                xW_g = gate_row[2 * hidden + j]
-                xW_o = gate_row[3 * hidden + j]
-                hR_i = rec_row[j]
-                hR_f = rec_row[1 * hidden + j]
-                hR_g = rec_row[2 * hidden + j]
-                hR_o = rec_row[3 * hidden + j]
-                a_i = hR_i + xW_i
-                i = _sigmoid(a_i, real)
-                a_f = hR_f + xW_f
-                f = _sigmoid(a_f, real)
-                a_g = hR_g + xW_g
-                g = _tanh(a_g, real)
-                a_o = hR_o + xW_o
-                o = _sigmoid(a_o, real)
-                c = c_prev*f + g*i
-                tanh_c = _tanh(c, real)
-                h = o*tanh_c
-                gate_row[j] = i
-                gate_row[1 * hidden + j] = f
-                gate_row[2 * hidden + j] = g
-                gate_row[3 * hidden + j] = o
-                h_row[j] = h
-                c_row[j] = c
-                tanh_c_row[j] = tanh_c
+                a_i_tmp[j] = i_gate_row[j] + i_rec_row[j]
+            # i = sigmoid(a_i)
+            for j in range(hidden):
+                i_gate_row[j] = _sigmoid(a_i_tmp[j], real)
+            # a_f = hR_f + xW_f
+            for j in range(hidden):
+                a_f_tmp[j] = f_gate_row[j] + f_rec_row[j]
+            # f = sigmoid(a_f)
+            for j in range(hidden):
+                f_gate_row[j] = _sigmoid(a_f_tmp[j], real)
+            # a_g = hR_g + xW_g
+            for j in range(hidden):
+                a_g_tmp[j] = g_gate_row[j] + g_rec_row[j]
+            # g = tanh(a_g)
+            for j in range(hidden):
+                g_gate_row[j] = _tanh(a_g_tmp[j], real)
+            # a_o = hR_o + xW_o
+            for j in range(hidden):
+                a_o_tmp[j] = o_gate_row[j] + o_rec_row[j]
+            # o = sigmoid(a_o)
+            for j in range(hidden):
+                o_gate_row[j] = _sigmoid(a_o_tmp[j], real)
+            # c = c_prev*f + g*i
+            for j in range(hidden):
+                c_row[j] = c_prev_row[j]*f_gate_row[j] + g_gate_row[j]*i_gate_row[j]
+            # tanh_c = tanh(c)
+            for j in range(hidden):
+                tanh_c_row[j] = _tanh(c_row[j], real)
+            # h = o*tanh_c
+            for j in range(hidden):
+                h_row[j] = o_gate_row[j]*tanh_c_row[j]
 
 
 @_jit
@@ -178,51 +182,75 @@ def _backward_kernel(dy, x, W, R, h_seq, c_seq, gate_seq, tanh_c_seq, grad_h_buf
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
+    dnext_h_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp0_tmp = np.empty(hidden, dtype=x.dtype)
+    d_c_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp1_tmp = np.empty(hidden, dtype=x.dtype)
+    tmp2_tmp = np.empty(hidden, dtype=x.dtype)
+    d_c_prev_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
+        # Elementwise step, derived by SymPy:
+        #   d_c = dnext_c + dnext_h*o*(1 - tanh_c**2)
+        #   d_a_o = dnext_h*o*tanh_c*(1 - o)
+        #   d_a_g = d_c*i*(1 - g**2)
+        #   d_a_f = c_prev*d_c*f*(1 - f)
+        #   d_a_i = d_c*g*i*(1 - i)
+        #   d_c_prev = d_c*f
+        #   d_xW_i = d_hR_i = d_a_i
+        #   d_xW_f = d_hR_f = d_a_f
+        #   d_xW_g = d_hR_g = d_a_g
+        #   d_xW_o = d_hR_o = d_a_o
+        #   d_h_prev = 0
         for nb in range(batch):
-            d_gate_row = d_gate_seq[t, nb]
+            i_d_gate_row = d_gate_seq[t, nb, 0:hidden]
+            f_d_gate_row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
+            g_d_gate_row = d_gate_seq[t, nb, 2 * hidden:3 * hidden]
+            o_d_gate_row = d_gate_seq[t, nb, 3 * hidden:4 * hidden]
             grad_h_row = grad_h_buf[nb]
             grad_c_row = grad_c_buf[nb]
-            c_prev_row = c_seq[t, nb]
-            gate_row = gate_seq[t, nb]
-            tanh_c_row = tanh_c_seq[t, nb]
             dy_row = dy[t, nb]
-            # Fused elementwise step, derived by SymPy:
-            #   d_c = dnext_c + dnext_h*o*(1 - tanh_c**2)
-            #   d_a_o = dnext_h*o*tanh_c*(1 - o)
-            #   d_a_g = d_c*i*(1 - g**2)
-            #   d_a_f = c_prev*d_c*f*(1 - f)
-            #   d_a_i = d_c*g*i*(1 - i)
-            #   d_c_prev = d_c*f
-            #   d_xW_i = d_hR_i = d_a_i
-            #   d_xW_f = d_hR_f = d_a_f
-            #   d_xW_g = d_hR_g = d_a_g
-            #   d_xW_o = d_hR_o = d_a_o
-            #   d_h_prev = 0
+            o_gate_row = gate_seq[t, nb, 3 * hidden:4 * hidden]
+            tanh_c_row = tanh_c_seq[t, nb]
+            i_gate_row = gate_seq[t, nb, 0:hidden]
+            g_gate_row = gate_seq[t, nb, 2 * hidden:3 * hidden]
+            f_gate_row = gate_seq[t, nb, 1 * hidden:2 * hidden]
+            c_prev_row = c_seq[t, nb]
+            # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
-                c_prev = c_prev_row[j]
-                i = gate_row[j]
-                f = gate_row[1 * hidden + j]
-                g = gate_row[2 * hidden + j]
-                o = gate_row[3 * hidden + j]
-                tanh_c = tanh_c_row[j]
-                dnext_h = dy_row[j] + grad_h_row[j]
-                dnext_c = grad_c_row[j]
-                tmp0 = dnext_h*o
-                d_c = dnext_c + tmp0*(real(1) - (tanh_c*tanh_c))
-                d_a_o = tanh_c*tmp0*(real(1) - o)
-                tmp1 = d_c*i
-                d_a_g = tmp1*(real(1) - (g*g))
-                tmp2 = d_c*f
-                d_a_f = c_prev*tmp2*(real(1) - f)
-                d_a_i = g*tmp1*(real(1) - i)
-                d_c_prev = tmp2
-                d_gate_row[j] = d_a_i
-                d_gate_row[1 * hidden + j] = d_a_f
-                d_gate_row[2 * hidden + j] = d_a_g
-                d_gate_row[3 * hidden + j] = d_a_o
+                dnext_h_tmp[j] = dy_row[j] + grad_h_row[j]
+            # tmp0 = dnext_h*o
+            for j in range(hidden):
+                tmp0_tmp[j] = dnext_h_tmp[j]*o_gate_row[j]
+            # d_c = dnext_c + dnext_h*o*(1 - tanh_c**2)
+            for j in range(hidden):
+                d_c_tmp[j] = grad_c_row[j] + tmp0_tmp[j]*(real(1) - (tanh_c_row[j]*tanh_c_row[j]))
+            # d_a_o = dnext_h*o*tanh_c*(1 - o)
+            for j in range(hidden):
+                o_d_gate_row[j] = tanh_c_row[j]*tmp0_tmp[j]*(real(1) - o_gate_row[j])
+            # tmp1 = d_c*i
+            for j in range(hidden):
+                tmp1_tmp[j] = d_c_tmp[j]*i_gate_row[j]
+            # d_a_g = d_c*i*(1 - g**2)
+            for j in range(hidden):
+                g_d_gate_row[j] = tmp1_tmp[j]*(real(1) - (g_gate_row[j]*g_gate_row[j]))
+            # tmp2 = d_c*f
+            for j in range(hidden):
+                tmp2_tmp[j] = d_c_tmp[j]*f_gate_row[j]
+            # d_a_f = c_prev*d_c*f*(1 - f)
+            for j in range(hidden):
+                f_d_gate_row[j] = c_prev_row[j]*tmp2_tmp[j]*(real(1) - f_gate_row[j])
+            # d_a_i = d_c*g*i*(1 - i)
+            for j in range(hidden):
+                i_d_gate_row[j] = g_gate_row[j]*tmp1_tmp[j]*(real(1) - i_gate_row[j])
+            # d_c_prev = d_c*f
+            for j in range(hidden):
+                d_c_prev_tmp[j] = tmp2_tmp[j]
+            # grad_h = 0
+            for j in range(hidden):
                 grad_h_row[j] = real(0)
-                grad_c_row[j] = d_c_prev
+            # grad_c = d_c_prev
+            for j in range(hidden):
+                grad_c_row[j] = d_c_prev_tmp[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 4 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

@@ -96,25 +96,24 @@ def _forward_kernel(x, W, R, b, h_seq, gate_seq):
         for col in range(1 * hidden):
             gates_2d[row, col] += b[col]
     rec_buf = np.empty((batch, 1 * hidden), dtype=x.dtype)
+    a_g_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 1H) per step.
         np.dot(h_seq[t], R, rec_buf)
+        # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
-            gate_row = gate_seq[t, nb]
-            rec_row = rec_buf[nb]
+            g_rec_row = rec_buf[nb, 0:hidden]
+            g_gate_row = gate_seq[t, nb, 0:hidden]
             h_row = h_seq[t + 1, nb]
-            # Fused elementwise step; gate values overwrite their pre-activations in gate_seq:
-            #   a_g = hR_g + xW_g
-            #   g = tanh(a_g)
-            #   h = g
+            # a_g = hR_g + xW_g
             for j in range(hidden):
-                xW_g = gate_row[j]
-                hR_g = rec_row[j]
-                a_g = hR_g + xW_g
-                g = _tanh(a_g, real)
-                h = g
-                gate_row[j] = g
-                h_row[j] = h
+                a_g_tmp[j] = g_gate_row[j] + g_rec_row[j]
+            # g = tanh(a_g)
+            for j in range(hidden):
+                g_gate_row[j] = _tanh(a_g_tmp[j], real)
+            # h = g
+            for j in range(hidden):
+                h_row[j] = g_gate_row[j]
 
 
 @_jit
@@ -122,21 +121,25 @@ def _backward_kernel(dy, x, W, R, h_seq, gate_seq, grad_h_buf, d_gate_seq):
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
+    dnext_h_tmp = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
+        # Elementwise step, derived by SymPy:
+        #   d_a_g = dnext_h*(1 - g**2)
+        #   d_xW_g = d_hR_g = d_a_g
+        #   d_h_prev = 0
         for nb in range(batch):
-            d_gate_row = d_gate_seq[t, nb]
+            g_d_gate_row = d_gate_seq[t, nb, 0:hidden]
             grad_h_row = grad_h_buf[nb]
-            gate_row = gate_seq[t, nb]
             dy_row = dy[t, nb]
-            # Fused elementwise step, derived by SymPy:
-            #   d_a_g = dnext_h*(1 - g**2)
-            #   d_xW_g = d_hR_g = d_a_g
-            #   d_h_prev = 0
+            g_gate_row = gate_seq[t, nb, 0:hidden]
+            # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
-                g = gate_row[j]
-                dnext_h = dy_row[j] + grad_h_row[j]
-                d_a_g = dnext_h*(real(1) - (g*g))
-                d_gate_row[j] = d_a_g
+                dnext_h_tmp[j] = dy_row[j] + grad_h_row[j]
+            # d_a_g = dnext_h*(1 - g**2)
+            for j in range(hidden):
+                g_d_gate_row[j] = dnext_h_tmp[j]*(real(1) - (g_gate_row[j]*g_gate_row[j]))
+            # grad_h = 0
+            for j in range(hidden):
                 grad_h_row[j] = real(0)
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 1 * hidden)

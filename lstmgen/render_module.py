@@ -113,27 +113,28 @@ def _block(k: int) -> str:
 
 
 class _Phase:
-    """The lines of one fused loop: GEMMs before it, row views, equation comments, loop body."""
+    """One phase of a step: GEMMs before it, the row views of one batch row, then short loops over units.
+
+    Each loop computes one assignment (``for j: target[j] = expression``) and so touches only the few rows that
+    assignment reads and writes: LLVM vectorizes such loops, where one loop over every array would need more
+    runtime aliasing checks than it is willing to emit.
+    """
 
     def __init__(self, comments: list[str]) -> None:
         self.gemms: list[str] = []
         self.rows: list[str] = []
         self.comments = comments
-        self.loads: list[str] = []
-        self.body: list[str] = []
-        self.stores: list[str] = []
+        self.loops: list[dict[str, object]] = []
 
     def row(self, line: str) -> None:
         if line not in self.rows:
             self.rows.append(line)
 
-    def as_dict(self) -> dict[str, list[str]]:
-        return {
-            "gemms": self.gemms,
-            "rows": self.rows,
-            "comments": self.comments,
-            "body": self.loads + self.body + self.stores,
-        }
+    def loop(self, comment: str, lines: list[str]) -> None:
+        self.loops.append({"comment": comment, "lines": lines})
+
+    def as_dict(self) -> dict[str, object]:
+        return {"gemms": self.gemms, "rows": self.rows, "comments": self.comments, "loops": self.loops}
 
 
 class _Layout:
@@ -172,90 +173,92 @@ class _Layout:
         self.rec_matrix = "R" if not self.late else "R_early"
         self.d_rec_seq = "d_rec_seq" if kernel.separate_recurrent_adjoint else "d_gate_seq"
         self.extra_seqs = (["fb_seq"] if spec.feedback else []) + [f"{s}_seq" for s in self.saved.values()]
+        self.scratch: dict[str, None] = {}  # names of (H,) scratch rows, in first-use order
 
     def code(self, expr: sympy.Expr) -> str:
         return self.printer.doprint(expr)
 
-    # ----------------------------------------------------------------------------------------- loads
-    def _in_storage_order(self, symbols: tuple[sympy.Symbol, ...]) -> list[sympy.Symbol]:
-        """Loads grouped by where they come from, gates in column order, so the code reads like the math."""
-        groups = (
-            self.prev_state,
-            self.xW_column,
-            self.early_column,
-            self.late_projection,
-            self.feedback_column,
-            self.gate_column,
-            self.new_state,
-            self.saved,
-            self.unit_param,
-            self.seeds,
-        )
+    # ----------------------------------------------------------------------------------------- rows
+    def _block_row(self, phase: _Phase, name: str, array: str, index: str, k: int) -> str:
+        phase.row(f"{name} = {array}[{index}, {_block(k)}]")
+        return name
 
-        def key(sym: sympy.Symbol) -> tuple[int, int, str]:
-            for rank, group in enumerate(groups):
-                if sym in group:
-                    return rank, list(group).index(sym), ""
-            return len(groups), 0, str(sym)
-
-        return sorted(symbols, key=key)
-
-    def _load(self, sym: sympy.Symbol, phase: _Phase, backward: bool) -> str:
-        """The line that reads ``sym`` inside the j loop; registers the row view it needs.
-
-        In the backward loop a saved value comes from its own buffer, even when it is a projection that the
-        forward loop read from a GEMM's output.
-        """
+    def _row(self, sym: sympy.Symbol, phase: _Phase, home: dict[sympy.Symbol, str], backward: bool) -> str:
+        """The 1-D row (H,) that holds ``sym`` for the current step and batch row; registers its view."""
+        if sym in home:
+            return home[sym]
+        spec = self.spec
         if sym in self.saved and (backward or sym not in self.forward.inputs()):
             phase.row(f"{sym}_row = {sym}_seq[t, nb]")
-            return f"{sym} = {sym}_row[j]"
+            return f"{sym}_row"
         if sym in self.gate_column or sym in self.xW_column:
-            phase.row("gate_row = gate_seq[t, nb]")
-            return f"{sym} = gate_row[{_column(self.gate_column.get(sym, self.xW_column.get(sym)))}]"
+            k = self.gate_column.get(sym, self.xW_column.get(sym))
+            return self._block_row(phase, f"{spec.gates[k].name}_gate_row", "gate_seq", "t, nb", k)
         if sym in self.early_column:
-            phase.row("rec_row = rec_buf[nb]")
-            return f"{sym} = rec_row[{_column(self.early_column[sym])}]"
+            e = self.early_column[sym]
+            return self._block_row(phase, f"{spec.gates[self.early_gates[e]].name}_rec_row", "rec_buf", "nb", e)
         if sym in self.late_projection:
             phase.row(f"{sym}_row = {sym}_buf[nb]")
-            return f"{sym} = {sym}_row[j]"
+            return f"{sym}_row"
         if sym in self.feedback_column:
-            phase.row("fbq_row = fbq_buf[nb]")
-            return f"{sym} = fbq_row[{_column(self.feedback_column[sym])}]"
+            pos = self.feedback_column[sym]
+            return self._block_row(phase, f"{spec.feedback[pos]}_fbq_row", "fbq_buf", "nb", pos)
         if sym in self.prev_state:
             s = self.prev_state[sym]
             phase.row(f"{s}_prev_row = {s}_seq[t, nb]")
-            return f"{sym} = {s}_prev_row[j]"
+            return f"{s}_prev_row"
         if sym in self.new_state:
             s = self.new_state[sym]
             phase.row(f"{s}_row = {s}_seq[t + 1, nb]")
-            return f"{sym} = {s}_row[j]"
+            return f"{s}_row"
         if sym in self.unit_param:
-            return f"{sym} = {sym}_vec[j]"
+            return f"{sym}_vec"
         if sym in self.seeds:
-            return self._load_seed(sym, phase)
+            return self._seed_row(sym, phase, home)
         if sym in self.carried:
             phase.row(f"{sym}_carry_row = {sym}_carry_buf[nb]")
-            return f"{sym} = {sym}_carry_row[j]"
+            return f"{sym}_carry_row"
         raise ValueError(f"no storage for {sym}")  # pragma: no cover - every input is classified above
 
-    def _load_seed(self, sym: sympy.Symbol, phase: _Phase) -> str:
+    def _seed_row(self, sym: sympy.Symbol, phase: _Phase, home: dict[sympy.Symbol, str]) -> str:
         name = self.seeds[sym]
         if name == self.spec.output_state:
+            # dy_t plus the error carried from step t+1, summed once per phase into a scratch row.
             phase.row("dy_row = dy[t, nb]")
             phase.row(f"grad_{name}_row = grad_{name}_buf[nb]")
-            return f"{sym} = dy_row[j] + grad_{name}_row[j]"
+            home[sym] = self._scratch(sym)
+            phase.loop(
+                f"{sym} = dy_t + (error carried from step t+1)", [f"{home[sym]}[j] = dy_row[j] + grad_{name}_row[j]"]
+            )
+            return home[sym]
         if name in self.spec.state:
             phase.row(f"grad_{name}_row = grad_{name}_buf[nb]")
-            return f"{sym} = grad_{name}_row[j]"
+            return f"grad_{name}_row"
         if unit_symbol(name) in self.feedback_gate_column:
-            phase.row("grad_fb_row = grad_fb_buf[nb]")
-            return f"{sym} = grad_fb_row[{_column(self.feedback_gate_column[unit_symbol(name)])}]"
+            pos = self.feedback_gate_column[unit_symbol(name)]
+            return self._block_row(phase, f"{name}_grad_fb_row", "grad_fb_buf", "nb", pos)
         phase.row(f"{sym}_row = {sym}_buf[nb]")  # a mid-step source: its GEMM wrote dnext_src_k_buf
-        return f"{sym} = {sym}_row[j]"
+        return f"{sym}_row"
+
+    def _scratch(self, sym: sympy.Symbol) -> str:
+        self.scratch.setdefault(str(sym), None)
+        return f"{sym}_tmp"
+
+    def _code_at(self, expr: sympy.Expr, phase: _Phase, home: dict[sympy.Symbol, str], backward: bool) -> str:
+        """``expr`` printed with every symbol read from its row at unit j."""
+        # Sorted: the order of first use decides the order of the row views, and must not depend on hashing.
+        rows = {
+            s: sympy.Symbol(f"{self._row(s, phase, home, backward)}[j]") for s in sorted(expr.free_symbols, key=str)
+        }
+        return self.code(expr.xreplace(rows))
+
+    def _comment(self, a_lhs: sympy.Symbol, rhs: sympy.Expr, original: dict[sympy.Symbol, sympy.Expr]) -> str:
+        return str_assignment(a_lhs, original.get(a_lhs, rhs))
 
     # --------------------------------------------------------------------------------------- forward
-    def forward_phases(self) -> list[dict[str, list[str]]]:
+    def forward_phases(self) -> list[dict[str, object]]:
         kernel, forward = self.kernel, self.forward
+        original = {a.lhs: a.rhs for a in forward.equations}
         phases = []
         for p, assignments in enumerate(kernel.forward_phases):
             comments = [str_assignment(a.lhs, a.rhs) for a in forward.equations if kernel.forward_phase[a.lhs] == p]
@@ -266,36 +269,44 @@ class _Layout:
                         f"# Mid-step recurrent projection of gate {gate}: ({src}) R_{gate}, one GEMM (B, H) x (H, H).",
                         f"np.dot({src}_seq[t], R_{gate}, hR_{gate}_buf)",
                     ]
-            phase.loads = [self._load(s, phase, False) for s in self._in_storage_order(assignments.free_inputs())]
-            phase.body = [f"{a.lhs} = {self.code(a.rhs)}" for a in assignments]
-            self._forward_stores(p, phase)
+            home: dict[sympy.Symbol, str] = {}
+            inputs_read = set(assignments.free_inputs())
+            for sym in self.saved:  # inputs that backward needs, copied from where the step found them
+                if sym in self.forward.inputs() and sym in inputs_read:
+                    source = self._row(sym, phase, home, False)
+                    phase.row(f"{sym}_row = {sym}_seq[t, nb]")
+                    phase.loop(f"keep {sym} for backward", [f"{sym}_row[j] = {source}[j]"])
+            for a in assignments:
+                rhs = self._code_at(a.rhs, phase, home, False)
+                target = self._forward_home(a.lhs, phase)
+                lines = [f"{target}[j] = {rhs}"]
+                if a.lhs in self.feedback_gate_column:
+                    pos = self.feedback_gate_column[a.lhs]
+                    fb = self._block_row(phase, f"{a.lhs}_fb_row", "fb_seq", "t + 1, nb", pos)
+                    lines.append(f"{fb}[j] = {target}[j]")
+                home[a.lhs] = target
+                phase.loop(self._comment(a.lhs, a.rhs, original), lines)
             phases.append(phase.as_dict())
         return phases
 
-    def _forward_stores(self, p: int, phase: _Phase) -> None:
-        kernel = self.kernel
-        defined = set(kernel.forward_phases[p].targets)
-        for sym, k in self.gate_column.items():
-            if sym in defined:
-                phase.row("gate_row = gate_seq[t, nb]")
-                phase.stores.append(f"gate_row[{_column(k)}] = {sym}")
-                if sym in self.feedback_gate_column:
-                    phase.row("fb_row = fb_seq[t + 1, nb]")
-                    phase.stores.append(f"fb_row[{_column(self.feedback_gate_column[sym])}] = {sym}")
-        for sym, s in self.new_state.items():
-            if sym in defined:
-                phase.row(f"{s}_row = {s}_seq[t + 1, nb]")
-                phase.stores.append(f"{s}_row[j] = {sym}")
-        inputs_read = set(kernel.forward_phases[p].free_inputs())
-        for sym in self.saved:
-            is_input = sym in self.forward.inputs()
-            if (sym in defined and not is_input) or (is_input and sym in inputs_read):
-                phase.row(f"{sym}_row = {sym}_seq[t, nb]")
-                phase.stores.append(f"{sym}_row[j] = {sym}")
+    def _forward_home(self, sym: sympy.Symbol, phase: _Phase) -> str:
+        """Where a forward value is written: its gate block, its state row, its saved row, or a scratch row."""
+        if sym in self.gate_column:
+            k = self.gate_column[sym]
+            return self._block_row(phase, f"{self.spec.gates[k].name}_gate_row", "gate_seq", "t, nb", k)
+        if sym in self.new_state:
+            s = self.new_state[sym]
+            phase.row(f"{s}_row = {s}_seq[t + 1, nb]")
+            return f"{s}_row"
+        if sym in self.saved:
+            phase.row(f"{sym}_row = {sym}_seq[t, nb]")
+            return f"{sym}_row"
+        return self._scratch(sym)
 
     # -------------------------------------------------------------------------------------- backward
-    def backward_phases(self) -> list[dict[str, list[str]]]:
+    def backward_phases(self) -> list[dict[str, object]]:
         kernel, backward = self.kernel, self.backward
+        original = {a.lhs: a.rhs for a in backward.adjoints}
         phases = []
         for p in reversed(range(kernel.n_phases)):
             assignments = kernel.backward_phases[p]
@@ -309,59 +320,84 @@ class _Layout:
                         f"# Gradient on the source of gate {gate}'s mid-step projection: d_hR_{gate} R_{gate}^T.",
                         f"np.dot(d_hR_{gate}_seq[t], R_{gate}T, dnext_{src}_buf)",
                     ]
-            stores = self._backward_stores(p, phase)
-            needed = set(assignments.free_inputs()) | {s for _, expr in stores.values() for s in expr.free_symbols}
-            needed -= set(assignments.targets)
-            phase.loads = [self._load(s, phase, True) for s in self._in_storage_order(tuple(needed))]
-            phase.body = [f"{a.lhs} = {self.code(a.rhs)}" for a in assignments]
-            phase.body += [f"{a.lhs}_carry_row[j] = {a.lhs}" for a in assignments if a.lhs in self.carried]
+            home: dict[sympy.Symbol, str] = {}
+            outputs = self._backward_outputs(p, phase)
+            direct = self._direct_homes(outputs, assignments)
             for a in assignments:
+                rhs = self._code_at(a.rhs, phase, home, True)
                 if a.lhs in self.carried:
                     phase.row(f"{a.lhs}_carry_row = {a.lhs}_carry_buf[nb]")
-            phase.stores = [f"{target} {op} {self.code(expr)}" for target, (op, expr) in stores.items()]
+                    target = f"{a.lhs}_carry_row"
+                else:
+                    target = direct.get(a.lhs) or self._scratch(a.lhs)
+                home[a.lhs] = target
+                phase.loop(self._comment(a.lhs, a.rhs, original), [f"{target}[j] = {rhs}"])
+            for target, (op, expr) in outputs.items():
+                if op == "=" and isinstance(expr, sympy.Symbol) and home.get(expr) == target:
+                    continue  # computed in place
+                rhs = self._code_at(expr, phase, home, True)
+                phase.loop(f"{target.split('_row')[0]} {op} {print_text(expr)}", [f"{target}[j] {op} {rhs}"])
             phases.append(phase.as_dict())
         return phases
+
+    def _direct_homes(self, outputs: dict[str, tuple[str, sympy.Expr]], assignments) -> dict[sympy.Symbol, str]:
+        """Adjoints computed straight into an output row (the first output that is exactly that adjoint)."""
+        targets = set(assignments.targets)
+        direct: dict[sympy.Symbol, str] = {}
+        for target, (op, expr) in outputs.items():
+            # Not the carries for step t-1: the seeds of this step are still read from those rows.
+            if (
+                op == "="
+                and expr in targets
+                and expr not in direct
+                and expr not in self.carried
+                and not target.startswith(("grad_", "d_h_prev"))
+            ):
+                direct[expr] = target
+        return direct
 
     def _store_phase(self, expr: sympy.Expr) -> int:
         """Where an output adjoint is written: in the phase that computes it (phase 0 for seeds and zeros)."""
         return self.kernel.backward_phase.get(expr, 0)
 
-    def _backward_stores(self, p: int, phase: _Phase) -> dict[str, tuple[str, sympy.Expr]]:
-        """Targets written by backward phase ``p`` -> (assignment operator, expression written)."""
+    def _backward_outputs(self, p: int, phase: _Phase) -> dict[str, tuple[str, sympy.Expr]]:
+        """Rows written by backward phase ``p`` -> (assignment operator, expression written)."""
         backward, forward, spec = self.backward, self.forward, self.spec
-        stores: dict[str, tuple[str, sympy.Expr]] = {}
-        for k, (_, xw) in enumerate(forward.xW):
+        outputs: dict[str, tuple[str, sympy.Expr]] = {}
+        for k, (gate, xw) in enumerate(forward.xW):
             if self._store_phase(backward.output(xw)) == p:
-                phase.row("d_gate_row = d_gate_seq[t, nb]")
-                stores[f"d_gate_row[{_column(k)}]"] = ("=", backward.output(xw))
+                outputs[self._block_row(phase, f"{gate}_d_gate_row", "d_gate_seq", "t, nb", k)] = (
+                    "=",
+                    backward.output(xw),
+                )
         for sym, e in self.early_column.items():
             if self.kernel.separate_recurrent_adjoint and self._store_phase(backward.output(sym)) == p:
-                phase.row("d_rec_row = d_rec_seq[t, nb]")
-                stores[f"d_rec_row[{_column(e)}]"] = ("=", backward.output(sym))
+                name = f"{spec.gates[self.early_gates[e]].name}_d_rec_row"
+                outputs[self._block_row(phase, name, "d_rec_seq", "t, nb", e)] = ("=", backward.output(sym))
         for sym, gate in self.late_projection.items():
             if self._store_phase(backward.output(sym)) == p:
                 phase.row(f"d_hR_{gate}_row = d_hR_{gate}_seq[t, nb]")
-                stores[f"d_hR_{gate}_row[j]"] = ("=", backward.output(sym))
+                outputs[f"d_hR_{gate}_row"] = ("=", backward.output(sym))
         for sym, pos in self.feedback_column.items():
             if self._store_phase(backward.output(sym)) == p:
-                phase.row("d_fbq_row = d_fbq_seq[t, nb]")
-                stores[f"d_fbq_row[{_column(pos)}]"] = ("=", backward.output(sym))
-        if p == 0:
+                name = f"{spec.feedback[pos]}_d_fbq_row"
+                outputs[self._block_row(phase, name, "d_fbq_seq", "t, nb", pos)] = ("=", backward.output(sym))
+        for name, sym in forward.unit_params:
+            if self._store_phase(backward.output(sym)) == p:
+                outputs[f"d_{name}_buf"] = ("+=", backward.output(sym))
+        if p == 0:  # the carries for step t-1 are written last: the seeds of step t are read from them first
             for s, prev in forward.prev:
                 adjoint = backward.output(prev)
                 if s != spec.output_state:
                     phase.row(f"grad_{s}_row = grad_{s}_buf[nb]")
-                    stores[f"grad_{s}_row[j]"] = ("=", adjoint)
+                    outputs[f"grad_{s}_row"] = ("=", adjoint)
                 elif self.elementwise_and_gemm_h:
                     phase.row("d_h_prev_row = d_h_prev_buf[nb]")
-                    stores["d_h_prev_row[j]"] = ("=", adjoint)
+                    outputs["d_h_prev_row"] = ("=", adjoint)
                 elif not backward.recurrent_gemm:
                     phase.row(f"grad_{s}_row = grad_{s}_buf[nb]")
-                    stores[f"grad_{s}_row[j]"] = ("=", adjoint)
-        for name, sym in forward.unit_params:
-            if self._store_phase(backward.output(sym)) == p:
-                stores[f"d_{name}_buf[j]"] = ("+=", backward.output(sym))
-        return stores
+                    outputs[f"grad_{s}_row"] = ("=", adjoint)
+        return outputs
 
     def output_text(self) -> list[str]:
         """The step's output adjoints that are aliases; adjoints sharing one expression print on one line."""
@@ -414,7 +450,9 @@ class _Layout:
 
         early_blocks = [(e, k) for e, k in enumerate(self.early_gates)]
         forward_phases = self.forward_phases()
+        forward_scratch, self.scratch = list(self.scratch), {}
         backward_phases = self.backward_phases()
+        backward_scratch = list(self.scratch)
         return {
             "n_gates": self.n_gates,
             "n_early": self.n_early,
@@ -441,6 +479,8 @@ class _Layout:
             "backward_call": [call(a) for a in backward_args],
             "forward_phases": forward_phases,
             "backward_phases": backward_phases,
+            "forward_scratch": forward_scratch,
+            "backward_scratch": backward_scratch,
             "helpers": sorted(self.printer.helpers_used),
             "state_seqs": ", ".join(f"{s}_seq" for s in spec.state) + ("," if len(spec.state) == 1 else ""),
             "state_seqs_tuple": _tuple_of(f"{s}_seq" for s in spec.state),

@@ -43,7 +43,7 @@ RESERVED_NAMES = frozenset((
 # fmt: on
 #: Prefixes that belong to derived or vocabulary names.
 RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "tmp", "R_", "fb")
-RESERVED_SUFFIXES = ("_prev", "_seq", "_row", "_buf", "_vec", "_2d")
+RESERVED_SUFFIXES = ("_prev", "_seq", "_row", "_buf", "_vec", "_2d", "_tmp")
 
 
 def check_identifier(name: object, where: str) -> str:
