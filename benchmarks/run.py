@@ -11,7 +11,8 @@ both on the same number of threads:
   * generated `lstm_peephole` against the best PyTorch loop a user could write for a cell torch lacks
     (eager autograd and TorchScript; the faster is reported);
   * JAX (jit of value_and_grad over a lax.scan cell) where it is installed;
-  * the machine's GEMM rate, measured in the same run with numpy matmul of the shape that dominates.
+  * the machine's GEMM rate, measured in the same run: one GEMM with the forward pass's FLOPs (numba's
+    np.dot, the BLAS the kernels use).
 Forward only and forward+backward (loss = sum(y * A) for a fixed random A; gradients to every parameter and
 the input). Results also in GFLOP/s (forward 2·T·B·(I+H)·G·H, backward twice that) and % of the GEMM rate.
 Also reported: time to generate each module, cold first call (JIT compile, empty numba cache) and warm import
@@ -224,22 +225,26 @@ def onnx_runner(size, dtype):
 
 
 def gemm_runner(size, dtype, gates: int):
-    """numpy matmul with the forward pass's FLOP count in one GEMM: (T·B, I+H) × (I+H, G·H)."""
+    """One GEMM with the forward pass's FLOP count, (T·B, I+H) × (I+H, G·H), through numba's np.dot: the
+    BLAS (SciPy's OpenBLAS) and thread pool the generated kernels use, so no third pool joins the run."""
+    import numba
+
     T, B, I, H = size
     rng = np.random.default_rng(0)
     left = rng.standard_normal((T * B, I + H)).astype(dtype)
     right = rng.standard_normal((I + H, gates * H)).astype(dtype)
     out = np.empty((T * B, gates * H), dtype=dtype)
+    gemm = numba.njit(lambda a, b, c: np.dot(a, b, c))
 
     def run():
-        np.matmul(left, right, out=out)
+        gemm(left, right, out)
 
     return run
 
 
 # ----------------------------------------------------------------------------------------------- timing
 def time_interleaved(
-    runners: dict[str, object], repeats: int, min_seconds: float, settle: float = 0.05
+    runners: dict[str, object], repeats: int, min_seconds: float, settle: float = 0.1
 ) -> dict[str, float]:
     """Median seconds per call of each runner, timed in turn (round robin) after a warm-up call each."""
     for run in runners.values():
@@ -272,7 +277,7 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
             "lstmgen lstm_peephole": generated_runner("lstm_peephole", size, dtype, backward),
             "torch peephole loop (eager)": torch_loop_runner(size, dtype, backward, scripted=False),
             "torch peephole loop (TorchScript)": torch_loop_runner(size, dtype, backward, scripted=True),
-            "numpy GEMM (same FLOPs as fwd)": gemm_runner(size, dtype, 4),
+            "GEMM (same FLOPs as fwd)": gemm_runner(size, dtype, 4),
         }
         jax = jax_runner(size, dtype, backward) if include_jax else None
         if jax is not None:
@@ -281,7 +286,7 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
         if onnx is not None:
             runners["ONNX Runtime LSTM"] = onnx
         times = time_interleaved(runners, repeats, min_seconds)
-        gemm_rate = flops(size, 4, False) / times.pop("numpy GEMM (same FLOPs as fwd)")
+        gemm_rate = flops(size, 4, False) / times.pop("GEMM (same FLOPs as fwd)")
         loops = ("torch peephole loop (eager)", "torch peephole loop (TorchScript)")
         best_loop = min(loops, key=times.__getitem__)
         pairs = [
@@ -421,6 +426,31 @@ def print_table(rows: list[dict], compile_rows: list[dict]) -> None:
         )
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table: ms of lstmgen and of the baseline, speedup, % of the GEMM rate (fwd+bwd)."""
+    lines = [
+        "| size (T, B, I, H) | dtype | cell: baseline | fwd ms (ours / theirs) | fwd+bwd ms (ours / theirs) "
+        "| fwd+bwd speedup | fwd+bwd % of GEMM rate |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    keyed = {
+        (r["size"], r["dtype"], r["variant"], r["mode"]): r
+        for r in rows
+        if "speedup" in r and not r["theirs"].startswith(("JAX", "ONNX"))
+    }
+    for (size, dtype, variant, mode), r in keyed.items():
+        if mode != "fwd":
+            continue
+        b = keyed[(size, dtype, variant, "fwd+bwd")]
+        shape = ", ".join(str(v) for v in r["shape"])
+        lines.append(
+            f"| {size} ({shape}) | {dtype} | {variant}: {b['theirs']} | {r['ours_ms']:.2f} / "
+            f"{r['theirs_ms']:.2f} | {b['ours_ms']:.2f} / {b['theirs_ms']:.2f} | {b['speedup']:.2f}x | "
+            f"{b['percent_of_gemm']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -455,6 +485,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--plot", type=Path, help="write a bar chart of the speedups here (PNG)")
     parser.add_argument("--no-compile-times", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="also print the README's markdown table")
     args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
@@ -466,6 +497,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows += bench_size(label, size, np.dtype(dtype).type, repeats, min_seconds, include_jax=not args.quick)
     compile_rows = [] if (args.quick or args.no_compile_times) else compile_times(["lstm", "lstm_peephole", "gru"])
     print_table(rows, compile_rows)
+    if args.markdown:
+        print(markdown_table(rows))
     result = {
         "machine": machine(),
         "command": " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]),
