@@ -18,7 +18,7 @@ from lstmgen.forward_equations import ForwardEquations, unit_symbol
 
 @dataclass(frozen=True)
 class KernelExpressions:
-    """Everything the fused loops compute, per unit, split into phases.
+    """Everything the elementwise loops compute, per unit, split into phases.
 
     A step has one phase per mid-step GEMM plus one: phase p + 1 starts once the blocks of R whose sources
     phase p computed have been multiplied. Most cells have a single phase. Backward runs the phases in
