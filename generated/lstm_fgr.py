@@ -51,11 +51,13 @@ GATES = ("i", "f", "g", "o")
 STATE = ("h", "c")
 PARAMS = ("W", "R", "b", "Q", "p_i", "p_f", "p_o")
 
+# One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
+# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
+# inlining at numba's level only lengthened compilation.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
-_inline = numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
 
 
-@_inline
+@_jit
 def _exp_parts(y, real):
     # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
     # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
@@ -93,7 +95,7 @@ def _exp_parts(y, real):
     return (real(0) if underflow else scale), p * r
 
 
-@_inline
+@_jit
 def _sigmoid(x, real):
     # Only e = exp(-|x|) <= 1 is computed, so nothing overflows: 1/(1+e) for x >= 0, e/(1+e) otherwise.
     scale, em1 = _exp_parts(-abs(x), real)
@@ -102,7 +104,7 @@ def _sigmoid(x, real):
     return s if x >= real(0) else e * s
 
 
-@_inline
+@_jit
 def _tanh(x, real):
     # tanh|x| = -m / (2 + m) with m = expm1(-2|x|): no overflow, no cancellation near 0; tanh(±0) = ±0.
     scale, em1 = _exp_parts(real(-2) * abs(x), real)
