@@ -486,10 +486,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--plot", type=Path, help="write a bar chart of the speedups here (PNG)")
     parser.add_argument("--no-compile-times", action="store_true")
     parser.add_argument("--markdown", action="store_true", help="also print the README's markdown table")
+    parser.add_argument("--compile-times-only", action="store_true", help="only generation, cold and warm times")
     args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
     sizes = QUICK_SIZES if args.quick else {k: SIZES[k] for k in (args.sizes.split(",") if args.sizes else SIZES)}
+    if args.compile_times_only:
+        sizes = {}
     repeats, min_seconds = (2, 0.0) if args.quick else (args.repeats, 1.0)
     rows = []
     for label, size in sizes.items():
