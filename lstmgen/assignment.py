@@ -59,9 +59,6 @@ class AssignmentList:
                 return value[lhs]
         raise KeyError(lhs)
 
-    def operation_count(self) -> int:
-        return sum(int(sympy.count_ops(a.rhs)) for a in self.assignments)
-
     @classmethod
     def of(cls, assignments: Iterable[Assignment]) -> AssignmentList:
         return cls(tuple(assignments))

@@ -132,19 +132,20 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
         backward.output(xw) != backward.output(hr) for (_, xw), (_, hr) in zip(forward.xW, forward.hR, strict=True)
     ) or bool(forward.sources)
 
-    def split(assignments: AssignmentList, phase_of: dict[sympy.Symbol, int], prefix: str) -> tuple:
+    def split(assignments: AssignmentList, phase_of: dict[sympy.Symbol, int]) -> tuple[AssignmentList, ...]:
+        """One CSE'd list per phase; temporaries are numbered per phase (tmp0_0, ...) when there are several."""
         return tuple(
             eliminate_common_subexpressions(
                 AssignmentList.of(a for a in assignments if phase_of[a.lhs] == p),
-                f"{prefix}{p}_" if n_phases > 1 else prefix,
+                f"tmp{p}_" if n_phases > 1 else "tmp",
             )
             for p in range(n_phases)
         )
 
     return KernelExpressions(
         backward=backward,
-        forward_phases=split(forward.equations, phase, "tmp"),
-        backward_phases=split(backward.adjoints, backward_phase, "tmp"),
+        forward_phases=split(forward.equations, phase),
+        backward_phases=split(backward.adjoints, backward_phase),
         forward_phase=phase,
         backward_phase=backward_phase,
         saved=saved,

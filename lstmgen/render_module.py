@@ -102,11 +102,6 @@ def _tuple_literal(names: object) -> str:
     return _tuple_of(json.dumps(str(n)) for n in names)
 
 
-def _column(k: int) -> str:
-    """Index of unit j in column block k of a row."""
-    return "j" if k == 0 else f"{k} * hidden + j"
-
-
 def _block(k: int) -> str:
     """Slice of column block k."""
     return f"{k} * hidden:{k + 1} * hidden" if k else "0:hidden"
@@ -166,8 +161,7 @@ class _Layout:
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
         h_prev = dict(forward.prev)[spec.output_state]
-        self.h_prev_elementwise = backward.output(h_prev)
-        self.elementwise_and_gemm_h = backward.recurrent_gemm and self.h_prev_elementwise != 0
+        self.elementwise_and_gemm_h = backward.recurrent_gemm and backward.output(h_prev) != 0
         self.n_gates = len(spec.gates)
         self.n_early = len(self.early_gates)
         self.rec_matrix = "R" if not self.late else "R_early"
