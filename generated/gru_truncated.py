@@ -7,6 +7,7 @@ with gradient mode "truncated". Do not edit: regenerate with
     lstmgen generate gru --gradient truncated --out generated/
 
 Shapes: x (T, B, I) time-major; y (T, B, H) holds h_1..h_T; every state (B, H).
+Padded batches: lengths (B,) as in ONNX; past its length a sequence keeps its state and outputs zeros.
 Parameters: W (I, 3H), R (H, 3H), b (3H,), b_rn (H,);
 column block k of W, R and b belongs to GATES[k]. xW_k = x_t W_k + b_k and hR_k = h_{t-1} R_k.
 
@@ -106,7 +107,7 @@ def _tanh(x, real):
 
 
 @_jit
-def _forward_kernel(x, W, R, b, b_rn_vec, h_seq, gate_seq, hR_n_seq):
+def _forward_kernel(x, lengths, W, R, b, b_rn_vec, h_seq, gate_seq, hR_n_seq):
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
@@ -125,6 +126,8 @@ def _forward_kernel(x, W, R, b, b_rn_vec, h_seq, gate_seq, hR_n_seq):
         np.dot(h_seq[t], R, rec_buf)
         # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
+            if t >= lengths[nb]:
+                continue
             n_rec_row = rec_buf[nb, 2 * hidden:3 * hidden]
             hR_n_row = hR_n_seq[t, nb]
             r_rec_row = rec_buf[nb, 0:hidden]
@@ -158,10 +161,14 @@ def _forward_kernel(x, W, R, b, b_rn_vec, h_seq, gate_seq, hR_n_seq):
             # h = h_prev*z + n*(1 - z)
             for j in range(hidden):
                 h_row[j] = h_prev_row[j]*z_gate_row[j] + n_gate_row[j]*(real(1) - z_gate_row[j])
+        # A sequence past its length keeps its state (ONNX semantics).
+        for nb in range(batch):
+            if t >= lengths[nb]:
+                h_seq[t + 1, nb] = h_seq[t, nb]
 
 
 @_jit
-def _backward_kernel(dy, x, W, R, b_rn_vec, h_seq, gate_seq, hR_n_seq, grad_h_buf, d_gate_seq, d_rec_seq, d_b_rn_buf):
+def _backward_kernel(dy, x, lengths, W, R, b_rn_vec, h_seq, gate_seq, hR_n_seq, grad_h_buf, d_gate_seq, d_rec_seq, d_b_rn_buf):
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
@@ -183,6 +190,8 @@ def _backward_kernel(dy, x, W, R, b_rn_vec, h_seq, gate_seq, hR_n_seq, grad_h_bu
         #   d_xW_z = d_hR_z = d_a_z
         #   d_xW_n = d_a_n
         for nb in range(batch):
+            if t >= lengths[nb]:
+                continue  # past its length: the gradient passes through, the step's adjoints stay zero
             r_d_gate_row = d_gate_seq[t, nb, 0:hidden]
             z_d_gate_row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
             n_d_gate_row = d_gate_seq[t, nb, 2 * hidden:3 * hidden]
@@ -249,16 +258,19 @@ def _backward_kernel(dy, x, W, R, b_rn_vec, h_seq, gate_seq, hR_n_seq, grad_h_bu
 
 
 class Tape:
-    """What forward saved for backward: inputs, parameters, every state and the stored gate values."""
+    """What forward saved for backward: inputs, parameters, every state, the stored gate values, the lengths
+    and the time order of each sequence."""
 
-    __slots__ = ("x", "params", "states", "gate_seq", "extra")
+    __slots__ = ("x", "params", "states", "gate_seq", "extra", "lengths", "order")
 
-    def __init__(self, x, params, states, gate_seq, extra):
+    def __init__(self, x, params, states, gate_seq, extra, lengths, order):
         self.x = x
         self.params = params
         self.states = states
         self.gate_seq = gate_seq
         self.extra = extra
+        self.lengths = lengths
+        self.order = order
 
 
 def param_shapes(input_size, hidden_size):
@@ -286,13 +298,17 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
     }
 
 
-def forward(x, params, state=None):
+def forward(x, params, state=None, *, lengths=None, reverse=False):
     """Run the cell over a sequence.
 
     Args:
         x: (T, B, I) float32 or float64 input, time-major.
         params: dict with every name in PARAMS, shapes from param_shapes, the dtype of x.
         state: initial state, a tuple in STATE order of (B, H) arrays; zeros when None.
+        lengths: (B,) integers in [0, T], the length of each sequence of a padded batch (ONNX's sequence_lens):
+            past its length a sequence keeps its state and its outputs are zero; the padding is never read.
+            None: every sequence has length T.
+        reverse: run each sequence from its last valid step to its first; y stays in input order.
 
     Returns:
         y (T, B, H): h_1..h_T; final_state: tuple in STATE order of (B, H); tape: for backward.
@@ -304,14 +320,26 @@ def forward(x, params, state=None):
     params = _check_params(params, n_in, x.dtype)
     hidden = params["R"].shape[0]
     initial = _check_state(state, "state", batch, hidden, x.dtype)
+    padded = lengths is not None
+    lengths = _check_lengths(lengths, steps, batch)
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    order = _time_order(lengths, steps, bool(reverse))
+    if order is not None:
+        x = np.take_along_axis(x, order[:, :, None], axis=0)
+    if padded:
+        # Padding may hold anything (NaN included): zero it so that no gradient GEMM reads it.
+        x = np.where(_valid(lengths, steps)[:, :, None], x, x.dtype.type(0))
     h_seq = np.empty((steps + 1, batch, hidden), dtype=x.dtype)
     h_seq[0] = initial[0]
     gate_seq = np.empty((steps, batch, 3 * hidden), dtype=x.dtype)
-    hR_n_seq = np.empty((steps, batch, hidden), dtype=x.dtype)
-    _forward_kernel(x, params["W"], params["R"], params["b"], params["b_rn"], h_seq, gate_seq, hR_n_seq)
-    y = h_seq[1:].copy()
+    hR_n_seq = (np.zeros if padded else np.empty)((steps, batch, hidden), dtype=x.dtype)
+    _forward_kernel(x, lengths, params["W"], params["R"], params["b"], params["b_rn"], h_seq, gate_seq, hR_n_seq)
+    y = h_seq[1:].copy() if order is None else np.take_along_axis(h_seq[1:], order[:, :, None], axis=0)
+    if padded:
+        y[~_valid(lengths, steps)] = 0
     final_state = (h_seq[steps].copy(),)
-    tape = Tape(x, params, (h_seq,), gate_seq, (hR_n_seq,))
+    tape = Tape(x, params, (h_seq,), gate_seq, (hR_n_seq,), lengths, order)
     return y, final_state, tape
 
 
@@ -319,7 +347,7 @@ def backward(dy, tape, dstate=None):
     """Backpropagate through time.
 
     Args:
-        dy: (T, B, H) gradient of the loss on every output h_t.
+        dy: (T, B, H) gradient of the loss on every output h_t (in input order; ignored past each length).
         tape: what forward returned.
         dstate: gradient on the final state, a tuple in STATE order of (B, H) arrays; zeros when None.
 
@@ -334,16 +362,22 @@ def backward(dy, tape, dstate=None):
     dy = _check_array(dy, "dy", 3, x.dtype)
     if dy.shape != (steps, batch, hidden):
         raise ValueError(f"dy: expected shape {(steps, batch, hidden)}, got {dy.shape}")
+    lengths, order = tape.lengths, tape.order
+    if order is not None:
+        dy = np.take_along_axis(dy, order[:, :, None], axis=0)
+    alloc = np.empty if bool(np.all(lengths == steps)) else np.zeros  # rows past a length stay zero
     final = _check_state(dstate, "dstate", batch, hidden, x.dtype)
     grad_h_buf = final[0].copy()
     h_seq, = tape.states
     hR_n_seq, = tape.extra
     gate_seq = tape.gate_seq
-    d_gate_seq = np.empty_like(gate_seq)
-    d_rec_seq = np.empty((steps, batch, 3 * hidden), dtype=x.dtype)
+    d_gate_seq = alloc(gate_seq.shape, dtype=x.dtype)
+    d_rec_seq = alloc((steps, batch, 3 * hidden), dtype=x.dtype)
     d_b_rn_buf = np.zeros(hidden, dtype=x.dtype)
-    dx, dW, dR, db = _backward_kernel(dy, x, params["W"], params["R"], params["b_rn"], h_seq, gate_seq, hR_n_seq, grad_h_buf, d_gate_seq, d_rec_seq, d_b_rn_buf)
+    dx, dW, dR, db = _backward_kernel(dy, x, lengths, params["W"], params["R"], params["b_rn"], h_seq, gate_seq, hR_n_seq, grad_h_buf, d_gate_seq, d_rec_seq, d_b_rn_buf)
     grads = {"W": dW, "R": dR, "b": db, "b_rn": d_b_rn_buf}
+    if order is not None:
+        dx = np.take_along_axis(dx, order[:, :, None], axis=0)
     return dx, grads, (grad_h_buf,)
 
 
@@ -363,6 +397,33 @@ def _check_array(a, name, ndim, dtype):
     if a.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
     return np.ascontiguousarray(a)
+
+
+def _check_lengths(lengths, steps, batch):
+    if lengths is None:
+        return np.full(batch, steps, dtype=np.int64)
+    if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
+        got = lengths.dtype if isinstance(lengths, np.ndarray) else type(lengths).__name__
+        raise TypeError(f"lengths: expected a numpy array of integers, shape ({batch},), got {got}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths: expected shape ({batch},), one length per batch row, got {lengths.shape}")
+    if lengths.min() < 0 or lengths.max() > steps:
+        raise ValueError(f"lengths: expected values in [0, {steps}], got min {lengths.min()} and max {lengths.max()}")
+    return lengths.astype(np.int64)
+
+
+def _valid(lengths, steps):
+    """(T, B) mask: True where step t is within sequence b's length."""
+    return np.arange(steps)[:, None] < lengths[None, :]
+
+
+def _time_order(lengths, steps, reverse):
+    """(T, B) index of the input step that runs at step t, or None for the identity: a reversed sequence runs
+    its valid steps last to first; padding stays where it is. The map is its own inverse."""
+    if not reverse:
+        return None
+    t = np.arange(steps)[:, None]
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
 def _check_params(params, n_in, dtype):

@@ -7,6 +7,7 @@ with gradient mode "full". Do not edit: regenerate with
     lstmgen generate lstm_noaf --out generated/
 
 Shapes: x (T, B, I) time-major; y (T, B, H) holds h_1..h_T; every state (B, H).
+Padded batches: lengths (B,) as in ONNX; past its length a sequence keeps its state and outputs zeros.
 Parameters: W (I, 4H), R (H, 4H), b (4H,), p_i (H,), p_f (H,), p_o (H,);
 column block k of W, R and b belongs to GATES[k]. xW_k = x_t W_k + b_k and hR_k = h_{t-1} R_k.
 
@@ -113,7 +114,7 @@ def _tanh(x, real):
 
 
 @_jit
-def _forward_kernel(x, W, R, b, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_seq):
+def _forward_kernel(x, lengths, W, R, b, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_seq):
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
@@ -133,6 +134,8 @@ def _forward_kernel(x, W, R, b, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_se
         np.dot(h_seq[t], R, rec_buf)
         # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
+            if t >= lengths[nb]:
+                continue
             c_prev_row = c_seq[t, nb]
             i_rec_row = rec_buf[nb, 0:hidden]
             i_gate_row = gate_seq[t, nb, 0:hidden]
@@ -174,14 +177,20 @@ def _forward_kernel(x, W, R, b, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_se
             # h = c*o
             for j in range(hidden):
                 h_row[j] = c_row[j]*o_gate_row[j]
+        # A sequence past its length keeps its state (ONNX semantics).
+        for nb in range(batch):
+            if t >= lengths[nb]:
+                h_seq[t + 1, nb] = h_seq[t, nb]
+                c_seq[t + 1, nb] = c_seq[t, nb]
 
 
 @_jit
-def _backward_kernel(dy, x, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_seq, grad_h_buf, grad_c_buf, d_gate_seq, d_p_i_buf, d_p_f_buf, d_p_o_buf):
+def _backward_kernel(dy, x, lengths, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_seq, grad_h_buf, grad_c_buf, d_gate_seq, d_p_i_buf, d_p_f_buf, d_p_o_buf):
     steps, batch, n_in = x.shape
     hidden = R.shape[0]
     real = x.dtype.type
     RT = np.ascontiguousarray(R.T)
+    gemm_h_buf = np.empty((batch, hidden), dtype=x.dtype)
     dnext_h_tmp = np.empty(hidden, dtype=x.dtype)
     tmp0_tmp = np.empty(hidden, dtype=x.dtype)
     d_c_tmp = np.empty(hidden, dtype=x.dtype)
@@ -208,6 +217,8 @@ def _backward_kernel(dy, x, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_
         #   d_xW_g = d_hR_g = d_a_g
         #   d_xW_o = d_hR_o = d_a_o
         for nb in range(batch):
+            if t >= lengths[nb]:
+                continue  # past its length: the gradient passes through, the step's adjoints stay zero
             i_d_gate_row = d_gate_seq[t, nb, 0:hidden]
             f_d_gate_row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
             g_d_gate_row = d_gate_seq[t, nb, 2 * hidden:3 * hidden]
@@ -273,7 +284,13 @@ def _backward_kernel(dy, x, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_
             for j in range(hidden):
                 grad_c_row[j] = d_c_prev_tmp[j]
         # d_h_prev = d_hR R^T: one GEMM (B, 4H) x (4H, H) per step.
-        np.dot(d_gate_seq[t], RT, grad_h_buf)
+        np.dot(d_gate_seq[t], RT, gemm_h_buf)
+        for nb in range(batch):
+            if t < lengths[nb]:
+                grad_h_row = grad_h_buf[nb]
+                gemm_h_row = gemm_h_buf[nb]
+                for j in range(hidden):
+                    grad_h_row[j] = gemm_h_row[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 4 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)
@@ -285,16 +302,19 @@ def _backward_kernel(dy, x, W, R, p_i_vec, p_f_vec, p_o_vec, h_seq, c_seq, gate_
 
 
 class Tape:
-    """What forward saved for backward: inputs, parameters, every state and the stored gate values."""
+    """What forward saved for backward: inputs, parameters, every state, the stored gate values, the lengths
+    and the time order of each sequence."""
 
-    __slots__ = ("x", "params", "states", "gate_seq", "extra")
+    __slots__ = ("x", "params", "states", "gate_seq", "extra", "lengths", "order")
 
-    def __init__(self, x, params, states, gate_seq, extra):
+    def __init__(self, x, params, states, gate_seq, extra, lengths, order):
         self.x = x
         self.params = params
         self.states = states
         self.gate_seq = gate_seq
         self.extra = extra
+        self.lengths = lengths
+        self.order = order
 
 
 def param_shapes(input_size, hidden_size):
@@ -324,13 +344,17 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
     }
 
 
-def forward(x, params, state=None):
+def forward(x, params, state=None, *, lengths=None, reverse=False):
     """Run the cell over a sequence.
 
     Args:
         x: (T, B, I) float32 or float64 input, time-major.
         params: dict with every name in PARAMS, shapes from param_shapes, the dtype of x.
         state: initial state, a tuple in STATE order of (B, H) arrays; zeros when None.
+        lengths: (B,) integers in [0, T], the length of each sequence of a padded batch (ONNX's sequence_lens):
+            past its length a sequence keeps its state and its outputs are zero; the padding is never read.
+            None: every sequence has length T.
+        reverse: run each sequence from its last valid step to its first; y stays in input order.
 
     Returns:
         y (T, B, H): h_1..h_T; final_state: tuple in STATE order of (B, H); tape: for backward.
@@ -342,15 +366,27 @@ def forward(x, params, state=None):
     params = _check_params(params, n_in, x.dtype)
     hidden = params["R"].shape[0]
     initial = _check_state(state, "state", batch, hidden, x.dtype)
+    padded = lengths is not None
+    lengths = _check_lengths(lengths, steps, batch)
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    order = _time_order(lengths, steps, bool(reverse))
+    if order is not None:
+        x = np.take_along_axis(x, order[:, :, None], axis=0)
+    if padded:
+        # Padding may hold anything (NaN included): zero it so that no gradient GEMM reads it.
+        x = np.where(_valid(lengths, steps)[:, :, None], x, x.dtype.type(0))
     h_seq = np.empty((steps + 1, batch, hidden), dtype=x.dtype)
     h_seq[0] = initial[0]
     c_seq = np.empty((steps + 1, batch, hidden), dtype=x.dtype)
     c_seq[0] = initial[1]
     gate_seq = np.empty((steps, batch, 4 * hidden), dtype=x.dtype)
-    _forward_kernel(x, params["W"], params["R"], params["b"], params["p_i"], params["p_f"], params["p_o"], h_seq, c_seq, gate_seq)
-    y = h_seq[1:].copy()
+    _forward_kernel(x, lengths, params["W"], params["R"], params["b"], params["p_i"], params["p_f"], params["p_o"], h_seq, c_seq, gate_seq)
+    y = h_seq[1:].copy() if order is None else np.take_along_axis(h_seq[1:], order[:, :, None], axis=0)
+    if padded:
+        y[~_valid(lengths, steps)] = 0
     final_state = (h_seq[steps].copy(), c_seq[steps].copy())
-    tape = Tape(x, params, (h_seq, c_seq), gate_seq, ())
+    tape = Tape(x, params, (h_seq, c_seq), gate_seq, (), lengths, order)
     return y, final_state, tape
 
 
@@ -358,7 +394,7 @@ def backward(dy, tape, dstate=None):
     """Backpropagate through time.
 
     Args:
-        dy: (T, B, H) gradient of the loss on every output h_t.
+        dy: (T, B, H) gradient of the loss on every output h_t (in input order; ignored past each length).
         tape: what forward returned.
         dstate: gradient on the final state, a tuple in STATE order of (B, H) arrays; zeros when None.
 
@@ -373,17 +409,23 @@ def backward(dy, tape, dstate=None):
     dy = _check_array(dy, "dy", 3, x.dtype)
     if dy.shape != (steps, batch, hidden):
         raise ValueError(f"dy: expected shape {(steps, batch, hidden)}, got {dy.shape}")
+    lengths, order = tape.lengths, tape.order
+    if order is not None:
+        dy = np.take_along_axis(dy, order[:, :, None], axis=0)
+    alloc = np.empty if bool(np.all(lengths == steps)) else np.zeros  # rows past a length stay zero
     final = _check_state(dstate, "dstate", batch, hidden, x.dtype)
     grad_h_buf = final[0].copy()
     grad_c_buf = final[1].copy()
     h_seq, c_seq = tape.states
     gate_seq = tape.gate_seq
-    d_gate_seq = np.empty_like(gate_seq)
+    d_gate_seq = alloc(gate_seq.shape, dtype=x.dtype)
     d_p_i_buf = np.zeros(hidden, dtype=x.dtype)
     d_p_f_buf = np.zeros(hidden, dtype=x.dtype)
     d_p_o_buf = np.zeros(hidden, dtype=x.dtype)
-    dx, dW, dR, db = _backward_kernel(dy, x, params["W"], params["R"], params["p_i"], params["p_f"], params["p_o"], h_seq, c_seq, gate_seq, grad_h_buf, grad_c_buf, d_gate_seq, d_p_i_buf, d_p_f_buf, d_p_o_buf)
+    dx, dW, dR, db = _backward_kernel(dy, x, lengths, params["W"], params["R"], params["p_i"], params["p_f"], params["p_o"], h_seq, c_seq, gate_seq, grad_h_buf, grad_c_buf, d_gate_seq, d_p_i_buf, d_p_f_buf, d_p_o_buf)
     grads = {"W": dW, "R": dR, "b": db, "p_i": d_p_i_buf, "p_f": d_p_f_buf, "p_o": d_p_o_buf}
+    if order is not None:
+        dx = np.take_along_axis(dx, order[:, :, None], axis=0)
     return dx, grads, (grad_h_buf, grad_c_buf)
 
 
@@ -403,6 +445,33 @@ def _check_array(a, name, ndim, dtype):
     if a.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
     return np.ascontiguousarray(a)
+
+
+def _check_lengths(lengths, steps, batch):
+    if lengths is None:
+        return np.full(batch, steps, dtype=np.int64)
+    if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
+        got = lengths.dtype if isinstance(lengths, np.ndarray) else type(lengths).__name__
+        raise TypeError(f"lengths: expected a numpy array of integers, shape ({batch},), got {got}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths: expected shape ({batch},), one length per batch row, got {lengths.shape}")
+    if lengths.min() < 0 or lengths.max() > steps:
+        raise ValueError(f"lengths: expected values in [0, {steps}], got min {lengths.min()} and max {lengths.max()}")
+    return lengths.astype(np.int64)
+
+
+def _valid(lengths, steps):
+    """(T, B) mask: True where step t is within sequence b's length."""
+    return np.arange(steps)[:, None] < lengths[None, :]
+
+
+def _time_order(lengths, steps, reverse):
+    """(T, B) index of the input step that runs at step t, or None for the identity: a reversed sequence runs
+    its valid steps last to first; padding stays where it is. The map is its own inverse."""
+    if not reverse:
+        return None
+    t = np.arange(steps)[:, None]
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
 def _check_params(params, n_in, dtype):

@@ -425,6 +425,7 @@ class _Layout:
         backward_args = [
             "dy",
             "x",
+            "lengths",
             *(m for m in matrices if m != "b"),
             *unit_vecs,
             *(f"{s}_seq" for s in spec.state),

@@ -1,0 +1,149 @@
+"""Weights between torch.nn.LSTM / nn.GRU / nn.RNN and :class:`~lstmgen.layers.RecurrentLayer`.
+
+torch keeps, per layer and direction, ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih`` and ``bias_hh``
+with gate blocks in its own order; the generated cells keep ``W (I, G*H)``, ``R (H, G*H)`` and one bias ``b`` with
+blocks in ``GATES`` order. Both biases add up, except in the GRU's candidate n, where torch's ``b_hn`` sits inside
+the reset product: it becomes the gru cell's ``b_rn``.
+
+torch is imported only when these functions run: lstmgen does not depend on it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from lstmgen.layers import RecurrentLayer
+
+#: torch class name -> (lstmgen variant, torch's gate order).
+TORCH_CELLS = {
+    "LSTM": ("lstm", ("i", "f", "g", "o")),
+    "GRU": ("gru", ("r", "z", "n")),
+    "RNN": ("rnn_tanh", ("g",)),
+}
+
+
+def _torch_kind(module: Any) -> str:
+    import torch
+
+    for kind in TORCH_CELLS:
+        if type(module) is getattr(torch.nn, kind):
+            return kind
+    raise TypeError(f"module: expected a torch.nn.LSTM, nn.GRU or nn.RNN, got {type(module).__name__}")
+
+
+def _suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def from_torch(module: Any, *, cell: ModuleType | None = None) -> RecurrentLayer:
+    """A :class:`RecurrentLayer` computing what ``module`` (torch.nn.LSTM, nn.GRU or nn.RNN with tanh) computes.
+
+    Args:
+        module: the torch module; float32 or float64 weights. Dropout between layers is not carried over
+            (the layer equals the module in eval mode).
+        cell: the generated module to run (variant "lstm", "gru" or "rnn_tanh" to match ``module``); generated
+            with :func:`lstmgen.load` when None.
+    """
+    kind = _torch_kind(module)
+    variant, torch_order = TORCH_CELLS[kind]
+    if kind == "RNN" and module.nonlinearity != "tanh":
+        raise ValueError(f"module: expected nn.RNN with nonlinearity 'tanh', got {module.nonlinearity!r}")
+    if kind == "LSTM" and module.proj_size:
+        raise ValueError(f"module: LSTM with proj_size > 0 has no lstmgen cell, got proj_size={module.proj_size}")
+    if cell is None:
+        from lstmgen.loader import load
+
+        cell = load(variant)
+    if getattr(cell, "VARIANT", None) != variant:
+        raise ValueError(f"cell: expected the generated {variant!r} module for nn.{kind}, got {cell.__name__}")
+    hidden = module.hidden_size
+    dtype = np.dtype(str(module.weight_ih_l0.dtype).removeprefix("torch."))
+    directions = 2 if module.bidirectional else 1
+    params = []
+    for layer in range(module.num_layers):
+        row = []
+        for direction in range(directions):
+            sfx = _suffix(layer, direction)
+
+            def tensor(name: str, sfx: str = sfx) -> np.ndarray:
+                return getattr(module, name + sfx).detach().cpu().numpy().astype(dtype)
+
+            w_ih, w_hh = tensor("weight_ih"), tensor("weight_hh")
+            if module.bias:
+                b_ih, b_hh = tensor("bias_ih"), tensor("bias_hh")
+            else:
+                b_ih = b_hh = np.zeros(len(torch_order) * hidden, dtype=dtype)
+
+            def block(a: np.ndarray, gate: str) -> np.ndarray:
+                k = torch_order.index(gate)
+                return a[k * hidden : (k + 1) * hidden]
+
+            p = {
+                "W": np.ascontiguousarray(np.concatenate([block(w_ih, g) for g in cell.GATES]).T),
+                "R": np.ascontiguousarray(np.concatenate([block(w_hh, g) for g in cell.GATES]).T),
+                "b": np.concatenate(
+                    [block(b_ih, g) + (0 if kind == "GRU" and g == "n" else block(b_hh, g)) for g in cell.GATES]
+                ),
+            }
+            if kind == "GRU":
+                p["b_rn"] = block(b_hh, "n").copy()
+            row.append(p)
+        params.append(row)
+    return RecurrentLayer(
+        cell,
+        module.input_size,
+        hidden,
+        num_layers=module.num_layers,
+        bidirectional=module.bidirectional,
+        batch_first=module.batch_first,
+        dtype=dtype,
+        params=params,
+    )
+
+
+def to_torch(layer: RecurrentLayer) -> Any:
+    """The torch.nn.LSTM / nn.GRU / nn.RNN that computes what ``layer`` (cell lstm, gru or rnn_tanh) computes.
+
+    The folded bias goes to ``bias_ih``; ``bias_hh`` is zero except the GRU's ``b_hn`` (the cell's ``b_rn``).
+    """
+    import torch
+
+    variant = getattr(layer.cell, "VARIANT", None)
+    kinds = {v: (kind, order) for kind, (v, order) in TORCH_CELLS.items()}
+    if variant not in kinds:
+        raise ValueError(f"layer: torch has no module for the {variant!r} cell; expected one of {sorted(kinds)}")
+    kind, torch_order = kinds[variant]
+    hidden = layer.hidden_size
+    module = getattr(torch.nn, kind)(
+        layer.input_size,
+        hidden,
+        num_layers=layer.num_layers,
+        bidirectional=layer.bidirectional,
+        batch_first=layer.batch_first,
+        dtype=getattr(torch, layer.dtype.name),
+    )
+    gates = list(layer.cell.GATES)
+    for l_index, row in enumerate(layer.params):
+        for direction, p in enumerate(row):
+            sfx = _suffix(l_index, direction)
+
+            def block(a: np.ndarray, gate: str) -> np.ndarray:
+                k = gates.index(gate)
+                return a[..., k * hidden : (k + 1) * hidden]
+
+            b_hh = np.zeros(len(gates) * hidden, dtype=layer.dtype)
+            if kind == "GRU":
+                b_hh[torch_order.index("n") * hidden : (torch_order.index("n") + 1) * hidden] = p["b_rn"]
+            values = {
+                "weight_ih": np.concatenate([block(p["W"], g) for g in torch_order], axis=1).T,
+                "weight_hh": np.concatenate([block(p["R"], g) for g in torch_order], axis=1).T,
+                "bias_ih": np.concatenate([block(p["b"], g) for g in torch_order]),
+                "bias_hh": b_hh,
+            }
+            with torch.no_grad():
+                for name, value in values.items():
+                    getattr(module, name + sfx).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    return module

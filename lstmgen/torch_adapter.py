@@ -1,0 +1,143 @@
+"""Train a generated cell inside PyTorch: a torch.autograd.Function whose forward and backward are the generated
+kernels (CPU), and an nn.Module over it with torch.nn.LSTM's interface.
+
+>>> rnn = TorchRecurrent(generated.lstm_peephole, input_size=8, hidden_size=16, num_layers=2, bidirectional=True)
+>>> out, (h_n, c_n) = rnn(x)                     # x (T, B, 8) -> out (T, B, 32); loss.backward() works
+
+torch is needed only by this module; lstmgen itself does not import it.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from lstmgen.spec import CellSpec
+
+
+def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
+    if t.device.type != "cpu":
+        raise ValueError(f"{name}: expected a CPU tensor (the generated kernels run on the CPU), got {t.device}")
+    return t.detach().numpy()
+
+
+class GeneratedCellFunction(torch.autograd.Function):
+    """One layer, one direction: ``apply(cell, lengths, reverse, x, *params_in_PARAMS_order, *state)``.
+
+    Returns the output (T, B, H) followed by the final state tensors in STATE order.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, cell: ModuleType, lengths: np.ndarray | None, reverse: bool, x: torch.Tensor, *rest: Any):
+        n_params = len(cell.PARAMS)
+        params = {name: _to_numpy(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
+        state = tuple(_to_numpy(t, "state") for t in rest[n_params:]) or None
+        y, final, tape = cell.forward(_to_numpy(x, "x"), params, state, lengths=lengths, reverse=reverse)
+        ctx.cell, ctx.tape, ctx.n_state = cell, tape, len(rest) - n_params
+        return (torch.from_numpy(y), *(torch.from_numpy(f) for f in final))
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor, *dfinal: torch.Tensor):
+        cell = ctx.cell
+        dstate = tuple(_to_numpy(d, "dstate") for d in dfinal)
+        dx, grads, dstate0 = cell.backward(_to_numpy(dy, "dy"), ctx.tape, dstate)
+        dparams = tuple(torch.from_numpy(grads[n]) for n in cell.PARAMS)
+        dstate_grads = tuple(torch.from_numpy(d) for d in dstate0) if ctx.n_state else ()
+        return (None, None, None, torch.from_numpy(dx), *dparams, *dstate_grads)
+
+
+class TorchRecurrent(torch.nn.Module):
+    """A stack of generated cells as an ``nn.Module`` (CPU): torch.nn.LSTM's arguments and return values.
+
+    Args:
+        cell: a generated module, or anything :func:`lstmgen.load` accepts.
+        input_size, hidden_size, num_layers, bidirectional, batch_first: as in torch.nn.LSTM.
+        dtype: torch.float32 or torch.float64.
+        seed: seed of the initialisation (the generated ``init_params``: uniform in ±1/sqrt(H)).
+
+    Parameters are named ``<param>_l<layer>[_reverse]`` with the generated module's layouts (W (I, G*H), ...).
+    ``forward(x, state=None, lengths=None)`` returns ``(output, final_state)``; ``final_state`` is a tuple in
+    STATE order of (L*D, B, H) tensors (for a one-state cell like the GRU, the tensor itself, as torch does).
+    """
+
+    def __init__(
+        self,
+        cell: ModuleType | CellSpec | str | os.PathLike[str],
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        from lstmgen.layers import RecurrentLayer
+
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+        layer = RecurrentLayer(
+            cell,
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            batch_first=batch_first,
+            dtype=np.float32 if dtype == torch.float32 else np.float64,
+            seed=seed,
+        )
+        self.cell = layer.cell
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.batch_first = layer.bidirectional, layer.batch_first
+        self.num_directions = layer.num_directions
+        for index, row in enumerate(layer.params):
+            for direction, params in enumerate(row):
+                for name in self.cell.PARAMS:
+                    parameter = torch.nn.Parameter(torch.from_numpy(params[name]))
+                    setattr(self, self._name(name, index, direction), parameter)
+
+    @staticmethod
+    def _name(param: str, layer: int, direction: int) -> str:
+        return f"{param}_l{layer}" + ("_reverse" if direction else "")
+
+    def forward(
+        self, x: torch.Tensor, state: Any = None, lengths: np.ndarray | torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            raise ValueError(f"x: expected a 3-D tensor, got {getattr(x, 'shape', type(x).__name__)}")
+        if x.dtype != self.W_l0.dtype:
+            raise TypeError(f"x: expected dtype {self.W_l0.dtype} (the module's), got {x.dtype}")
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        batch = x.shape[1]
+        n_states = len(self.cell.STATE)
+        if isinstance(lengths, torch.Tensor):
+            lengths = lengths.cpu().numpy()
+        if state is not None:
+            state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
+            expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
+            if len(state) != n_states or any(s.shape != expected for s in state):
+                got = [tuple(s.shape) for s in state]
+                raise ValueError(
+                    f"state: expected {n_states} tensor(s) of shape {expected} in {self.cell.STATE}, got {got}"
+                )
+        finals = []
+        inputs = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
+                initial = [] if state is None else [s[k] for s in state]
+                y, *final = GeneratedCellFunction.apply(self.cell, lengths, direction == 1, inputs, *params, *initial)
+                outputs.append(y)
+                finals.append(final)
+            inputs = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+        output = inputs.transpose(0, 1) if self.batch_first else inputs
+        final_state = tuple(torch.stack([f[i] for f in finals]) for i in range(n_states))
+        return output, final_state[0] if n_states == 1 else final_state
