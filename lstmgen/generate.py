@@ -63,11 +63,15 @@ def write_text(text: str, target: str | os.PathLike[str]) -> Path:
     target = Path(target)
     out = target.parent
     if not out.is_dir():
-        raise FileNotFoundError(f"out: output directory {str(out)!r} does not exist")
+        what = "is not a directory" if out.exists() else "does not exist"
+        raise FileNotFoundError(f"out: output directory {str(out)!r} {what}")
     data = text.encode()
     if target.is_file() and target.read_bytes() == data:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
+    except PermissionError as exc:
+        raise PermissionError(f"out: cannot write to output directory {str(out)!r} ({exc.strerror})") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

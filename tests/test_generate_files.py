@@ -1,0 +1,94 @@
+"""Writing generated modules: clear errors for bad output directories, atomic and concurrent writes, and a
+module that still runs when numba's cache directory cannot be written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from lstmgen.cli import main
+from lstmgen.generate import generate_source, write_module
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_missing_output_directory(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match=r"out: output directory .*missing. does not exist"):
+        write_module("rnn_tanh", tmp_path / "missing")
+    assert main(["generate", "rnn_tanh", "--out", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        write_module("rnn_tanh", tmp_path / "f")
+
+
+def test_read_only_output_directory(tmp_path, monkeypatch, capsys):
+    if os.geteuid() != 0:  # a real read-only directory
+        tmp_path.chmod(0o500)
+    else:  # root writes anywhere: make the temporary file's creation fail as it would
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        with pytest.raises(PermissionError, match=r"out: cannot write to output directory .*Permission denied"):
+            write_module("rnn_tanh", tmp_path)
+        assert main(["generate", "rnn_tanh", "--out", str(tmp_path)]) == 2
+        assert "cannot write to output directory" in capsys.readouterr().err
+    finally:
+        tmp_path.chmod(0o700)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = write_module("rnn_tanh", tmp_path)
+    before = target.read_bytes()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_module("lstm", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rnn_tanh.py"]
+    assert target.read_bytes() == before
+
+
+def test_concurrent_generate_into_one_directory(tmp_path):
+    """Four processes write the same modules at once: every file ends whole and byte-exact, no temporaries."""
+    command = [sys.executable, "-m", "lstmgen", "generate", "lstm", "gru", "lstm_peephole", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gru.py", "lstm.py", "lstm_peephole.py"]
+    for name in ("lstm", "gru", "lstm_peephole"):
+        assert (tmp_path / f"{name}.py").read_text() == generate_source(name)
+
+
+def test_module_runs_when_numba_cannot_write_its_cache(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    code = (
+        "import numpy as np, generated.rnn_tanh as m\n"
+        "p = m.init_params(2, 3, seed=0)\n"
+        "y, _, tape = m.forward(np.ones((2, 1, 2)), p)\n"
+        "dx, grads, _ = m.backward(np.ones_like(y), tape)\n"
+        "print(float(y.sum()), float(dx.sum()))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(blocker / "cache"), "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert not (blocker / "cache").exists()
+    y_sum, dx_sum = map(float, run.stdout.split())
+    assert abs(y_sum) > 0 and abs(dx_sum) > 0
