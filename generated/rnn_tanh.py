@@ -222,6 +222,10 @@ def forward(x, params, state=None, *, lengths=None, reverse=False):
 
     Returns:
         y (T, B, H): h_1..h_T; final_state: tuple in STATE order of (B, H); tape: for backward.
+
+    Arrays of any strides are accepted (copied when not C-contiguous). NaN in x propagates to every output that
+    depends on it, without an exception; an infinite input saturates the gates it reaches, so the outputs stay
+    finite, and the weight gradients it multiplies are NaN (inf * 0) in backward.
     """
     x = _check_array(x, "x", 3, None)
     steps, batch, n_in = x.shape
@@ -265,6 +269,7 @@ def backward(dy, tape, dstate=None):
     """
     if not isinstance(tape, Tape):
         raise TypeError(f"tape: expected the tape returned by {VARIANT}.forward, got {type(tape).__name__}")
+    _check_tape(tape)
     x, params = tape.x, tape.params
     steps, batch, n_in = x.shape
     hidden = params["R"].shape[0]
@@ -303,6 +308,31 @@ def _check_array(a, name, ndim, dtype):
     if a.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
     return np.ascontiguousarray(a)
+
+
+def _check_tape(tape):
+    """The kernels index every array of the tape by the sizes of x: refuse a tape whose arrays were replaced."""
+    x, params = tape.x, tape.params
+    ok = isinstance(x, np.ndarray) and x.ndim == 3 and isinstance(params, dict)
+    if ok:
+        try:
+            _check_params(params, x.shape[2], x.dtype)
+        except (TypeError, ValueError):
+            ok = False
+    if ok:
+        steps, batch, _ = x.shape
+        hidden = params["R"].shape[0]
+        seq = (steps + 1, batch, hidden)
+        arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, 1 * hidden))]
+        arrays += [(e, (steps, batch, hidden)) for e in tape.extra]
+        arrays.append((tape.lengths, (batch,)))
+        ok = len(tape.states) == len(STATE) and len(tape.extra) == 0 and all(
+            isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays
+        )
+        ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
+        ok = ok and (tape.order is None or (isinstance(tape.order, np.ndarray) and tape.order.shape == (steps, batch)))
+    if not ok:
+        raise ValueError("tape: its arrays do not match each other (was the tape modified after forward?)")
 
 
 def _check_lengths(lengths, steps, batch):
@@ -355,7 +385,8 @@ def _check_state(state, name, batch, hidden, dtype):
     if state is None:
         return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in STATE)
     if not isinstance(state, (tuple, list)) or len(state) != len(STATE):
-        raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}")
+        got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
+        raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
     checked = []
     for s, value in zip(STATE, state):
         value = _check_array(value, f"{name}[{s!r}]", 2, dtype)

@@ -33,6 +33,21 @@ def test_nan_input_propagates(generated_module):
     assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1:, 0])) and np.all(np.isfinite(y[:, 1]))
 
 
+@pytest.mark.parametrize("variant", ["lstm", "gru"])
+def test_infinite_input_saturates_as_documented(generated_module, variant):
+    """Documented behaviour: outputs stay finite; only the weight gradients multiplying the inf are NaN."""
+    m = generated_module(variant)
+    x, params, state, dy, dstate = random_problem(m, (3, 2, 2, 3), np.float64, seed=1)
+    x[1, 0, 0] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, final, tape = m.forward(x, params, state)
+        dx, grads, dstate0 = m.backward(dy, tape, dstate)
+    for arr in (y, *final, dx, *dstate0, *(g for k, g in grads.items() if k != "W")):
+        assert np.all(np.isfinite(arr))
+    assert np.all(np.isnan(grads["W"][0])) and np.all(np.isfinite(grads["W"][1:]))
+
+
 def test_state_defaults_to_zeros(generated_module):
     m = generated_module("lstm_peephole")
     x, params, _, dy, _ = random_problem(m, (3, 2, 2, 3), np.float64, seed=2)
