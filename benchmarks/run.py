@@ -221,6 +221,10 @@ def onnx_runner(size, dtype):
     def run():
         session.run(None, {"X": x})
 
+    try:
+        run()  # ONNX Runtime's CPU LSTM has no float64 kernel: the row then says so
+    except Exception:
+        return None
     return run
 
 
