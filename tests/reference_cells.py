@@ -7,6 +7,7 @@ the definition of the truncated gradient.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 sigmoid, tanh = torch.sigmoid, torch.tanh
@@ -128,6 +129,10 @@ def run_reference(variant, x, params, state, truncated=False):
 
 def reference_gradients(variant, x, params, state, dy, dstate, truncated=False):
     """Outputs and gradients of L = Σ y·dy + Σ final·dstate by torch autograd, all as float64 numpy arrays."""
+    # torch.tensor refuses negative strides, which numpy keeps even on "contiguous" arrays of size-1 axes: copy.
+    x, dy = np.array(x), np.array(dy)
+    params = {k: np.array(v) for k, v in params.items()}
+    state, dstate = tuple(map(np.array, state)), tuple(map(np.array, dstate))
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
     ts = tuple(torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in state)
