@@ -12,7 +12,8 @@ both on the same number of threads:
     (eager autograd and TorchScript; the faster is reported);
   * JAX (jit of value_and_grad over a lax.scan cell) where it is installed;
   * the machine's GEMM rate, measured in the same run: one GEMM with the forward pass's FLOPs (numba's
-    np.dot, the BLAS the kernels use).
+    np.dot, the BLAS the kernels use);
+  * a floor: only the BLAS calls the generated `lstm` makes, with no elementwise work, against torch.nn.LSTM.
 Forward only and forward+backward (loss = sum(y * A) for a fixed random A; gradients to every parameter and
 the input). Results also in GFLOP/s (forward 2·T·B·(I+H)·G·H, backward twice that) and % of the GEMM rate.
 Also reported: time to generate each module, cold first call (JIT compile, empty numba cache) and warm import
@@ -49,7 +50,8 @@ SIZES = {
     "speech": (50, 1, 64, 32),
 }
 QUICK_SIZES = {"tiny": (20, 2, 8, 16)}
-GATES = {"lstm": 4, "lstm_peephole": 4, "gru": 3}
+FLOOR = "lstm (GEMM calls alone)"
+GATES = {"lstm": 4, "lstm_peephole": 4, "gru": 3, FLOOR: 4}
 
 
 def flops(size: tuple[int, int, int, int], gates: int, backward: bool) -> float:
@@ -246,6 +248,47 @@ def gemm_runner(size, dtype, gates: int):
     return run
 
 
+def gemm_floor_runner(size, dtype, backward: bool):
+    """Only the BLAS calls the generated `lstm` makes, on preallocated buffers, with no elementwise work: forward
+    one input GEMM (T·B, I) × (I, 4H) and T recurrent GEMMs (B, H) × (H, 4H); backward T GEMMs (H, 4H) × (4H, B)
+    and the three gradient GEMMs over all steps. The time any kernel built on these calls would need at least."""
+    import numba
+
+    T, B, I, H = size
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T * B, I)).astype(dtype)
+    W = rng.standard_normal((I, 4 * H)).astype(dtype)
+    R = rng.standard_normal((H, 4 * H)).astype(dtype)
+    h = rng.standard_normal((T, B, H)).astype(dtype)
+    gates = np.empty((T * B, 4 * H), dtype=dtype)
+    rec = np.empty((B, 4 * H), dtype=dtype)
+    grad_h = np.empty((H, B), dtype=dtype)
+
+    @numba.njit
+    def forward_calls(x, W, R, h, gates, rec):
+        np.dot(x, W, gates)
+        for t in range(h.shape[0]):
+            np.dot(h[t], R, rec)
+
+    @numba.njit
+    def backward_calls(x, W, R, h, d_gates, grad_h):
+        steps, batch, hidden = h.shape
+        d_seq = d_gates.reshape(steps, batch, 4 * hidden)
+        for t in range(steps - 1, -1, -1):
+            np.dot(R, d_seq[t].T, grad_h)
+        dx = np.dot(d_gates, W.T)
+        dW = np.dot(x.T, d_gates)
+        dR = np.dot(h.reshape(steps * batch, hidden).T, d_gates)
+        return dx, dW, dR
+
+    def run():
+        forward_calls(x, W, R, h, gates, rec)
+        if backward:
+            backward_calls(x, W, R, h, gates, grad_h)
+
+    return run
+
+
 # ----------------------------------------------------------------------------------------------- timing
 def time_interleaved(
     runners: dict[str, object], repeats: int, min_seconds: float, settle: float = 0.1
@@ -282,6 +325,7 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
             "torch peephole loop (eager)": torch_loop_runner(size, dtype, backward, scripted=False),
             "torch peephole loop (TorchScript)": torch_loop_runner(size, dtype, backward, scripted=True),
             "GEMM (same FLOPs as fwd)": gemm_runner(size, dtype, 4),
+            FLOOR: gemm_floor_runner(size, dtype, backward),
         }
         jax = jax_runner(size, dtype, backward) if include_jax else None
         if jax is not None:
@@ -297,6 +341,7 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
             ("lstm", "lstmgen lstm", "torch.nn.LSTM"),
             ("gru", "lstmgen gru", "torch.nn.GRU"),
             ("lstm_peephole", "lstmgen lstm_peephole", best_loop),
+            (FLOOR, FLOOR, "torch.nn.LSTM"),
         ]
         missing = {"JAX": jax is None}
         if not backward:
@@ -307,7 +352,7 @@ def bench_size(label, size, dtype, repeats, min_seconds, include_jax=True) -> li
             pairs.append(("lstm", "lstmgen lstm", "ONNX Runtime LSTM"))
         for name, absent in missing.items():
             if absent:
-                note = f"{name} not installed (or no {np.dtype(dtype).name} kernel)"
+                note = f"{name}: not installed, no {np.dtype(dtype).name} kernel, or not run (--quick)"
                 rows.append(
                     {
                         "size": label,
@@ -407,15 +452,15 @@ def machine() -> dict:
 
 def print_table(rows: list[dict], compile_rows: list[dict]) -> None:
     print(
-        f"{'size':7} {'dtype':8} {'mode':8} {'variant':14} {'lstmgen ms':>11} {'vs':34} {'their ms':>9} "
+        f"{'size':7} {'dtype':8} {'mode':8} {'variant':25} {'lstmgen ms':>11} {'vs':34} {'their ms':>9} "
         f"{'speedup':>8} {'GFLOP/s':>8} {'% GEMM':>7}"
     )
     for r in rows:
         if "note" in r:
-            print(f"{r['size']:7} {r['dtype']:8} {r['mode']:8} {r['variant']:14} {'':>11} {r['theirs']:34} {r['note']}")
+            print(f"{r['size']:7} {r['dtype']:8} {r['mode']:8} {r['variant']:25} {'':>11} {r['theirs']:34} {r['note']}")
             continue
         print(
-            f"{r['size']:7} {r['dtype']:8} {r['mode']:8} {r['variant']:14} {r['ours_ms']:11.3f} "
+            f"{r['size']:7} {r['dtype']:8} {r['mode']:8} {r['variant']:25} {r['ours_ms']:11.3f} "
             f"{r['theirs']:34} {r['theirs_ms']:9.3f} {r['speedup']:7.2f}x {r['ours_gflops']:8.1f} "
             f"{r['percent_of_gemm']:6.0f}%"
         )
