@@ -22,6 +22,7 @@ def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
             assert (dtype, mode, "lstm", "torch.nn.LSTM") in pairs
             assert (dtype, mode, "gru", "torch.nn.GRU") in pairs
             assert (dtype, mode, "lstm_peephole", "torch peephole loop") in pairs
+            assert (dtype, mode, bench.FLOOR, "torch.nn.LSTM") in pairs
     for r in measured:
         assert r["ours_ms"] > 0 and r["theirs_ms"] > 0 and r["gemm_gflops"] > 0
     assert "speedup" in capsys.readouterr().out
