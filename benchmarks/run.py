@@ -501,25 +501,40 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Grouped bars: per size, the speedup of each generated cell over its torch baseline, fwd and fwd+bwd."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [r for r in rows if "speedup" in r and not r["theirs"].startswith("JAX")]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, sharey=True)
+    pairs = [("lstm", "torch.nn.LSTM"), ("gru", "torch.nn.GRU"), ("lstm_peephole", "torch peephole loop")]
+    measured = {
+        (r["size"], r["dtype"], r["variant"], r["mode"]): r["speedup"]
+        for r in rows
+        if "speedup" in r and (r["variant"], r["theirs"].split(" (")[0]) in pairs
+    }
+    sizes = list(dict.fromkeys(r["size"] for r in rows if "speedup" in r))
+    bars = [(variant, mode) for variant, _ in pairs for mode in ("fwd", "fwd+bwd")]
+    width = 0.8 / len(bars)
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7.5), dpi=100, sharex=True)
     for ax, dtype in zip(axes, ("float32", "float64"), strict=True):
-        chosen = [r for r in measured if r["dtype"] == dtype]
-        labels = [f"{r['size']}\n{r['variant']}\n{r['mode']}" for r in chosen]
-        ax.bar(
-            range(len(chosen)),
-            [r["speedup"] for r in chosen],
-            color=["C0" if r["mode"] == "fwd" else "C1" for r in chosen],
-        )
+        for k, (variant, mode) in enumerate(bars):
+            values = [measured.get((size, dtype, variant, mode), float("nan")) for size in sizes]
+            ax.bar(
+                [i + (k - (len(bars) - 1) / 2) * width for i in range(len(sizes))],
+                values,
+                width,
+                color=f"C{k // 2}",
+                alpha=0.55 if mode == "fwd" else 1.0,
+                label=f"{variant} vs {dict(pairs)[variant]}, {mode}",
+            )
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(chosen)), labels, fontsize=5, rotation=90)
         ax.set_yscale("log")
-        ax.set_title(f"{dtype}: speedup of lstmgen over the torch baseline (blue fwd, orange fwd+bwd)")
+        ax.set_ylabel("speedup (x, log scale)")
+        ax.set_title(f"{dtype}: lstmgen over the torch baseline (above 1: lstmgen faster)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[-1].set_xticks(range(len(sizes)), sizes)
+    axes[0].legend(fontsize=7, ncol=3, loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -13,7 +13,9 @@ def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--json", str(out)])
+    png = tmp_path / "bench.png"
+    bench.main(["--quick", "--json", str(out), "--plot", str(png)])
+    assert png.read_bytes().startswith(b"\x89PNG")
     result = json.loads(out.read_text())
     measured = [r for r in result["results"] if "speedup" in r]
     pairs = {(r["dtype"], r["mode"], r["variant"], r["theirs"].split(" (")[0]) for r in measured}
