@@ -22,7 +22,7 @@ from lstmgen.numba_printer import NumbaPrinter, print_text
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 2
+TEMPLATE_VERSION = 3
 TEMPLATE_NAME = "module.py.j2"
 
 
