@@ -27,6 +27,7 @@ import importlib
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -293,15 +294,21 @@ def gemm_floor_runner(size, dtype, backward: bool):
 def time_interleaved(
     runners: dict[str, object], repeats: int, min_seconds: float, settle: float = 0.1
 ) -> dict[str, float]:
-    """Median seconds per call of each runner, timed in turn (round robin) after a warm-up call each."""
+    """Median seconds per call of each runner: every round times each runner once, after a warm-up call each.
+    The order is shuffled every round (seeded), so that no contender always runs after the same one: whatever a
+    predecessor leaves behind (a spinning pool, evicted caches) does not fall on one contender only."""
     for run in runners.values():
         run()
         run()
+    order = random.Random(0)
+    names = list(runners)
     samples: dict[str, list[float]] = {name: [] for name in runners}
     start = time.perf_counter()
     rounds = 0
     while rounds < repeats or (time.perf_counter() - start < min_seconds and rounds < 10 * repeats):
-        for name, run in runners.items():
+        order.shuffle(names)
+        for name in names:
+            run = runners[name]
             # Let the previous contender's thread pool (torch's OpenMP, numpy's or SciPy's OpenBLAS) stop
             # spinning: on two cores a spinning pool slows the next contender several times over.
             time.sleep(settle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 
 from conftest import REPO
@@ -28,3 +29,20 @@ def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
     for r in measured:
         assert r["ours_ms"] > 0 and r["theirs_ms"] > 0 and r["gemm_gflops"] > 0
     assert "speedup" in capsys.readouterr().out
+
+
+def test_interleaving_shuffles_so_no_contender_always_follows_the_same_one():
+    spec = importlib.util.spec_from_file_location("lstmgen_benchmark", REPO / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls: list[str] = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    times = bench.time_interleaved(runners, repeats=20, min_seconds=0.0, settle=0.0)
+    assert set(times) == set("abcd")
+    timed = calls[8:]  # after two warm-up calls each
+    rounds = [timed[k : k + 4] for k in range(0, len(timed), 4)]
+    assert len(rounds) == 20 and all(sorted(r) == list("abcd") for r in rounds)  # each timed once per round
+    predecessors: dict[str, set[str]] = {}
+    for before, after in itertools.pairwise(timed):
+        predecessors.setdefault(after, set()).add(before)
+    assert all(predecessors[name] - {name} == set("abcd") - {name} for name in "abcd")  # itself: across rounds
