@@ -9,10 +9,16 @@ import json
 from conftest import REPO
 
 
-def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
+def _load_benchmark():
+    """benchmarks/run.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("lstmgen_benchmark", REPO / "benchmarks" / "run.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
+    bench = _load_benchmark()
     out = tmp_path / "bench.json"
     png = tmp_path / "bench.png"
     bench.main(["--quick", "--json", str(out), "--plot", str(png)])
@@ -32,9 +38,7 @@ def test_quick_benchmark_runs_and_reports_every_pair(tmp_path, capsys):
 
 
 def test_interleaving_shuffles_so_no_contender_always_follows_the_same_one():
-    spec = importlib.util.spec_from_file_location("lstmgen_benchmark", REPO / "benchmarks" / "run.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark()
     calls: list[str] = []
     runners = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
     times = bench.time_interleaved(runners, repeats=20, min_seconds=0.0, settle=0.0)
