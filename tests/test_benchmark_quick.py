@@ -1,4 +1,4 @@
-"""The benchmark's quick mode runs in the suite so that it cannot rot (no timing is asserted)."""
+"""The benchmarks' quick modes run in the suite so that they cannot rot (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import importlib.util
 import itertools
 import json
 
+import numpy as np
+import pytest
 from conftest import REPO
 
 
-def _load_benchmark():
-    """benchmarks/run.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("lstmgen_benchmark", REPO / "benchmarks" / "run.py")
+def _load_benchmark(script: str = "run.py"):
+    """A script of benchmarks/ as a module (they are scripts, not part of the package)."""
+    name = "lstmgen_benchmark_" + script.removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
@@ -50,3 +53,31 @@ def test_interleaving_shuffles_so_no_contender_always_follows_the_same_one():
     for before, after in itertools.pairwise(timed):
         predecessors.setdefault(after, set()).add(before)
     assert all(predecessors[name] - {name} == set("abcd") - {name} for name in "abcd")  # itself: across rounds
+
+
+def test_per_step_gemm_study_runs_every_contender_on_one_and_two_threads(capsys):
+    study = _load_benchmark("per_step_gemm.py")
+    by_threads = study.main(["--quick"])
+    assert set(by_threads) == {1, 2}
+    for results in by_threads.values():
+        assert set(results) == set(study.QUICK_SIZES)
+        for rates in results.values():
+            assert set(rates) == set(study.CONTENDERS) and all(rate > 0 for rate in rates.values())
+    assert "numba GEMM, R pre-transposed" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def blocked_steps():
+    return _load_benchmark("per_step_gemm.py")._numba_functions()[1]
+
+
+@pytest.mark.parametrize("rows, inner, cols", [(1, 5, 7), (2, 4, 4), (3, 16, 64), (5, 3, 9)])
+def test_per_step_gemm_study_blocked_gemm_matches_numpy_with_leftover_rows_and_columns(
+    blocked_steps, rows, inner, cols
+):
+    rng = np.random.default_rng(rows * inner * cols)
+    h = rng.standard_normal((rows, inner)).astype(np.float32)
+    RT = rng.standard_normal((cols, inner)).astype(np.float32)
+    out = np.full((rows, cols), np.nan, np.float32)
+    blocked_steps(h, RT, out, 2)
+    np.testing.assert_allclose(out, h.astype(np.float64) @ RT.T.astype(np.float64), rtol=1e-5, atol=1e-5)
