@@ -9,6 +9,7 @@ lambdas, unknown names) is refused with a message naming the field. No user text
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Mapping
 
 import sympy
@@ -17,6 +18,7 @@ from lstmgen.activations import ACTIVATIONS
 from lstmgen.spec import SpecError
 
 MAX_EQUATION_LENGTH = 2000
+FLOAT32_MAX = 3.4028234663852886e38
 
 _BINARY = {
     ast.Add: lambda a, b: a + b,
@@ -41,21 +43,46 @@ def parse_expression(text: object, names: Mapping[str, sympy.Symbol], where: str
         raise SpecError(f"{where}: expected an equation as text, got {type(text).__name__}")
     if len(text) > MAX_EQUATION_LENGTH:
         raise SpecError(f"{where}: equation longer than {MAX_EQUATION_LENGTH} characters")
+    for position, ch in enumerate(text):
+        # Python folds look-alike letters (fullwidth ｇ, bold 𝐡) into ASCII names: refuse them, never guess.
+        if not ch.isascii():
+            raise SpecError(
+                f"{where}: non-ASCII character {ch!r} (U+{ord(ch):04X}) at position {position} "
+                "(expected ASCII names, numbers and operators)"
+            )
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, RecursionError, MemoryError) as exc:
         reason = exc.msg if isinstance(exc, SyntaxError) else "too deeply nested"
         raise SpecError(f"{where}: cannot parse {text!r}: {reason}") from None
     try:
-        return _Converter(names, where).convert(tree.body)
+        expr = _Converter(names, where, text.strip()).convert(tree.body)
     except RecursionError:
         raise SpecError(f"{where}: equation too deeply nested") from None
+    if expr.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+        raise SpecError(f"{where}: {text.strip()!r} divides by zero (its value is not a finite number)")
+    for number in expr.atoms(sympy.Number):
+        _check_number(number, where)
+    return expr
+
+
+def _check_number(number: sympy.Number, where: str) -> None:
+    """Constants the kernels can hold exactly enough in both dtypes: finite, in float32's range, and integers
+    within int64 (numba cannot type a larger integer literal)."""
+    if abs(number) > FLOAT32_MAX:
+        raise SpecError(
+            f"{where}: constant {float(number):g} is outside the float32 range (expected magnitude at most "
+            f"{FLOAT32_MAX:g})"
+        )
+    if number.is_Integer and abs(int(number)) >= 2**63:
+        raise SpecError(f"{where}: integer constant {number} is too large (expected magnitude below 2**63)")
 
 
 class _Converter:
-    def __init__(self, names: Mapping[str, sympy.Symbol], where: str) -> None:
+    def __init__(self, names: Mapping[str, sympy.Symbol], where: str, text: str) -> None:
         self.names = names
         self.where = where
+        self.text = text
 
     def fail(self, message: str) -> SpecError:
         return SpecError(f"{self.where}: {message}")
@@ -69,6 +96,10 @@ class _Converter:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise self.fail(f"unexpected constant {node.value!r} (expected a number)")
+            if isinstance(node.value, float) and not math.isfinite(node.value):
+                raise self.fail(f"constant {ast.get_source_segment(self.text, node) or node.value} is not finite")
+            if isinstance(node.value, int):
+                _check_number(sympy.Integer(node.value), self.where)
             # Exact rationals: 0.5 stays 1/2, so the derivation never sees rounded floats.
             return sympy.Rational(str(node.value))
         if isinstance(node, ast.Name):

@@ -6,7 +6,7 @@ template in ``templates/module.py.j2`` only lays them out. The same spec always 
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -15,14 +15,17 @@ import jinja2
 import sympy
 
 from lstmgen import __version__
-from lstmgen.derive_backward import adjoint_symbol
+from lstmgen.assignment import AssignmentList
+from lstmgen.derive_backward import adjoint_symbol, seed_symbol
 from lstmgen.expression_lists import KernelExpressions
 from lstmgen.forward_equations import unit_symbol
+from lstmgen.kernel_names import check_namespace, kernel_name
 from lstmgen.numba_printer import NumbaPrinter, print_text
+from lstmgen.user_text import in_docstring, python_literal
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 3
+TEMPLATE_VERSION = 4
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -73,19 +76,24 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     layout = _Layout(kernel)
     context = {
         "variant": spec.name,
-        "description": spec.description,
-        "paper": spec.paper,
+        "description": in_docstring(spec.description),
+        "paper": in_docstring(spec.paper),
+        "description_literal": python_literal(spec.description),
+        "paper_literal": python_literal(spec.paper),
+        "variant_literal": python_literal(spec.name),
         "version": __version__,
         "template_version": TEMPLATE_VERSION,
         "fingerprint": spec.fingerprint(),
         "gradient": backward.gradient,
-        "regenerate": regenerate,
+        "regenerate": in_docstring(regenerate),
         "gates": _tuple_literal(g.name for g in spec.gates),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),
         **layout.context(),
     }
-    return _environment().get_template(TEMPLATE_NAME).render(context)
+    source = _environment().get_template(TEMPLATE_NAME).render(context)
+    check_namespace(source, layout.owners())
+    return source
 
 
 def str_assignment(lhs: sympy.Symbol, rhs: sympy.Expr) -> str:
@@ -99,12 +107,22 @@ def _tuple_of(items: object) -> str:
 
 
 def _tuple_literal(names: object) -> str:
-    return _tuple_of(json.dumps(str(n)) for n in names)
+    return _tuple_of(python_literal(str(n)) for n in names)
 
 
 def _block(k: int) -> str:
     """Slice of column block k."""
     return f"{k} * hidden:{k + 1} * hidden" if k else "0:hidden"
+
+
+@dataclass(frozen=True)
+class _Output:
+    """What a backward phase writes to one output row: ``row op expr``; ``carry`` for the carries to step t-1."""
+
+    op: str
+    expr: sympy.Expr
+    label: str
+    carry: bool = False
 
 
 class _Phase:
@@ -123,6 +141,9 @@ class _Phase:
 
     def row(self, line: str) -> None:
         if line not in self.rows:
+            name = line.split(" = ", 1)[0]
+            if any(r.split(" = ", 1)[0] == name for r in self.rows):  # pragma: no cover - kernel_name is injective
+                raise ValueError(f"row view {name!r} bound twice in one phase")
             self.rows.append(line)
 
     def loop(self, comment: str, lines: list[str]) -> None:
@@ -133,7 +154,10 @@ class _Phase:
 
 
 class _Layout:
-    """Where every value lives in the kernels' buffers, and the printed lines of both kernels."""
+    """Where every value lives in the kernels' buffers, and the printed lines of both kernels.
+
+    Every identifier derived from a spec name comes from :func:`~lstmgen.kernel_names.kernel_name`.
+    """
 
     def __init__(self, kernel: KernelExpressions) -> None:
         self.kernel = kernel
@@ -145,7 +169,7 @@ class _Layout:
         self.xW_column = {sym: k for k, (_, sym) in enumerate(forward.xW)}
         late_gates = {gate for gate, _ in forward.sources}
         self.early_gates = [k for k, g in enumerate(spec.gates) if g.name not in late_gates]
-        hR = dict(forward.hR)
+        hR = self.hR = dict(forward.hR)
         self.early_column = {hR[spec.gates[k].name]: e for e, k in enumerate(self.early_gates)}
         self.late = [
             (spec.gates.index(next(g for g in spec.gates if g.name == gate)), gate, src)
@@ -160,21 +184,42 @@ class _Layout:
         self.saved = {sym: str(sym) for sym in kernel.saved}
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
-        h_prev = dict(forward.prev)[spec.output_state]
-        self.elementwise_and_gemm_h = backward.recurrent_gemm and backward.output(h_prev) != 0
+        self.h_prev = dict(forward.prev)[spec.output_state]
+        self.elementwise_and_gemm_h = backward.recurrent_gemm and backward.output(self.h_prev) != 0
         self.n_gates = len(spec.gates)
         self.n_early = len(self.early_gates)
         self.rec_matrix = "R" if not self.late else "R_early"
         self.d_rec_seq = "d_rec_seq" if kernel.separate_recurrent_adjoint else "d_gate_seq"
-        self.extra_seqs = (["fb_seq"] if spec.feedback else []) + [f"{s}_seq" for s in self.saved.values()]
+        self.extra_seqs = (["fb_seq"] if spec.feedback else []) + [kernel_name(s, "seq") for s in self.saved.values()]
         self.scratch: dict[str, None] = {}  # names of (H,) scratch rows, in first-use order
 
     def code(self, expr: sympy.Expr) -> str:
         return self.printer.doprint(expr)
 
+    def owners(self) -> set[str]:
+        """Every name that may own a kernel identifier: the spec's names and the derivation's symbols."""
+        names = {str(s) for a in self.forward.equations for s in (a.lhs, *a.rhs.free_symbols)}
+        for assignments in (*self.kernel.forward_phases, *self.kernel.backward_phases):
+            names |= {str(s) for a in assignments for s in (a.lhs, *a.rhs.free_symbols)}
+        names |= {str(adjoint_symbol(s)) for s in self.forward.inputs()}
+        names |= {str(s) for _, s in self.backward.seeds}
+        names |= {g.name for g in self.spec.gates} | set(self.spec.state) | set(self.spec.unit_params)
+        return names
+
     # ----------------------------------------------------------------------------------------- rows
-    def _block_row(self, phase: _Phase, name: str, array: str, index: str, k: int) -> str:
+    def _block_row(self, phase: _Phase, owner: str, role: str, array: str, index: str, k: int) -> str:
+        name = kernel_name(owner, role)
         phase.row(f"{name} = {array}[{index}, {_block(k)}]")
+        return name
+
+    def _seq_row(self, phase: _Phase, owner: object, seq_owner: object, index: str, role: str = "row") -> str:
+        name = kernel_name(owner, role)
+        phase.row(f"{name} = {kernel_name(seq_owner, 'seq')}[{index}]")
+        return name
+
+    def _buf_row(self, phase: _Phase, owner: object, role: str = "row", buf_role: str = "buf") -> str:
+        name = kernel_name(owner, role)
+        phase.row(f"{name} = {kernel_name(owner, buf_role)}[nb]")
         return name
 
     def _row(self, sym: sympy.Symbol, phase: _Phase, home: dict[sympy.Symbol, str], backward: bool) -> str:
@@ -183,35 +228,28 @@ class _Layout:
             return home[sym]
         spec = self.spec
         if sym in self.saved and (backward or sym not in self.forward.inputs()):
-            phase.row(f"{sym}_row = {sym}_seq[t, nb]")
-            return f"{sym}_row"
+            return self._seq_row(phase, sym, sym, "t, nb", "saved_row")
         if sym in self.gate_column or sym in self.xW_column:
             k = self.gate_column.get(sym, self.xW_column.get(sym))
-            return self._block_row(phase, f"{spec.gates[k].name}_gate_row", "gate_seq", "t, nb", k)
+            return self._block_row(phase, spec.gates[k].name, "gate_row", "gate_seq", "t, nb", k)
         if sym in self.early_column:
             e = self.early_column[sym]
-            return self._block_row(phase, f"{spec.gates[self.early_gates[e]].name}_rec_row", "rec_buf", "nb", e)
+            return self._block_row(phase, spec.gates[self.early_gates[e]].name, "rec_row", "rec_buf", "nb", e)
         if sym in self.late_projection:
-            phase.row(f"{sym}_row = {sym}_buf[nb]")
-            return f"{sym}_row"
+            return self._buf_row(phase, sym)
         if sym in self.feedback_column:
             pos = self.feedback_column[sym]
-            return self._block_row(phase, f"{spec.feedback[pos]}_fbq_row", "fbq_buf", "nb", pos)
+            return self._block_row(phase, spec.feedback[pos], "fbq_row", "fbq_buf", "nb", pos)
         if sym in self.prev_state:
-            s = self.prev_state[sym]
-            phase.row(f"{s}_prev_row = {s}_seq[t, nb]")
-            return f"{s}_prev_row"
+            return self._seq_row(phase, sym, self.prev_state[sym], "t, nb")
         if sym in self.new_state:
-            s = self.new_state[sym]
-            phase.row(f"{s}_row = {s}_seq[t + 1, nb]")
-            return f"{s}_row"
+            return self._seq_row(phase, sym, self.new_state[sym], "t + 1, nb")
         if sym in self.unit_param:
-            return f"{sym}_vec"
+            return kernel_name(sym, "vec")
         if sym in self.seeds:
             return self._seed_row(sym, phase, home)
         if sym in self.carried:
-            phase.row(f"{sym}_carry_row = {sym}_carry_buf[nb]")
-            return f"{sym}_carry_row"
+            return self._buf_row(phase, sym, "carry_row", "carry_buf")
         raise ValueError(f"no storage for {sym}")  # pragma: no cover - every input is classified above
 
     def _seed_row(self, sym: sympy.Symbol, phase: _Phase, home: dict[sympy.Symbol, str]) -> str:
@@ -219,24 +257,21 @@ class _Layout:
         if name == self.spec.output_state:
             # dy_t plus the error carried from step t+1, summed once per phase into a scratch row.
             phase.row("dy_row = dy[t, nb]")
-            phase.row(f"grad_{name}_row = grad_{name}_buf[nb]")
+            carried = self._buf_row(phase, name, "grad_row", "grad_buf")
             home[sym] = self._scratch(sym)
-            phase.loop(
-                f"{sym} = dy_t + (error carried from step t+1)", [f"{home[sym]}[j] = dy_row[j] + grad_{name}_row[j]"]
-            )
+            phase.loop(f"{sym} = dy_t + (error carried from step t+1)", [f"{home[sym]}[j] = dy_row[j] + {carried}[j]"])
             return home[sym]
         if name in self.spec.state:
-            phase.row(f"grad_{name}_row = grad_{name}_buf[nb]")
-            return f"grad_{name}_row"
+            return self._buf_row(phase, name, "grad_row", "grad_buf")
         if unit_symbol(name) in self.feedback_gate_column:
             pos = self.feedback_gate_column[unit_symbol(name)]
-            return self._block_row(phase, f"{name}_grad_fb_row", "grad_fb_buf", "nb", pos)
-        phase.row(f"{sym}_row = {sym}_buf[nb]")  # a mid-step source: its GEMM wrote dnext_src_k_buf
-        return f"{sym}_row"
+            return self._block_row(phase, name, "fb_grad_row", "grad_fb_buf", "nb", pos)
+        return self._buf_row(phase, sym)  # a mid-step source: its GEMM wrote <dnext_src_k>__buf
 
     def _scratch(self, sym: sympy.Symbol) -> str:
-        self.scratch.setdefault(str(sym), None)
-        return f"{sym}_tmp"
+        name = kernel_name(sym, "tmp")
+        self.scratch.setdefault(name, None)
+        return name
 
     def _code_at(self, expr: sympy.Expr, phase: _Phase, home: dict[sympy.Symbol, str], backward: bool) -> str:
         """``expr`` printed with every symbol read from its row at unit j."""
@@ -261,22 +296,23 @@ class _Layout:
                 if kernel.forward_phase[src] == p - 1:
                     phase.gemms += [
                         f"# Mid-step recurrent projection of gate {gate}: ({src}) R_{gate}, one GEMM (B, H) x (H, H).",
-                        f"np.dot({src}_seq[t], R_{gate}, hR_{gate}_buf)",
+                        f"np.dot({kernel_name(src, 'seq')}[t], {kernel_name(gate, 'R')}, "
+                        f"{kernel_name(self.hR[gate], 'buf')})",
                     ]
             home: dict[sympy.Symbol, str] = {}
             inputs_read = set(assignments.free_inputs())
             for sym in self.saved:  # inputs that backward needs, copied from where the step found them
                 if sym in self.forward.inputs() and sym in inputs_read:
                     source = self._row(sym, phase, home, False)
-                    phase.row(f"{sym}_row = {sym}_seq[t, nb]")
-                    phase.loop(f"keep {sym} for backward", [f"{sym}_row[j] = {source}[j]"])
+                    kept = self._seq_row(phase, sym, sym, "t, nb", "saved_row")
+                    phase.loop(f"keep {sym} for backward", [f"{kept}[j] = {source}[j]"])
             for a in assignments:
                 rhs = self._code_at(a.rhs, phase, home, False)
                 target = self._forward_home(a.lhs, phase)
                 lines = [f"{target}[j] = {rhs}"]
                 if a.lhs in self.feedback_gate_column:
                     pos = self.feedback_gate_column[a.lhs]
-                    fb = self._block_row(phase, f"{a.lhs}_fb_row", "fb_seq", "t + 1, nb", pos)
+                    fb = self._block_row(phase, str(a.lhs), "fb_row", "fb_seq", "t + 1, nb", pos)
                     lines.append(f"{fb}[j] = {target}[j]")
                 home[a.lhs] = target
                 phase.loop(self._comment(a.lhs, a.rhs, original), lines)
@@ -287,14 +323,11 @@ class _Layout:
         """Where a forward value is written: its gate block, its state row, its saved row, or a scratch row."""
         if sym in self.gate_column:
             k = self.gate_column[sym]
-            return self._block_row(phase, f"{self.spec.gates[k].name}_gate_row", "gate_seq", "t, nb", k)
+            return self._block_row(phase, self.spec.gates[k].name, "gate_row", "gate_seq", "t, nb", k)
         if sym in self.new_state:
-            s = self.new_state[sym]
-            phase.row(f"{s}_row = {s}_seq[t + 1, nb]")
-            return f"{s}_row"
+            return self._seq_row(phase, sym, self.new_state[sym], "t + 1, nb")
         if sym in self.saved:
-            phase.row(f"{sym}_row = {sym}_seq[t, nb]")
-            return f"{sym}_row"
+            return self._seq_row(phase, sym, sym, "t, nb", "saved_row")
         return self._scratch(sym)
 
     # -------------------------------------------------------------------------------------- backward
@@ -312,7 +345,8 @@ class _Layout:
                 if kernel.forward_phase[src] == p:
                     phase.gemms += [
                         f"# Gradient on the source of gate {gate}'s mid-step projection: d_hR_{gate} R_{gate}^T.",
-                        f"np.dot(d_hR_{gate}_seq[t], R_{gate}T, dnext_{src}_buf)",
+                        f"np.dot({kernel_name(adjoint_symbol(self.hR[gate]), 'seq')}[t], {kernel_name(gate, 'RT')}, "
+                        f"{kernel_name(seed_symbol(str(src)), 'buf')})",
                     ]
             home: dict[sympy.Symbol, str] = {}
             outputs = self._backward_outputs(p, phase)
@@ -320,90 +354,84 @@ class _Layout:
             for a in assignments:
                 rhs = self._code_at(a.rhs, phase, home, True)
                 if a.lhs in self.carried:
-                    phase.row(f"{a.lhs}_carry_row = {a.lhs}_carry_buf[nb]")
-                    target = f"{a.lhs}_carry_row"
+                    target = self._buf_row(phase, a.lhs, "carry_row", "carry_buf")
                 else:
                     target = direct.get(a.lhs) or self._scratch(a.lhs)
                 home[a.lhs] = target
                 phase.loop(self._comment(a.lhs, a.rhs, original), [f"{target}[j] = {rhs}"])
-            for target, (op, expr) in outputs.items():
-                if op == "=" and isinstance(expr, sympy.Symbol) and home.get(expr) == target:
+            for target, out in outputs.items():
+                if out.op == "=" and isinstance(out.expr, sympy.Symbol) and home.get(out.expr) == target:
                     continue  # computed in place
-                rhs = self._code_at(expr, phase, home, True)
-                phase.loop(f"{target.split('_row')[0]} {op} {print_text(expr)}", [f"{target}[j] {op} {rhs}"])
+                rhs = self._code_at(out.expr, phase, home, True)
+                phase.loop(f"{out.label} {out.op} {print_text(out.expr)}", [f"{target}[j] {out.op} {rhs}"])
             phases.append(phase.as_dict())
         return phases
 
-    def _direct_homes(self, outputs: dict[str, tuple[str, sympy.Expr]], assignments) -> dict[sympy.Symbol, str]:
+    def _direct_homes(self, outputs: dict[str, _Output], assignments: AssignmentList) -> dict[sympy.Symbol, str]:
         """Adjoints computed straight into an output row (the first output that is exactly that adjoint)."""
         targets = set(assignments.targets)
         direct: dict[sympy.Symbol, str] = {}
-        for target, (op, expr) in outputs.items():
+        for target, out in outputs.items():
             # Not the carries for step t-1: the seeds of this step are still read from those rows.
             if (
-                op == "="
-                and expr in targets
-                and expr not in direct
-                and expr not in self.carried
-                and not target.startswith(("grad_", "d_h_prev"))
+                out.op == "="
+                and out.expr in targets
+                and out.expr not in direct
+                and out.expr not in self.carried
+                and not out.carry
             ):
-                direct[expr] = target
+                direct[out.expr] = target
         return direct
 
     def _store_phase(self, expr: sympy.Expr) -> int:
         """Where an output adjoint is written: in the phase that computes it (phase 0 for seeds and zeros)."""
         return self.kernel.backward_phase.get(expr, 0)
 
-    def _backward_outputs(self, p: int, phase: _Phase) -> dict[str, tuple[str, sympy.Expr]]:
-        """Rows written by backward phase ``p`` -> (assignment operator, expression written)."""
+    def _backward_outputs(self, p: int, phase: _Phase) -> dict[str, _Output]:
+        """Rows written by backward phase ``p`` -> what is written there."""
         backward, forward, spec = self.backward, self.forward, self.spec
-        outputs: dict[str, tuple[str, sympy.Expr]] = {}
+        outputs: dict[str, _Output] = {}
         for k, (gate, xw) in enumerate(forward.xW):
             if self._store_phase(backward.output(xw)) == p:
-                outputs[self._block_row(phase, f"{gate}_d_gate_row", "d_gate_seq", "t, nb", k)] = (
-                    "=",
-                    backward.output(xw),
-                )
+                row = self._block_row(phase, gate, "adjoint_row", "d_gate_seq", "t, nb", k)
+                outputs[row] = _Output("=", backward.output(xw), f"d_{xw}")
         for sym, e in self.early_column.items():
             if self.kernel.separate_recurrent_adjoint and self._store_phase(backward.output(sym)) == p:
-                name = f"{spec.gates[self.early_gates[e]].name}_d_rec_row"
-                outputs[self._block_row(phase, name, "d_rec_seq", "t, nb", e)] = ("=", backward.output(sym))
-        for sym, gate in self.late_projection.items():
+                gate = spec.gates[self.early_gates[e]].name
+                row = self._block_row(phase, gate, "rec_adjoint_row", "d_rec_seq", "t, nb", e)
+                outputs[row] = _Output("=", backward.output(sym), f"d_{sym}")
+        for sym in self.late_projection:
             if self._store_phase(backward.output(sym)) == p:
-                phase.row(f"d_hR_{gate}_row = d_hR_{gate}_seq[t, nb]")
-                outputs[f"d_hR_{gate}_row"] = ("=", backward.output(sym))
+                row = self._seq_row(phase, adjoint_symbol(sym), adjoint_symbol(sym), "t, nb")
+                outputs[row] = _Output("=", backward.output(sym), f"d_{sym}")
         for sym, pos in self.feedback_column.items():
             if self._store_phase(backward.output(sym)) == p:
-                name = f"{spec.feedback[pos]}_d_fbq_row"
-                outputs[self._block_row(phase, name, "d_fbq_seq", "t, nb", pos)] = ("=", backward.output(sym))
-        for name, sym in forward.unit_params:
+                row = self._block_row(phase, spec.feedback[pos], "fbq_adjoint_row", "d_fbq_seq", "t, nb", pos)
+                outputs[row] = _Output("=", backward.output(sym), f"d_{sym}")
+        for _name, sym in forward.unit_params:
             if self._store_phase(backward.output(sym)) == p:
-                outputs[f"d_{name}_buf"] = ("+=", backward.output(sym))
+                outputs[kernel_name(sym, "grad")] = _Output("+=", backward.output(sym), f"sum of d_{sym}")
         if p == 0:  # the carries for step t-1 are written last: the seeds of step t are read from them first
             for s, prev in forward.prev:
                 adjoint = backward.output(prev)
-                if s != spec.output_state:
-                    phase.row(f"grad_{s}_row = grad_{s}_buf[nb]")
-                    outputs[f"grad_{s}_row"] = ("=", adjoint)
+                if s != spec.output_state or not backward.recurrent_gemm:
+                    row = self._buf_row(phase, s, "grad_row", "grad_buf")
+                    outputs[row] = _Output("=", adjoint, f"d_{prev}", carry=True)
                 elif self.elementwise_and_gemm_h:
-                    phase.row("d_h_prev_row = d_h_prev_buf[nb]")
-                    outputs["d_h_prev_row"] = ("=", adjoint)
-                elif not backward.recurrent_gemm:
-                    phase.row(f"grad_{s}_row = grad_{s}_buf[nb]")
-                    outputs[f"grad_{s}_row"] = ("=", adjoint)
+                    row = self._buf_row(phase, adjoint_symbol(prev))
+                    outputs[row] = _Output("=", adjoint, f"d_{prev}", carry=True)
         return outputs
 
     def output_text(self) -> list[str]:
         """The step's output adjoints that are aliases; adjoints sharing one expression print on one line."""
         backward = self.backward
         defined = set(backward.adjoints.targets)
-        h_prev = dict(backward.forward.prev)[self.spec.output_state]
         groups: dict[sympy.Expr, list[str]] = {}
         text = []
         for sym, expr in backward.outputs:
             if adjoint_symbol(sym) in defined:
                 continue
-            if sym == h_prev and backward.recurrent_gemm:
+            if sym == self.h_prev and backward.recurrent_gemm:
                 elementwise = "" if expr == 0 else f"{print_text(expr)} + "
                 text.append(f"d_{sym} = {elementwise}d_hR R^T  (one GEMM per step, after the loop)")
                 continue
@@ -412,62 +440,88 @@ class _Layout:
 
     # --------------------------------------------------------------------------------------- context
     def context(self) -> dict[str, object]:
-        spec, kernel, backward = self.spec, self.kernel, self.backward
-        unit_vecs = [f"{p}_vec" for p in spec.unit_params]
+        spec, kernel, backward, forward = self.spec, self.kernel, self.backward, self.forward
+        state_seq = {s: kernel_name(s, "seq") for s in spec.state}
+        grad_buf = {s: kernel_name(s, "grad_buf") for s in spec.state}
+        unit_vec = {p: kernel_name(sym, "vec") for p, sym in forward.unit_params}
+        unit_grad = {p: kernel_name(sym, "grad") for p, sym in forward.unit_params}
         matrices = ["W", "R", "b", *(["Q"] if spec.feedback else [])]
-        forward_args = [*matrices, *unit_vecs, *(f"{s}_seq" for s in spec.state), "gate_seq", *self.extra_seqs]
-        grad_bufs = [f"grad_{s}_buf" for s in spec.state]
+        forward_args = [*matrices, *unit_vec.values(), *state_seq.values(), "gate_seq", *self.extra_seqs]
+        grad_bufs = list(grad_buf.values())
         if spec.feedback and backward.recurrent_gemm:
             grad_bufs.append("grad_fb_buf")
+        late = [
+            {
+                "gate": gate,
+                "block": _block(k),
+                "R": kernel_name(gate, "R"),
+                "RT": kernel_name(gate, "RT"),
+                "hR_buf": kernel_name(self.hR[gate], "buf"),
+                "d_hR_seq": kernel_name(adjoint_symbol(self.hR[gate]), "seq"),
+                "src_seq": kernel_name(src, "seq"),
+                "dnext_src_buf": kernel_name(seed_symbol(str(src)), "buf"),
+            }
+            for k, gate, src in self.late
+        ]
         adjoint_seqs = ["d_gate_seq"] + (["d_rec_seq"] if kernel.separate_recurrent_adjoint else [])
-        adjoint_seqs += [f"d_hR_{gate}_seq" for _, gate, _ in self.late]
+        adjoint_seqs += [entry["d_hR_seq"] for entry in late]
         adjoint_seqs += ["d_fbq_seq"] if spec.feedback else []
         backward_args = [
             "dy",
             "x",
             "lengths",
             *(m for m in matrices if m != "b"),
-            *unit_vecs,
-            *(f"{s}_seq" for s in spec.state),
+            *unit_vec.values(),
+            *state_seq.values(),
             "gate_seq",
             *self.extra_seqs,
             *grad_bufs,
             *adjoint_seqs,
-            *(f"d_{p}_buf" for p in spec.unit_params),
+            *unit_grad.values(),
         ]
+        from_params = {m: m for m in matrices} | {vec: p for p, vec in unit_vec.items()}
 
         def call(arg: str) -> str:
-            if arg in matrices:
-                return f"params[{json.dumps(arg)}]"
-            if arg.endswith("_vec"):
-                return f"params[{json.dumps(arg[: -len('_vec')])}]"
-            return arg
+            return f"params[{python_literal(from_params[arg])}]" if arg in from_params else arg
 
         early_blocks = [(e, k) for e, k in enumerate(self.early_gates)]
         forward_phases = self.forward_phases()
         forward_scratch, self.scratch = list(self.scratch), {}
         backward_phases = self.backward_phases()
         backward_scratch = list(self.scratch)
+        out = spec.output_state
         return {
             "n_gates": self.n_gates,
             "n_early": self.n_early,
             "n_feedback": len(spec.feedback),
             "feedback": bool(spec.feedback),
-            "unit_params": list(spec.unit_params),
-            "states_list": list(spec.state),
-            "output_state": spec.output_state,
-            "saved": list(self.saved.values()),
+            "unit_params": [
+                {"literal": python_literal(p), "grad": unit_grad[p], "shape_doc": in_docstring(p)}
+                for p in spec.unit_params
+            ],
+            "state_bufs": [
+                {"seq": state_seq[s], "grad_buf": grad_buf[s], "index": k} for k, s in enumerate(spec.state)
+            ],
+            "output_seq": state_seq[out],
+            "output_grad_buf": grad_buf[out],
+            "output_grad_row": kernel_name(out, "grad_row"),
+            "d_h_prev_buf": kernel_name(adjoint_symbol(self.h_prev), "buf"),
+            "d_h_prev_row": kernel_name(adjoint_symbol(self.h_prev), "row"),
+            "saved_seqs": [kernel_name(s, "seq") for s in self.saved.values()],
             "extra_seqs": self.extra_seqs,
             "separate_rec": kernel.separate_recurrent_adjoint,
             "d_rec_seq": self.d_rec_seq,
             "rec_matrix": self.rec_matrix,
             "early_blocks": [{"e": _block(e), "k": _block(k)} for e, k in early_blocks],
-            "late": [{"gate": gate, "src": str(src), "block": _block(k)} for k, gate, src in self.late],
-            "carried": [str(s) for s in kernel.carried],
+            "late": late,
+            "carry_bufs": [kernel_name(s, "carry_buf") for s in kernel.carried],
             "recurrent_gemm": backward.recurrent_gemm,
             "elementwise_and_gemm_h": self.elementwise_and_gemm_h,
-            "forward_text": [str_assignment(a.lhs, a.rhs) for a in self.forward.equations],
-            "backward_text": [str_assignment(a.lhs, a.rhs) for a in backward.adjoints] + self.output_text(),
+            "forward_text": [in_docstring(str_assignment(a.lhs, a.rhs)) for a in forward.equations],
+            "backward_text": [
+                in_docstring(line)
+                for line in [str_assignment(a.lhs, a.rhs) for a in backward.adjoints] + self.output_text()
+            ],
             "forward_args": forward_args,
             "forward_call": [call(a) for a in forward_args],
             "backward_args": backward_args,
@@ -477,11 +531,11 @@ class _Layout:
             "forward_scratch": forward_scratch,
             "backward_scratch": backward_scratch,
             "helpers": sorted(self.printer.helpers_used),
-            "state_seqs": ", ".join(f"{s}_seq" for s in spec.state) + ("," if len(spec.state) == 1 else ""),
-            "state_seqs_tuple": _tuple_of(f"{s}_seq" for s in spec.state),
+            "state_seqs": ", ".join(state_seq.values()) + ("," if len(spec.state) == 1 else ""),
+            "state_seqs_tuple": _tuple_of(state_seq.values()),
             "extra_seqs_unpack": ", ".join(self.extra_seqs) + ("," if len(self.extra_seqs) == 1 else ""),
             "extra_seqs_tuple": _tuple_of(self.extra_seqs),
-            "final_state": _tuple_of(f"{s}_seq[steps].copy()" for s in spec.state),
-            "grad_bufs_tuple": _tuple_of(f"grad_{s}_buf" for s in spec.state),
+            "final_state": _tuple_of(f"{seq}[steps].copy()" for seq in state_seq.values()),
+            "grad_bufs_tuple": _tuple_of(grad_buf.values()),
             "kernel_grads": ["dx", "dW", "dR", "db", *(["dQ"] if spec.feedback else [])],
         }

@@ -32,29 +32,28 @@ class SpecError(ValueError):
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 
-#: Identifiers that the generated kernels use themselves: a spec may not define them.
-# fmt: off
-RESERVED_NAMES = frozenset((
-    "x", "W", "R", "b", "real", "steps", "batch", "n_in", "hidden", "t", "nb", "j", "row", "col",
-    "np", "numba", "math", "dy", "dx", "dW", "dR", "db", "RT", "Tape", "tape", "params", "state", "dstate", "y",
-    "Q", "QT", "dQ",
-    *ACTIVATIONS,
-))
-# fmt: on
-#: Prefixes that belong to derived or vocabulary names.
-RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "tmp", "R_", "fb")
-RESERVED_SUFFIXES = ("_prev", "_seq", "_row", "_buf", "_vec", "_2d", "_tmp")
+#: Names of the equations' own vocabulary that a spec may not redefine: the math symbols of the layer (input
+#: x, output y, the matrices W, R, Q and the bias b) and the functions. The generated kernels' identifiers
+#: need no reservation: every name derived from a spec is ``<name>__<role>`` (see :mod:`lstmgen.kernel_names`).
+RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", *ACTIVATIONS))
+#: Prefixes and suffixes of the vocabulary's derived names (``xW_i``, ``a_i``, ``d_c``, ``c_prev``...) and of
+#: the names the derivation makes itself (``dnext_h``, ``src_n``, the CSE temporaries ``tmp0``).
+RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "tmp")
+RESERVED_SUFFIXES = ("_prev",)
+MAX_NAME_LENGTH = 64
 
 
 def check_identifier(name: object, where: str) -> str:
     """Return ``name`` if it is a safe identifier for a spec symbol, else raise :class:`SpecError`."""
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise SpecError(f"{where}: name of {len(name)} characters (expected at most {MAX_NAME_LENGTH})")
     if not isinstance(name, str) or not _NAME.match(name):
         raise SpecError(
             f"{where}: {name!r} is not a valid name (expected letters and digits, single underscores between "
             "them, starting with a letter)"
         )
     if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED_NAMES:
-        raise SpecError(f"{where}: {name!r} is reserved (it is used by the generated kernels)")
+        raise SpecError(f"{where}: {name!r} is reserved (a name of the equations' vocabulary)")
     if name.startswith(RESERVED_PREFIXES) or name.endswith(RESERVED_SUFFIXES):
         raise SpecError(
             f"{where}: {name!r} uses a reserved prefix or suffix ({', '.join(RESERVED_PREFIXES + RESERVED_SUFFIXES)})"
