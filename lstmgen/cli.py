@@ -14,7 +14,7 @@ from lstmgen.derivation_printer import FORMATS, NOTATIONS, render_derivation, re
 from lstmgen.derive_backward import GRADIENT_MODES
 from lstmgen.error_flow import measure_error_flow
 from lstmgen.error_flow_plot import plot_error_flow
-from lstmgen.generate import generate_source, write_source, write_text
+from lstmgen.generate import check_module_stem, generate_source, make_output_directory, write_source, write_text
 from lstmgen.loader import load
 from lstmgen.render_module import module_name
 from lstmgen.spec import CellSpec, SpecError
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a cell declared in a TOML spec file (repeatable; see examples/)",
     )
-    gen.add_argument("--out", default="generated", type=Path, help="output directory (default: ./generated)")
+    gen.add_argument(
+        "--out", default="generated", type=Path, help="output directory, created if missing (default: ./generated)"
+    )
     gen.add_argument(
         "--gradient",
         choices=(*GRADIENT_MODES, "both"),
@@ -138,17 +140,27 @@ def _list() -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     # Every spec is resolved and every module rendered before anything is written: an error writes nothing.
-    specs = [get_variant(name) for name in args.variants] + [load_spec_file(path) for path in args.spec]
+    specs = [(name, get_variant(name)) for name in args.variants]
+    specs += [(f"--spec {path}", load_spec_file(path)) for path in args.spec]
     if not specs:
-        specs = list(VARIANTS.values())
-        args.out.mkdir(parents=True, exist_ok=True)
+        specs = list(VARIANTS.items())
     modes = GRADIENT_MODES if args.gradient == "both" else (args.gradient,)
+    writes: dict[str, str] = {}  # module stem -> the argument that asked for it
+    for given, spec in specs:
+        for mode in modes:
+            stem = module_name(spec.name, mode)
+            if stem in writes and writes[stem] != given:
+                raise ValueError(f"{given}: writes {stem}.py, as {writes[stem]} does (rename one of the cells)")
+            check_module_stem(stem, args.out)
+            writes[stem] = given
+    unique = list({spec.name: spec for _, spec in specs}.values())  # a variant named twice is generated once
     rendered = []
-    for spec in specs:
+    for spec in unique:
         for mode in modes:
             start = time.perf_counter()
             source = generate_source(spec, mode)
             rendered.append((spec, mode, source, time.perf_counter() - start))
+    make_output_directory(args.out)
     rows = []
     for spec, mode, source, seconds in rendered:
         path = write_source(source, args.out, module_name(spec.name, mode))

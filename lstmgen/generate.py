@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from lstmgen.derive_backward import GRADIENT_MODES, GradientMode, derive_backward
@@ -36,13 +40,55 @@ def generate_source(variant: CellSpec | str | os.PathLike[str], gradient: Gradie
 
 
 def write_module(
-    variant: CellSpec | str | os.PathLike[str], out_dir: str | os.PathLike[str], gradient: GradientMode = "full"
+    variant: CellSpec | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    gradient: GradientMode = "full",
+    *,
+    shadow_check: bool = True,
 ) -> Path:
-    """Generate ``variant`` into ``out_dir/<name>.py`` atomically and return the path."""
+    """Generate ``variant`` into ``out_dir/<name>.py`` atomically and return the path.
+
+    ``out_dir`` must exist. A name that would shadow a standard or installed module is refused (see
+    :func:`check_module_stem`) unless ``shadow_check`` is false (for a directory that is never on
+    ``sys.path``, such as :func:`lstmgen.load`'s cache).
+    """
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient: expected one of {GRADIENT_MODES}, got {gradient!r}")
     spec = resolve_spec(variant)
-    return write_source(generate_source(spec, gradient), out_dir, module_name(spec.name, gradient))
+    stem = module_name(spec.name, gradient)
+    if shadow_check:
+        check_module_stem(stem, out_dir)
+    return write_source(generate_source(spec, gradient), out_dir, stem)
+
+
+def check_module_stem(stem: str, out_dir: str | os.PathLike[str]) -> None:
+    """Refuse a module file name that would shadow a standard or installed module for Python run beside it
+    (a cell named ``numpy``, generated into the working directory, would be imported instead of numpy).
+
+    The module found may be the very file being rewritten (``python -m lstmgen generate lstm --out .``)."""
+    if stem in sys.stdlib_module_names or stem in sys.builtin_module_names:
+        raise ValueError(f"name: {stem!r} is a module of Python's standard library; {stem}.py would shadow it")
+    try:
+        found = importlib.util.find_spec(stem)
+    except (ImportError, ValueError):  # pragma: no cover - a broken installed package: not ours to judge
+        found = None
+    if found is not None and found.origin and Path(found.origin).resolve() == (Path(out_dir) / f"{stem}.py").resolve():
+        return
+    if found is not None:
+        where = found.origin or "an installed package"
+        raise ValueError(f"name: {stem!r} is an installed module ({where}); {stem}.py would shadow it")
+
+
+def make_output_directory(out: str | os.PathLike[str]) -> Path:
+    """Create the output directory (and its parents) if missing, with a clear error where it cannot be."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FileNotFoundError(f"out: output directory {str(out)!r} is not a directory") from None
+    except OSError as exc:
+        raise OSError(f"out: cannot create output directory {str(out)!r} ({exc.strerror or exc})") from None
+    return out
 
 
 def write_source(source: str, out_dir: str | os.PathLike[str], stem: str) -> Path:
@@ -76,7 +122,26 @@ def write_text(text: str, target: str | os.PathLike[str]) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {str(target)!r} ({exc.strerror or exc})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(target)
     return target
+
+
+#: A temporary file older than this was left by a writer that was killed; a live writer renames within seconds.
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files of ``target`` left behind by killed writers (never a recent one)."""
+    now = time.time()
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        try:
+            if now - leftover.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                leftover.unlink()
+        except OSError:  # pragma: no cover - removed by another writer meanwhile, or not ours to remove
+            continue

@@ -16,7 +16,8 @@ from lstmgen.spec import CellSpec
 
 
 def cache_dir() -> Path:
-    """Where :func:`load` writes modules: ``$LSTMGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/lstmgen/<version>``."""
+    """Where :func:`load` writes modules (one folder per spec fingerprint): ``$LSTMGEN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lstmgen/<version>``."""
     if os.environ.get("LSTMGEN_CACHE_DIR"):
         return Path(os.environ["LSTMGEN_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -63,6 +64,14 @@ def load(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "f
         gradient: "full" (default) or "truncated".
     """
     spec = resolve_spec(variant)
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    return load_module(write_module(spec, directory, gradient))
+    # Keyed by the spec's fingerprint: a user's cell named like a built-in never shares its file.
+    directory = cache_dir() / spec.fingerprint()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        setting = "LSTMGEN_CACHE_DIR" if os.environ.get("LSTMGEN_CACHE_DIR") else "the cache directory"
+        raise OSError(
+            f"{setting}: cannot create {str(directory)!r} ({exc.strerror or exc}); set LSTMGEN_CACHE_DIR to a "
+            "writable directory"
+        ) from None
+    return load_module(write_module(spec, directory, gradient, shadow_check=False))

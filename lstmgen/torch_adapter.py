@@ -42,6 +42,14 @@ class GeneratedCellFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor, *dfinal: torch.Tensor):
+        # torch runs backward with grad mode on only under create_graph=True (a double backward, a gradient
+        # penalty): the kernels' backward is not itself differentiable, so refuse rather than return gradients
+        # that silently miss the second-order term. (once_differentiable raises only when dy requires grad.)
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"{ctx.cell.VARIANT}: create_graph=True (double backward) is not supported: the generated "
+                "kernels' backward is not differentiable"
+            )
         cell = ctx.cell
         dstate = tuple(_to_numpy(d, "dstate") for d in dfinal)
         dx, grads, dstate0 = cell.backward(_to_numpy(dy, "dy"), ctx.tape, dstate)
@@ -108,8 +116,10 @@ class TorchRecurrent(torch.nn.Module):
     def forward(
         self, x: torch.Tensor, state: Any = None, lengths: np.ndarray | torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Any]:
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise ValueError(f"x: expected a 3-D tensor, got {getattr(x, 'shape', type(x).__name__)}")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor (T, B, I), got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"x: expected a 3-D tensor, got shape {tuple(x.shape)}")
         if x.dtype != self.W_l0.dtype:
             raise TypeError(f"x: expected dtype {self.W_l0.dtype} (the module's), got {x.dtype}")
         if self.batch_first:

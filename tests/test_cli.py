@@ -45,9 +45,35 @@ def test_unknown_variant_writes_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_output_directory(tmp_path, capsys):
-    assert main(["generate", "lstm", "--out", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_missing_output_directory_is_created(tmp_path):
+    """One rule for every form of generate: --out is created (with its parents) when missing."""
+    assert main(["generate", "lstm", "--out", str(tmp_path / "missing" / "deeper")]) == 0
+    assert (tmp_path / "missing" / "deeper" / "lstm.py").is_file()
+    (tmp_path / "file").write_text("")
+    assert main(["generate", "lstm", "--out", str(tmp_path / "file")]) == 2
+    assert main(["generate", "lstm", "--out", str(tmp_path / "file" / "below")]) == 2
+
+
+def test_two_cells_that_write_one_file_are_refused(tmp_path, capsys):
+    spec = tmp_path / "f.toml"
+    spec.write_text('name = "lstm"\nstate = ["h"]\n[[gates]]\nname = "g"\nactivation = "tanh"\n[equations]\nh = "g"\n')
+    out = tmp_path / "out"
+    assert main(["generate", "lstm", "--spec", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--spec {spec}: writes lstm.py, as lstm does (rename one of the cells)" in err
+    assert not out.exists()  # nothing written
+    assert main(["generate", "lstm", "lstm", "--out", str(out)]) == 0  # the same variant twice: once
+
+
+@pytest.mark.parametrize("name", ["numpy", "math", "json"])
+def test_a_cell_named_like_an_importable_module_is_refused(tmp_path, capsys, name):
+    spec = tmp_path / "f.toml"
+    spec.write_text(
+        f'name = "{name}"\nstate = ["h"]\n[[gates]]\nname = "g"\nactivation = "tanh"\n[equations]\nh = "g"\n'
+    )
+    assert main(["generate", "--spec", str(spec), "--out", str(tmp_path)]) == 2
+    assert f"name: '{name}' is " in capsys.readouterr().err
+    assert not (tmp_path / f"{name}.py").exists()
 
 
 def test_python_dash_m(tmp_path):

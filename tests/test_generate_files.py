@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_missing_output_directory(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=r"out: output directory .*missing. does not exist"):
         write_module("rnn_tanh", tmp_path / "missing")
-    assert main(["generate", "rnn_tanh", "--out", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert main(["generate", "rnn_tanh", "--out", str(tmp_path / "missing")]) == 0  # the CLI creates it
 
 
 def test_output_path_that_is_a_file(tmp_path):
@@ -92,3 +92,50 @@ def test_module_runs_when_numba_cannot_write_its_cache(tmp_path):
     assert not (blocker / "cache").exists()
     y_sum, dx_sum = map(float, run.stdout.split())
     assert abs(y_sum) > 0 and abs(dx_sum) > 0
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    """A writer killed between write and rename leaves .<name>.py.*.tmp: the next write removes the ones older
+    than an hour, never a recent one (a concurrent writer may still rename it)."""
+    old = tmp_path / ".rnn_tanh.py.abc123.tmp"
+    recent = tmp_path / ".rnn_tanh.py.def456.tmp"
+    other = tmp_path / ".gru.py.abc123.tmp"
+    for f in (old, recent, other):
+        f.write_text("half a module")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(other, (two_hours_ago, two_hours_ago))
+    write_module("rnn_tanh", tmp_path)
+    assert not old.exists() and recent.exists() and other.exists()
+
+
+def test_a_write_that_fails_midway_names_the_file(tmp_path, monkeypatch):
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(27, "File too large")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    with pytest.raises(OSError, match=r"cannot write '.*rnn_tanh\.py' \(File too large\)"):
+        write_module("rnn_tanh", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_write_module_refuses_a_name_that_shadows_a_module(tmp_path):
+    from dataclasses import replace
+
+    from lstmgen.variants import RNN_TANH
+
+    with pytest.raises(ValueError, match="name: 'numpy' is an installed module"):
+        write_module(replace(RNN_TANH, name="numpy"), tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ from conftest import REPO
 from problems import random_problem
 from test_kernels_vs_autograd import assert_close
 
+import lstmgen
 from lstmgen import generate_source, load_module, write_module
 from lstmgen.cli import main
 from lstmgen.spec import SpecError
@@ -95,7 +99,7 @@ def test_load_accepts_a_spec_path(tmp_path, monkeypatch):
     monkeypatch.setenv("LSTMGEN_CACHE_DIR", str(tmp_path))
     module = lstmgen.load(str(EXAMPLES / "mgu.toml"))
     assert module.VARIANT == "mgu" and module.GATES == ("f", "n") and module.STATE == ("h",)
-    assert (tmp_path / "mgu.py").is_file()
+    assert (tmp_path / module_spec_fingerprint(module) / "mgu.py").is_file()
 
 
 def test_cli_generates_from_a_spec(tmp_path, capsys):
@@ -165,3 +169,26 @@ def test_one_bad_spec_among_good_ones_writes_nothing(tmp_path):
         == 2
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_a_user_cell_named_like_a_builtin_has_its_own_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSTMGEN_CACHE_DIR", str(tmp_path))
+    spec = tmp_path / "lstm.toml"
+    spec.write_text('name = "lstm"\nstate = ["h"]\n[[gates]]\nname = "g"\nactivation = "tanh"\n[equations]\nh = "g"\n')
+    mine, builtin = lstmgen.load(spec), lstmgen.load("lstm")
+    assert mine.STATE == ("h",) and builtin.STATE == ("h", "c")
+    assert Path(mine.__file__).parent != Path(builtin.__file__).parent
+    assert lstmgen.load(spec).STATE == ("h",)  # loading the built-in did not overwrite the user's cell
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_cache_dir_that_is_a_file(tmp_path, monkeypatch, below):
+    (tmp_path / "f").write_text("")
+    monkeypatch.setenv("LSTMGEN_CACHE_DIR", str(tmp_path / "f" / "sub" if below else tmp_path / "f"))
+    with pytest.raises(OSError, match=r"LSTMGEN_CACHE_DIR: cannot create .* set LSTMGEN_CACHE_DIR to a writable"):
+        lstmgen.load("rnn_tanh")
+
+
+def module_spec_fingerprint(module) -> str:
+    """The spec fingerprint a generated module's banner records."""
+    return re.search(r"from spec ([0-9a-f]{16})", module.__doc__).group(1)

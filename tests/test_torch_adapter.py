@@ -69,7 +69,22 @@ def test_adapter_errors(generated_module):
         rnn(torch.zeros(5, 3, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"state: expected 2 tensor\(s\) of shape \(1, 3, 4\)"):
         rnn(torch.zeros(5, 3, 2), (torch.zeros(1, 3, 4),))
-    with pytest.raises(ValueError, match="x: expected a 3-D tensor"):
+    with pytest.raises(ValueError, match=r"x: expected a 3-D tensor, got shape \(5, 2\)"):
         rnn(torch.zeros(5, 2))
+    with pytest.raises(TypeError, match=r"x: expected a torch\.Tensor \(T, B, I\), got ndarray"):
+        rnn(np.zeros((5, 3, 2), dtype=np.float32))
     with pytest.raises(TypeError, match=r"dtype: expected torch\.float32 or torch\.float64"):
         TorchRecurrent(generated_module("lstm"), 2, 4, dtype=torch.float16)
+
+
+def test_double_backward_raises_instead_of_dropping_the_second_order_term(generated_module):
+    """A gradient penalty needs the derivative of the backward pass, which the kernels do not provide: torch must
+    say so (it used to return a gradient without the second-order term, off by 0.034 against nn.LSTM)."""
+    rnn = TorchRecurrent(generated_module("lstm"), 2, 3, dtype=torch.float64, seed=0)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    out, _ = rnn(x)
+    for loss in (out.sum(), (out**2).sum()):  # dy constant, and dy depending on the parameters
+        with pytest.raises(RuntimeError, match=r"lstm: create_graph=True \(double backward\) is not supported"):
+            torch.autograd.grad(loss, x, create_graph=True, retain_graph=True)
+    (gx,) = torch.autograd.grad(out.sum(), x)  # once-differentiable use is unchanged
+    assert gx.shape == x.shape
