@@ -30,6 +30,7 @@ from step t+1); d_v is dL/dv:
     d_hR_n = d_a_n*r
     d_h_prev = dnext_h*z
     d_b_rn = d_a_n*r
+    d_h_prev += d_hR R^T  (one GEMM per step over the blocks r, z, n of R, after the loop)
     d_xW_r = d_hR_r = d_a_r
     d_xW_z = d_hR_z = d_a_z
     d_xW_n = d_a_n
@@ -193,6 +194,7 @@ def _backward_kernel(dy, x, lengths, W, R, b_rn__vec, h__seq, gate_seq, hR_n__se
         #   d_hR_n = d_a_n*r
         #   d_h_prev = dnext_h*z
         #   d_b_rn = d_a_n*r
+        #   d_h_prev += d_hR R^T  (one GEMM per step over the blocks r, z, n of R, after the loop)
         #   d_xW_r = d_hR_r = d_a_r
         #   d_xW_z = d_hR_z = d_a_z
         #   d_xW_n = d_a_n

@@ -29,6 +29,7 @@ from step t+1); d_v is dL/dv:
     d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
     d_a_r = dnext_src_n*h_prev*r*(1 - r)
     d_h_prev = dnext_h*z + dnext_src_n*r
+    d_h_prev += d_hR R^T  (one GEMM per step over the blocks r, z of R, after the loop)
     d_xW_r = d_hR_r = d_a_r
     d_xW_z = d_hR_z = d_a_z
     d_xW_n = d_hR_n = d_a_n
@@ -228,6 +229,7 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, src_n__seq, h__grad
         #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
         #   d_a_r = dnext_src_n*h_prev*r*(1 - r)
         #   d_h_prev = dnext_h*z + dnext_src_n*r
+        #   d_h_prev += d_hR R^T  (one GEMM per step over the blocks r, z of R, after the loop)
         #   d_xW_r = d_hR_r = d_a_r
         #   d_xW_z = d_hR_z = d_a_z
         #   d_xW_n = d_hR_n = d_a_n

@@ -34,7 +34,7 @@ from step t+1); d_v is dL/dv:
     d_a_f = c_prev*d_c*f*(1 - f)
     d_a_i = d_c*g*i*(1 - i)
     d_c_prev = d_c*f
-    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, f, g, o of R, after the loop)
     d_xW_i = d_hR_i = d_a_i
     d_xW_f = d_hR_f = d_a_f
     d_xW_g = d_hR_g = d_a_g
@@ -212,7 +212,7 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, c__seq, gate_seq, tanh_c__seq
         #   d_a_f = c_prev*d_c*f*(1 - f)
         #   d_a_i = d_c*g*i*(1 - i)
         #   d_c_prev = d_c*f
-        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, f, g, o of R, after the loop)
         #   d_xW_i = d_hR_i = d_a_i
         #   d_xW_f = d_hR_f = d_a_f
         #   d_xW_g = d_hR_g = d_a_g

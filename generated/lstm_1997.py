@@ -30,7 +30,7 @@ from step t+1); d_v is dL/dv:
     d_a_o = dnext_h*o*squash_h_c*(1 - o)
     d_a_g = d_c*i*(1 - g**2/4)
     d_a_i = d_c*g*i*(1 - i)
-    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, g, o of R, after the loop)
     d_xW_i = d_hR_i = d_a_i
     d_xW_g = d_hR_g = d_a_g
     d_xW_o = d_hR_o = d_a_o
@@ -207,7 +207,7 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, c__seq, gate_seq, squash_h_c_
         #   d_a_o = dnext_h*o*squash_h_c*(1 - o)
         #   d_a_g = d_c*i*(1 - g**2/4)
         #   d_a_i = d_c*g*i*(1 - i)
-        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, g, o of R, after the loop)
         #   d_xW_i = d_hR_i = d_a_i
         #   d_xW_g = d_hR_g = d_a_g
         #   d_xW_o = d_hR_o = d_a_o

@@ -33,7 +33,7 @@ from step t+1); d_v is dL/dv:
     d_c_prev = d_a_f*p_f + d_c*f
     d_p_f = c_prev*d_a_f
     d_p_o = c*d_a_o
-    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_h_prev = d_hR R^T  (one GEMM per step over the blocks f, g, o of R, after the loop)
     d_xW_f = d_hR_f = d_a_f
     d_xW_g = d_hR_g = d_a_g
     d_xW_o = d_hR_o = d_a_o
@@ -203,7 +203,7 @@ def _backward_kernel(dy, x, lengths, W, R, p_f__vec, p_o__vec, h__seq, c__seq, g
         #   d_c_prev = d_a_f*p_f + d_c*f
         #   d_p_f = c_prev*d_a_f
         #   d_p_o = c*d_a_o
-        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_h_prev = d_hR R^T  (one GEMM per step over the blocks f, g, o of R, after the loop)
         #   d_xW_f = d_hR_f = d_a_f
         #   d_xW_g = d_hR_g = d_a_g
         #   d_xW_o = d_hR_o = d_a_o

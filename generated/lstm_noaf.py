@@ -36,7 +36,7 @@ from step t+1); d_v is dL/dv:
     d_p_i = c_prev*d_a_i
     d_p_f = c_prev*d_a_f
     d_p_o = c*d_a_o
-    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, f, g, o of R, after the loop)
     d_xW_i = d_hR_i = d_a_i
     d_xW_f = d_hR_f = d_a_f
     d_xW_g = d_hR_g = d_a_g
@@ -216,7 +216,7 @@ def _backward_kernel(dy, x, lengths, W, R, p_i__vec, p_f__vec, p_o__vec, h__seq,
         #   d_p_i = c_prev*d_a_i
         #   d_p_f = c_prev*d_a_f
         #   d_p_o = c*d_a_o
-        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, f, g, o of R, after the loop)
         #   d_xW_i = d_hR_i = d_a_i
         #   d_xW_f = d_hR_f = d_a_f
         #   d_xW_g = d_hR_g = d_a_g

@@ -32,7 +32,7 @@ from step t+1); d_v is dL/dv:
     d_c_prev = d_a_f*p_f + d_a_i*p_i + d_c*f
     d_p_i = c_prev*d_a_i
     d_p_f = c_prev*d_a_f
-    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, f, g of R, after the loop)
     d_xW_i = d_hR_i = d_a_i
     d_xW_f = d_hR_f = d_a_f
     d_xW_g = d_hR_g = d_a_g
@@ -198,7 +198,7 @@ def _backward_kernel(dy, x, lengths, W, R, p_i__vec, p_f__vec, h__seq, c__seq, g
         #   d_c_prev = d_a_f*p_f + d_a_i*p_i + d_c*f
         #   d_p_i = c_prev*d_a_i
         #   d_p_f = c_prev*d_a_f
-        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_h_prev = d_hR R^T  (one GEMM per step over the blocks i, f, g of R, after the loop)
         #   d_xW_i = d_hR_i = d_a_i
         #   d_xW_f = d_hR_f = d_a_f
         #   d_xW_g = d_hR_g = d_a_g

@@ -21,7 +21,7 @@ Forward, per step t and unit j:
 Backward, derived by SymPy (dnext_s is the gradient on the new state s: dy_t plus the error carried
 from step t+1); d_v is dL/dv:
     d_a_g = dnext_h*(1 - g**2)
-    d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+    d_h_prev = d_hR R^T  (one GEMM per step over the blocks g of R, after the loop)
     d_xW_g = d_hR_g = d_a_g
     dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  dR = sum_t h_{t-1}^T d_hR;  db = sum_t,batch d_xW
 """
@@ -140,7 +140,7 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_g = dnext_h*(1 - g**2)
-        #   d_h_prev = d_hR R^T  (one GEMM per step, after the loop)
+        #   d_h_prev = d_hR R^T  (one GEMM per step over the blocks g of R, after the loop)
         #   d_xW_g = d_hR_g = d_a_g
         for nb in range(batch):
             if t >= lengths[nb]:

@@ -58,6 +58,39 @@ class Derivation:
     analysis: SingleUnitAnalysis
     display: dict[sympy.Symbol, sympy.Expr]
 
+    def backward_lines(self) -> tuple[BackwardLine, ...]:
+        """What ``lstmgen derive`` prints under Backward, in order: every derived adjoint, then the adjoints of
+        the step's inputs that are aliases (δxW_k = δa_k); δh_{t−1} carries the recurrent GEMM's terms."""
+        backward = self.backward
+        forward = backward.forward
+        d_h_prev = adjoint_symbol(dict(forward.prev)[self.spec.output_state])
+        late = {gate for gate, _ in forward.sources}
+        recurrent = tuple(
+            (gate, backward.output(hr))
+            for gate, hr in forward.hR
+            if backward.recurrent_gemm and gate not in late and backward.output(hr) != 0
+        )
+        lines = [BackwardLine(a.lhs, a.rhs, recurrent if a.lhs == d_h_prev else ()) for a in self.adjoints]
+        defined = {a.lhs for a in self.adjoints}
+        for d_sym, expr in self.outputs:
+            if d_sym not in defined:
+                lines.append(BackwardLine(d_sym, expr, recurrent if d_sym == d_h_prev else ()))
+        return tuple(lines)
+
+
+@dataclass(frozen=True)
+class BackwardLine:
+    """One printed line of the backward step: ``lhs = elementwise + Σ_k adjoint_k R_kᵀ``.
+
+    ``recurrent`` holds ``(gate, δhR_k)`` for each block of R that multiplies h_{t−1} (not for a block applied
+    mid-step, whose product arrives through the seed of its source): it is non-empty only on the line of
+    δh_{t−1}, under the full gradient, where the kernel adds the per-step GEMM δhR Rᵀ.
+    """
+
+    lhs: sympy.Symbol
+    elementwise: sympy.Expr
+    recurrent: tuple[tuple[str, sympy.Expr], ...] = ()
+
 
 def build_derivation(spec: CellSpec, gradient: GradientMode = "full") -> Derivation:
     """Derive everything about ``spec`` that the printers show."""

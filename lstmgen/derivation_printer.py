@@ -223,30 +223,17 @@ class _Renderer:
         return [(self.sym(a.lhs), self.expr(a.rhs)) for a in self.d.forward if a.role != "source"]
 
     def backward_lines(self) -> list[tuple[str, str]]:
-        lines = [(self.sym(a.lhs), self.expr(a.rhs)) for a in self.d.adjoints]
-        defined = {a.lhs for a in self.d.adjoints}
-        backward = self.d.backward
-        h_prev = dict(backward.forward.prev)[backward.forward.spec.output_state]
-        for d_sym, e in self.d.outputs:
-            if d_sym in defined:
-                continue
-            if d_sym == unit_symbol(f"d_{h_prev}") and backward.recurrent_gemm:
-                rec = self._sum_over_gates("recurrent")
-                lines.append((self.sym(d_sym), (self.expr(e) + " + " if e != 0 else "") + rec))
-            else:
-                lines.append((self.sym(d_sym), self.expr(e)))
+        lines = []
+        for line in self.d.backward_lines():
+            terms = [] if line.elementwise == 0 and line.recurrent else [self.expr(line.elementwise)]
+            terms += [self._recurrent_product(gate, adjoint) for gate, adjoint in line.recurrent]
+            lines.append((self.sym(line.lhs), " + ".join(terms)))
         return lines
 
-    def _sum_over_gates(self, kind: str) -> str:
-        terms = []
-        for g in self.d.weight_gradients:
-            if g.kind == kind and g.adjoint != 0:
-                k = g.gate
-                if self.fmt == "text":
-                    terms.append(f"{self.expr(g.adjoint)}·R_{k}ᵀ")
-                else:
-                    terms.append(rf"{self.expr(g.adjoint)}\, R_{{{k}}}^{{\top}}")
-        return " + ".join(terms) or "0"
+    def _recurrent_product(self, gate: str, adjoint: sympy.Expr) -> str:
+        if self.fmt == "text":
+            return f"{self.expr(adjoint)}·R_{gate}ᵀ"
+        return rf"{self.expr(adjoint)}\, R_{{{gate}}}^{{\top}}"
 
     def gradient_lines(self) -> list[tuple[str, str]]:
         lines = []

@@ -428,12 +428,16 @@ class _Layout:
         defined = set(backward.adjoints.targets)
         groups: dict[sympy.Expr, list[str]] = {}
         text = []
+        blocks = ", ".join(self.spec.gates[k].name for k in self.early_gates)
+        gemm = f"d_hR R^T  (one GEMM per step over the blocks {blocks} of R, after the loop)"
         for sym, expr in backward.outputs:
-            if adjoint_symbol(sym) in defined:
-                continue
             if sym == self.h_prev and backward.recurrent_gemm:
-                elementwise = "" if expr == 0 else f"{print_text(expr)} + "
-                text.append(f"d_{sym} = {elementwise}d_hR R^T  (one GEMM per step, after the loop)")
+                if adjoint_symbol(sym) in defined:  # its elementwise part is printed above
+                    text.append(f"d_{sym} += {gemm}")
+                else:
+                    text.append(f"d_{sym} = {'' if expr == 0 else f'{print_text(expr)} + '}{gemm}")
+                continue
+            if adjoint_symbol(sym) in defined:
                 continue
             groups.setdefault(expr, []).append(str(adjoint_symbol(sym)))
         return text + [" = ".join([*names, print_text(expr)]) for expr, names in groups.items()]

@@ -133,3 +133,61 @@ def test_full_gate_recurrence_seeds_the_fed_back_gates():
 def test_unknown_gradient_mode_is_refused():
     with pytest.raises(ValueError, match="gradient"):
         derive_backward(build_forward_equations(LSTM), "approximate")
+
+
+def _example_specs():
+    from conftest import REPO
+
+    from lstmgen.spec_file import load_spec_file
+
+    return [load_spec_file(path) for path in sorted((REPO / "examples").glob("*.toml"))]
+
+
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+@pytest.mark.parametrize("spec", [*VARIANTS.values(), *_example_specs()], ids=lambda s: s.name)
+def test_printed_backward_is_what_the_kernel_computes(spec, gradient):
+    """Every printed adjoint, δh_{t-1} with its recurrent GEMM terms included, equals the derived value the
+    kernel computes (the GRU's δh_{t-1} once lost its δa R^T terms in print while the kernel had them)."""
+    from lstmgen.derivation import build_derivation
+    from lstmgen.derivation_printer import render_derivation
+
+    derivation = build_derivation(spec, gradient)
+    backward = derivation.backward
+    forward = backward.forward
+    lines = derivation.backward_lines()
+    by_lhs = {line.lhs: line for line in lines}
+    assert len(by_lhs) == len(lines), "an adjoint is printed twice"
+    RT = {gate: sympy.Symbol(f"RT_{gate}", commutative=False) for gate, _ in forward.hR}
+
+    value_of: dict[sympy.Symbol, sympy.Expr] = {}
+    for a in backward.adjoints:
+        value_of[a.lhs] = a.rhs.xreplace(value_of)
+
+    def printed(line):
+        total = line.elementwise + sum((adj * RT[gate] for gate, adj in line.recurrent), sympy.Integer(0))
+        return total.xreplace(value_of)
+
+    for a in backward.adjoints:
+        assert by_lhs[a.lhs].elementwise == a.rhs
+    h_prev = dict(forward.prev)[spec.output_state]
+    early = [g.name for g in spec.gates if not g.recurrent_source]
+    for value in forward.inputs():
+        # The kernel: the elementwise adjoint, plus for h_{t-1} (full gradient) the GEMM over the blocks of R
+        # that multiply h_{t-1}.
+        expected = backward.expanded(value)
+        if value == h_prev and gradient == "full":
+            expected += sum((backward.expanded(dict(forward.hR)[k]) * RT[k] for k in early), sympy.Integer(0))
+        got = printed(by_lhs[unit_symbol(f"d_{value}")])
+        assert sympy.expand(got - expected) == 0, f"printed d_{value} differs from the kernel's"
+    text = render_derivation(derivation, "text", "modern", False)
+    body = text.split("Backward", 1)[1].split("Weight gradients", 1)[0]
+    assert sum(" = " in row for row in body.splitlines()) == len(lines)
+
+
+def test_printed_gru_carried_error_has_every_recurrent_term():
+    from lstmgen.derivation import build_derivation
+    from lstmgen.derivation_printer import render_derivation
+
+    text = render_derivation(build_derivation(VARIANTS["gru"]), "text", "modern", False)
+    (line,) = [row for row in text.splitlines() if row.strip().startswith("δh[t-1] =")]
+    assert line.strip() == "δh[t-1] = δh[t]·z[t] + δa_r[t]·R_rᵀ + δa_z[t]·R_zᵀ + δ(h R)_n[t]·R_nᵀ"
