@@ -8,11 +8,15 @@ not cover (a GRU's r, z, n) print in the modern form.
 
 from __future__ import annotations
 
+import re
+
 import sympy
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from lstmgen.derivation import Derivation, WeightGradient
-from lstmgen.error_flow import JacobianBlock
+from lstmgen.error_flow import FEEDBACK, JacobianBlock
 from lstmgen.forward_equations import unit_symbol
 
 FORMATS = ("latex", "markdown", "text")
@@ -209,25 +213,54 @@ class _Renderer:
         self.show = {**{k: v for k, v in derivation.display.items() if not str(k).startswith("src_")}, **self.expand_xw}
         self._defined = set(derivation.backward.adjoints.targets)
 
-    def expr(self, e: sympy.Expr) -> str:
+    def expr(self, e: sympy.Expr, breakable: bool = False) -> str:
+        """``e`` printed; ``breakable``: LaTeX with a possible line break before each top-level term."""
         e = e.xreplace(self.show)
         if self.fmt == "text":
             return self.names.expression_text(e)
-        return sympy.latex(e, symbol_names=self.names.latex)
+        if not (breakable and isinstance(e, sympy.Add)):
+            return sympy.latex(e, symbol_names=self.names.latex)
+        printer = LatexPrinter({"symbol_names": self.names.latex})
+        pieces = []
+        for k, term in enumerate(printer._as_ordered_terms(e)):
+            negative = term.could_extract_minus_sign()
+            body = printer._print(-term if negative else term)
+            pieces.append(("- " if negative else "" if k == 0 else "+ ") + body)
+        return _BREAK.join(pieces)
+
+    def diag(self, e: sympy.Expr) -> str:
+        """diag(e); in LaTeX a long product opens its largest sum as \\Bigl( \\Bigr), which may break."""
+        if self.fmt == "text":
+            return f"diag({self.expr(e)})"
+        plain = self.expr(e)
+        shown = e.xreplace(self.show)
+        sums = [f for f in sympy.Mul.make_args(shown) if isinstance(f, sympy.Add)]
+        if _glyphs(plain) <= _ROW_GLYPHS // 2 or not sums:
+            return rf"\operatorname{{diag}}\left({plain}\right)"
+        printer = LatexPrinter({"symbol_names": self.names.latex})
+        widest = max(sums, key=lambda f: len(printer._print(f)))
+        rest = sympy.Mul(*(f for f in sympy.Mul.make_args(shown) if f is not widest), evaluate=False)
+        head = "" if rest == 1 else ("-" if rest == -1 else printer.parenthesize(rest, PRECEDENCE["Mul"]))
+        return rf"\operatorname{{diag}}\Bigl({head} \Bigl({self.expr(widest, breakable=True)}\Bigr)\Bigr)"
+
+    @property
+    def plus(self) -> str:
+        """The top-level + between terms built here: a possible line break in LaTeX."""
+        return " + " if self.fmt == "text" else f"{_BREAK}+ "
 
     def sym(self, s: sympy.Symbol) -> str:
         return self.names.text[s] if self.fmt == "text" else self.names.latex.get(s, sympy.latex(s))
 
     # ------------------------------------------------------------------------------------------- sections
     def forward_lines(self) -> list[tuple[str, str]]:
-        return [(self.sym(a.lhs), self.expr(a.rhs)) for a in self.d.forward if a.role != "source"]
+        return [(self.sym(a.lhs), self.expr(a.rhs, breakable=True)) for a in self.d.forward if a.role != "source"]
 
     def backward_lines(self) -> list[tuple[str, str]]:
         lines = []
         for line in self.d.backward_lines():
-            terms = [] if line.elementwise == 0 and line.recurrent else [self.expr(line.elementwise)]
+            terms = [] if line.elementwise == 0 and line.recurrent else [self.expr(line.elementwise, breakable=True)]
             terms += [self._recurrent_product(gate, adjoint) for gate, adjoint in line.recurrent]
-            lines.append((self.sym(line.lhs), " + ".join(terms)))
+            lines.append((self.sym(line.lhs), self.plus.join(terms)))
         return lines
 
     def _recurrent_product(self, gate: str, adjoint: sympy.Expr) -> str:
@@ -241,7 +274,7 @@ class _Renderer:
         lines.append(
             (
                 "dL/dx_t" if text else r"\frac{\partial L}{\partial x_t}",
-                " + ".join(self._matrix_product(g, "W") for g in self._grads("input")),
+                self.plus.join(self._matrix_product(g, "W") for g in self._grads("input")),
             )
         )
         for g in self.d.weight_gradients:
@@ -294,33 +327,35 @@ class _Renderer:
 
     def _jacobian_lhs(self, b: JacobianBlock) -> str:
         target = self.sym(unit_symbol(b.target))
-        source = self.sym(unit_symbol(f"{b.source}_prev"))
+        if b.source == FEEDBACK:
+            source = "γ[t-1]" if self.fmt == "text" else r"\gamma_{t-1}"
+        else:
+            source = self.sym(unit_symbol(f"{b.source}_prev"))
         return f"∂{target}/∂{source}" if self.fmt == "text" else rf"\frac{{\partial {target}}}{{\partial {source}}}"
 
     def _jacobian_rhs(self, b: JacobianBlock) -> str:
         text = self.fmt == "text"
         terms = []
         if b.diagonal != 0:
-            terms.append(
-                f"diag({self.expr(b.diagonal)})"
-                if text
-                else rf"\operatorname{{diag}}\left({self.expr(b.diagonal)}\right)"
-            )
+            terms.append(self.diag(b.diagonal))
         for gate, coefficient in b.recurrent:
-            terms.append(
-                f"diag({self.expr(coefficient)})·R_{gate}ᵀ"
-                if text
-                else rf"\operatorname{{diag}}\left({self.expr(coefficient)}\right) R_{{{gate}}}^{{\top}}"
-            )
+            terms.append(self._times_transposed(coefficient, "R", gate))
         for gate, coefficient, inner in b.through_sources:
-            inner_rhs = self._jacobian_rhs(inner)
+            inner_rhs = self._jacobian_rhs(inner).replace(_BREAK, " ")  # no break inside \left( \right)
             terms.append(
-                f"diag({self.expr(coefficient)})·R_{gate}ᵀ·({inner_rhs})"
+                f"{self.diag(coefficient)}·R_{gate}ᵀ·({inner_rhs})"
                 if text
-                else rf"\operatorname{{diag}}\left({self.expr(coefficient)}\right) R_{{{gate}}}^{{\top}}"
-                rf"\left({inner_rhs}\right)"
+                else rf"{self.diag(coefficient)} R_{{{gate}}}^{{\top}}\left({inner_rhs}\right)"
             )
-        return " + ".join(terms) or "0"
+        for gate, coefficient in b.feedback:
+            terms.append(self._times_transposed(coefficient, "Q", gate))
+        return self.plus.join(terms) or "0"
+
+    def _times_transposed(self, coefficient: sympy.Expr, matrix: str, gate: str) -> str:
+        """diag(coefficient) M_gateᵀ."""
+        if self.fmt == "text":
+            return f"{self.diag(coefficient)}·{matrix}_{gate}ᵀ"
+        return rf"{self.diag(coefficient)} {matrix}_{{{gate}}}^{{\top}}"
 
     def analysis_lines(self) -> list[str]:
         """The 1997 single-unit analysis and what it says of this cell, as prose with inline math."""
@@ -369,6 +404,16 @@ class _Renderer:
                         + m(sympy.Integer(1))
                         + prose(" exactly: the cell meets the constant-error-carousel condition.")
                     )
+                elif any(other.source == FEEDBACK for other in self.d.jacobian):
+                    lines.append(
+                        head
+                        + (self.expr(value) if text else f"${self.expr(value)}$")
+                        + prose(
+                            ": the factor of the direct path only. The fed-back gates carry the error on other "
+                            "paths too (the blocks of the previous step's gate values above, through Q), so the "
+                            "carried error is not this factor alone on every step."
+                        )
+                    )
                 else:
                     lines.append(
                         head
@@ -408,18 +453,13 @@ class _Renderer:
             out = [f"# {spec.name}", "", f"{spec.description}. {spec.paper}.", ""]
             for title, note, lines in sections:
                 out += [f"## {title}", "", note, ""]
-                for lhs, rhs in lines:
-                    out += ["```math", f"{lhs} = {rhs}", "```", ""]
+                out += _markdown_math(lines)
             out += [_markdown_prose(line) for line in self.analysis_lines()]
             return "\n".join(out) + "\n"
         body = []
         for title, note, lines in sections:
             heading = rf"\section*{{{title}}}" if standalone else f"% {title}"
-            body += [heading, _latex_prose(note), r"\begin{align*}"]
-            body += [rf"  {lhs} &= {rhs} \\" for lhs, rhs in lines[:-1]] + [
-                rf"  {lhs} &= {rhs}" for lhs, rhs in lines[-1:]
-            ]
-            body += [r"\end{align*}", ""]
+            body += [heading, _latex_prose(note), *_latex_align(lines), ""]
         body += [line + "\n" for line in self.analysis_lines()]
         if not standalone:
             return "\n".join(body) + "\n"
@@ -427,10 +467,11 @@ class _Renderer:
             "\n".join(
                 [
                     r"\documentclass[10pt]{article}",
+                    r"\usepackage[margin=2cm]{geometry}",
                     r"\usepackage{amsmath,amssymb}",
                     r"\allowdisplaybreaks",
                     rf"\title{{{latex_escape(spec.name)}: {latex_escape(spec.description)}}}",
-                    rf"\author{{{latex_escape(spec.paper)}}}",
+                    rf"\author{{\parbox{{0.9\textwidth}}{{\centering {latex_escape(spec.paper)}}}}}",  # wraps
                     r"\date{Derived by lstmgen}",
                     r"\begin{document}",
                     r"\maketitle",
@@ -440,6 +481,49 @@ class _Renderer:
             )
             + "\n"
         )
+
+
+#: Marks a possible line break before a top-level term of a LaTeX right-hand side (never printed).
+_BREAK = "\x1f"
+#: Width of one row of an align* in the standalone document (2 cm margins, 10 pt), in estimated glyphs.
+_ROW_GLYPHS = 80
+
+
+def _glyphs(latex: str) -> int:
+    """A rough width of LaTeX math in glyphs: a command is one glyph, braces, scripts and spacing none."""
+    latex = re.sub(r"\\(?:left|right)\b", "", latex)
+    latex = re.sub(r"\\operatorname\{(\w+)\}", r"\1", latex)
+    latex = re.sub(r"\\[A-Za-z]+", "x", latex)
+    return len(re.sub(r"[{}^_\s\\,]", "", latex))
+
+
+def _latex_rows(lhs: str, rhs: str) -> list[str]:
+    """One equation as rows of an align*: the terms of ``rhs`` packed into rows that fit the page."""
+    rows: list[list[str]] = [[]]
+    budget, used = _ROW_GLYPHS - _glyphs(lhs), 0
+    for piece in rhs.split(_BREAK):
+        width = _glyphs(piece)
+        if rows[-1] and used + width > budget:
+            rows.append([])
+            budget, used = _ROW_GLYPHS - 4, 0  # continuation rows start after a \quad
+        rows[-1].append(piece)
+        used += width
+    first, *rest = (" ".join(row) for row in rows)
+    return [f"  {lhs} &= {first}", *(rf"  &\quad {row}" for row in rest)]
+
+
+def _latex_align(lines: list[tuple[str, str]]) -> list[str]:
+    """Equations as one align* environment, long ones broken between terms."""
+    rows = [row for lhs, rhs in lines for row in _latex_rows(lhs, rhs)]
+    return [r"\begin{align*}", *(rf"{row} \\" for row in rows[:-1]), *rows[-1:], r"\end{align*}"]
+
+
+def _markdown_math(lines: list[tuple[str, str]]) -> list[str]:
+    """Equations as GitHub math blocks (no line breaks: the page scrolls)."""
+    out = []
+    for lhs, rhs in lines:
+        out += ["```math", f"{lhs} = {rhs.replace(_BREAK, ' ')}", "```", ""]
+    return out
 
 
 def _latex_prose(line: str) -> str:
@@ -466,8 +550,5 @@ def render_error_flow(derivation: Derivation, fmt: str = "text", notation: str =
             "\n".join([title, "", *(f"  {lhs} = {rhs}" for lhs, rhs in lines), "", *renderer.analysis_lines()]) + "\n"
         )
     if fmt == "markdown":
-        blocks = [f"```math\n{lhs} = {rhs}\n```" for lhs, rhs in lines]
-        return "\n\n".join([f"## {title}", *blocks, *renderer.analysis_lines()]) + "\n"
-    body = [rf"  {lhs} &= {rhs} \\" for lhs, rhs in lines]
-    body[-1] = body[-1].removesuffix(r" \\")
-    return "\n".join([f"% {title}", r"\begin{align*}", *body, r"\end{align*}", "", *renderer.analysis_lines()]) + "\n"
+        return "\n".join([f"## {title}", "", *_markdown_math(lines), *renderer.analysis_lines()]) + "\n"
+    return "\n".join([f"% {title}", *_latex_align(lines), "", *renderer.analysis_lines()]) + "\n"

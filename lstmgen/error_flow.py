@@ -37,17 +37,41 @@ class JacobianBlock:
     diagonal: sympy.Expr
     recurrent: tuple[tuple[str, sympy.Expr], ...]
     through_sources: tuple[tuple[str, sympy.Expr, JacobianBlock], ...] = ()
+    feedback: tuple[tuple[str, sympy.Expr], ...] = ()
+
+
+#: Name of the source block of the fed-back gate values γ_{t−1} (all of them, in ``spec.feedback`` order).
+FEEDBACK = "gamma"
 
 
 def state_jacobian(spec: CellSpec, gradient: GradientMode = "full") -> tuple[JacobianBlock, ...]:
-    """Every block ∂s_t/∂s'_{t−1} of the one-step Jacobian of the carried state."""
+    """Every block ∂s_t/∂s'_{t−1} of the one-step Jacobian of the carried state.
+
+    With gate feedback (``spec.feedback``) under the full gradient, the previous step's fed-back gate values
+    γ_{t−1} are carried state too: each fed-back gate is also a target, and γ (source :data:`FEEDBACK`) a
+    source whose blocks are Σ_k diag(coefficient_k) Q_kᵀ. The truncated gradient cuts that path as it cuts
+    h_{t−1} R.
+    """
     forward = build_forward_equations(spec)
     backward = derive_backward(forward, gradient)
+    fed_back = list(spec.feedback) if backward.recurrent_gemm else []
     blocks = []
-    for target, _ in forward.new:
+    for target in [*(name for name, _ in forward.new), *fed_back]:
         for source, _ in forward.prev:
             blocks.append(_block(backward, f"dnext_{target}", target, source))
+        if fed_back:
+            blocks.append(_feedback_block(backward, f"dnext_{target}", target))
     return tuple(blocks)
+
+
+def _feedback_block(backward: BackwardEquations, seed: str, target: str) -> JacobianBlock:
+    unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
+    feedback = []
+    for gate, gq in backward.forward.gQ:
+        coefficient = sympy.factor_terms(sympy.simplify(backward.expanded(gq).xreplace(unit)))
+        if coefficient != 0:
+            feedback.append((gate, coefficient))
+    return JacobianBlock(target, FEEDBACK, sympy.Integer(0), (), (), tuple(feedback))
 
 
 def _block(backward: BackwardEquations, seed: str, target: str, source: str) -> JacobianBlock:

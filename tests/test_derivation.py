@@ -191,3 +191,25 @@ def test_printed_gru_carried_error_has_every_recurrent_term():
     text = render_derivation(build_derivation(VARIANTS["gru"]), "text", "modern", False)
     (line,) = [row for row in text.splitlines() if row.strip().startswith("δh[t-1] =")]
     assert line.strip() == "δh[t-1] = δh[t]·z[t] + δa_r[t]·R_rᵀ + δa_z[t]·R_zᵀ + δ(h R)_n[t]·R_nᵀ"
+
+
+def test_error_flow_of_the_fed_back_gates_is_derived():
+    """lstm_fgr carries the previous step's i, f, o (through Q): they are targets and a source of the Jacobian."""
+    from lstmgen.derivation import build_derivation
+    from lstmgen.derivation_printer import render_error_flow
+    from lstmgen.error_flow import FEEDBACK, state_jacobian
+
+    spec = VARIANTS["lstm_fgr"]
+    blocks = {(b.target, b.source): b for b in state_jacobian(spec)}
+    assert set(blocks) == {(t, s) for t in ("h", "c", "i", "f", "o") for s in ("h", "c", FEEDBACK)}
+    i_, f_, g_, c_prev_ = S("i"), S("f"), S("g"), S("c_prev")
+    # Oracles from the chain rule by hand: a_i reads gQ_i, a_f reads gQ_f; c = f c_prev + i g.
+    assert dict(blocks[("i", FEEDBACK)].feedback) == {"i": i_ * (1 - i_)}
+    expected_c = {"i": g_ * i_ * (1 - i_), "f": c_prev_ * f_ * (1 - f_)}
+    got_c = dict(blocks[("c", FEEDBACK)].feedback)
+    assert set(got_c) == set(expected_c)
+    assert all(sympy.simplify(got_c[k] - expected_c[k]) == 0 for k in expected_c)
+    assert not any(b.source == FEEDBACK for b in state_jacobian(spec, "truncated"))
+    text = render_error_flow(build_derivation(spec))
+    assert "∂c[t]/∂γ[t-1] = diag(g[t]·i[t]·(1 - i[t]))·Q_iᵀ + diag(c[t-1]·f[t]·(1 - f[t]))·Q_fᵀ" in text
+    assert "the factor of the direct path only" in text and "scaled by this factor on every step" not in text

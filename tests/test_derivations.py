@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -21,6 +22,8 @@ from lstmgen.forward_equations import build_forward_equations, unit_symbol
 from lstmgen.variants import VARIANTS
 
 S = unit_symbol
+#: pdflatex's overfull-box warnings allowed in a derivation document, in points (a hair; the bug was 278-790).
+MAX_OVERFULL_PT = 2.0
 
 
 def needs_pdflatex():
@@ -47,6 +50,10 @@ def test_standalone_document_compiles(tmp_path, name, notation):
     errors = [line for line in run.stdout.splitlines() if line.startswith("!")]
     assert run.returncode == 0 and not errors, "\n".join(errors) or run.stdout[-2000:]
     assert (tmp_path / "doc.pdf").read_bytes().startswith(b"%PDF")
+    # The document fits the page: no line sticks out into the margin by more than a hair.
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    overfull = [float(w) for w in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\)", log)]
+    assert max(overfull, default=0.0) <= MAX_OVERFULL_PT, f"overfull boxes of {overfull} pt"
 
 
 @pytest.mark.parametrize("gradient", ["full", "truncated"])
