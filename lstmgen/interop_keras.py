@@ -83,6 +83,13 @@ def params_to_keras(variant: str, params: dict[str, np.ndarray]) -> tuple[str, l
         raise ValueError(f"variant: Keras has no layer for {variant!r}; expected one of {sorted(types)}")
     layer_type = types[variant]
     order, gates = KERAS_GATES[layer_type], CELL_GATES[variant]
+    keys = {"W", "R", "b", *({"b_rn"} if variant == "gru" else ())}
+    if not isinstance(params, dict) or set(params) != keys:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params: expected the {variant} parameters {sorted(keys)}, got {got}")
+    for name in keys:
+        if not isinstance(params[name], np.ndarray):
+            raise TypeError(f"params[{name!r}]: expected a numpy array, got {type(params[name]).__name__}")
     hidden = params["R"].shape[0]
 
     def block(a: np.ndarray, gate: str) -> np.ndarray:

@@ -5,13 +5,20 @@ recurrent biases) and, for the LSTM, peepholes ``P[d] (3H,)``; gate blocks in th
 z,r,h (GRU). The cells: LSTM -> ``lstm`` (``lstm_peephole`` when P is given), GRU with
 ``linear_before_reset=1`` -> ``gru`` (the recurrent bias of h sits inside the reset product: ``b_rn``),
 GRU with ``linear_before_reset=0`` -> ``gru_v3``, RNN -> ``rnn_tanh``. Only the default activations are mapped;
-``clip``, ``input_forget`` and other activations are refused.
+``clip``, ``input_forget=1``, ``activation_alpha``/``activation_beta`` and other activations are refused, and so is
+a ``hidden_size`` or ``direction`` that disagrees with the tensors. ``layout=1`` (batch-first X and Y) is run by
+:func:`layer_from_onnx_node` as a ``batch_first`` layer.
+
+Zero-length sequences (``sequence_lens`` 0) with an initial state: ONNX's specification leaves Y_h undefined
+and ONNX Runtime returns zeros; lstmgen returns the initial state (a sequence of length 0 keeps its state, as
+every sequence does past its length). Y is zero at every step of such a sequence in both.
 
 onnx itself is not needed here: everything is numpy arrays. :func:`from_onnx_node` reads an ``onnx.NodeProto``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -122,6 +129,14 @@ def params_to_onnx(variant: str, per_direction: list[dict[str, np.ndarray]]) -> 
     op_type = ops[variant]
     order = ONNX_GATES[op_type]
     cell_gates = "ifgo" if op_type == "LSTM" else ("rzn" if op_type == "GRU" else "g")
+    keys = {"W", "R", "b", *({"b_rn"} if variant == "gru" else ()), *(PEEPHOLES if variant == "lstm_peephole" else ())}
+    for d, p in enumerate(per_direction):
+        if not isinstance(p, dict) or set(p) != keys:
+            got = sorted(p) if isinstance(p, dict) else type(p).__name__
+            raise ValueError(f"per_direction[{d}]: expected the {variant} parameters {sorted(keys)}, got {got}")
+        for name in keys:
+            if not isinstance(p[name], np.ndarray):
+                raise TypeError(f"per_direction[{d}][{name!r}]: expected a numpy array, got {type(p[name]).__name__}")
     hidden = per_direction[0]["R"].shape[0]
 
     def block(a: np.ndarray, gate: str) -> np.ndarray:
@@ -152,11 +167,20 @@ def params_to_onnx(variant: str, per_direction: list[dict[str, np.ndarray]]) -> 
     return op_type, tensors
 
 
-def from_onnx_node(node: Any, tensors: dict[str, np.ndarray]) -> tuple[str, str, list[dict[str, np.ndarray]]]:
+@dataclass(frozen=True)
+class OnnxRecurrence:
+    """What an ONNX LSTM/GRU/RNN node computes, in lstmgen's terms."""
+
+    variant: str
+    direction: str  # "forward", "reverse" or "bidirectional"
+    params: list[dict[str, np.ndarray]]
+    layout: int  # 0: X (T, B, I) as lstmgen; 1: batch-first X (B, T, I)
+
+
+def read_onnx_node(node: Any, tensors: dict[str, np.ndarray]) -> OnnxRecurrence:
     """Read an ``onnx.NodeProto`` of LSTM/GRU/RNN whose W, R, B, P inputs are in ``tensors`` (by input name).
 
-    Returns (variant, direction, one params dict per direction); direction is "forward", "reverse" or
-    "bidirectional" (run "reverse" with the generated ``forward(..., reverse=True)``).
+    Every attribute is honoured or refused with the reason: nothing is silently ignored.
     """
     op_type = node.op_type
     if op_type not in ONNX_GATES:
@@ -171,8 +195,20 @@ def from_onnx_node(node: Any, tensors: dict[str, np.ndarray]) -> tuple[str, str,
             attrs[a.name] = a.i
         elif a.type == a.FLOAT:
             attrs[a.name] = a.f
+        elif a.type == a.FLOATS:
+            attrs[a.name] = list(a.floats)
         else:
-            attrs[a.name] = a  # anything else is unsupported and refused below if it matters
+            attrs[a.name] = a  # anything else is unsupported and refused below
+    known = {"direction", "activations", "hidden_size", "linear_before_reset", "layout", "input_forget"}
+    for name in attrs:
+        if name == "clip":
+            raise ValueError(f"node: attribute clip={attrs[name]!r} is not supported (the cells do not clip)")
+        if name in ("activation_alpha", "activation_beta"):
+            raise ValueError(
+                f"node: attribute {name}={attrs[name]!r} is not supported (the default activations take none)"
+            )
+        if name not in known:
+            raise ValueError(f"node: attribute {name!r} is not supported by {op_type}")
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"node: direction: expected forward, reverse or bidirectional, got {direction!r}")
@@ -180,9 +216,11 @@ def from_onnx_node(node: Any, tensors: dict[str, np.ndarray]) -> tuple[str, str,
     activations = attrs.get("activations", DEFAULT_ACTIVATIONS[op_type] * directions)
     if activations != DEFAULT_ACTIVATIONS[op_type] * directions:
         raise ValueError(f"node: activations: only ONNX's defaults are mapped, got {activations}")
-    for name in ("clip", "input_forget", "layout"):
-        if attrs.get(name):
-            raise ValueError(f"node: attribute {name}={attrs[name]!r} is not supported (expected it absent or 0)")
+    if attrs.get("input_forget", 0) != 0:
+        raise ValueError(f"node: attribute input_forget={attrs['input_forget']!r} is not supported (expected 0)")
+    layout = attrs.get("layout", 0)
+    if layout not in (0, 1):
+        raise ValueError(f"node: layout: expected 0 or 1, got {layout!r}")
     inputs = list(node.input) + [""] * 8
 
     def tensor(position: int) -> np.ndarray | None:
@@ -201,7 +239,39 @@ def from_onnx_node(node: Any, tensors: dict[str, np.ndarray]) -> tuple[str, str,
         tensor(7) if op_type == "LSTM" else None,
         linear_before_reset=int(attrs.get("linear_before_reset", 0)),
     )
-    return variant, direction, params
+    if len(params) != directions:
+        raise ValueError(f"node: direction={direction!r} needs {directions} direction(s) in W, got {len(params)}")
+    hidden = params[0]["R"].shape[0]
+    if "hidden_size" in attrs and attrs["hidden_size"] != hidden:
+        raise ValueError(f"node: hidden_size={attrs['hidden_size']} disagrees with R, whose shape gives H = {hidden}")
+    return OnnxRecurrence(variant, direction, params, layout)
+
+
+def from_onnx_node(node: Any, tensors: dict[str, np.ndarray]) -> tuple[str, str, list[dict[str, np.ndarray]]]:
+    """Read an ``onnx.NodeProto`` of LSTM/GRU/RNN whose W, R, B, P inputs are in ``tensors`` (by input name).
+
+    Returns (variant, direction, one params dict per direction); direction is "forward", "reverse" or
+    "bidirectional" (run "reverse" with the generated ``forward(..., reverse=True)``). A node with
+    ``layout=1`` is refused here (these parameters alone cannot say the data is batch-first): use
+    :func:`layer_from_onnx_node`, which runs it.
+    """
+    read = read_onnx_node(node, tensors)
+    if read.layout:
+        raise ValueError("node: layout=1 (batch-first) is run by layer_from_onnx_node, not from_onnx_node")
+    return read.variant, read.direction, read.params
+
+
+def layer_from_onnx_node(
+    node: Any, tensors: dict[str, np.ndarray], *, cell: ModuleType | None = None
+) -> RecurrentLayer:
+    """The :class:`RecurrentLayer` that computes an ONNX LSTM/GRU/RNN node: its direction (forward, reverse,
+    bidirectional) and its layout (``layout=1``: batch-first x and output) included.
+
+    The layer's output is (T, B, D*H) (or (B, T, D*H) batch-first): ONNX's Y (T, D, B, H) is
+    ``out.reshape(T, B, D, H).transpose(0, 2, 1, 3)``; states are (D, B, H) as ONNX's Y_h (layout 0).
+    """
+    read = read_onnx_node(node, tensors)
+    return _layer(read.variant, read.params, read.direction, cell, batch_first=read.layout == 1)
 
 
 def layer_from_onnx(
@@ -212,21 +282,48 @@ def layer_from_onnx(
     P: np.ndarray | None = None,
     *,
     linear_before_reset: int = 0,
+    direction: str | None = None,
     cell: ModuleType | None = None,
 ) -> RecurrentLayer:
-    """A one-layer :class:`RecurrentLayer` (bidirectional when W holds two directions) from ONNX tensors."""
+    """A one-layer :class:`RecurrentLayer` from ONNX tensors.
+
+    ``direction`` is the node's: "forward" (the default for one direction in W, as in ONNX), "reverse", or
+    "bidirectional" (the default, and the only choice, for two). The tensors alone cannot tell forward from
+    reverse: pass the node's direction, or use :func:`layer_from_onnx_node`.
+    """
     variant, params = params_from_onnx(op_type, W, R, B, P, linear_before_reset=linear_before_reset)
+    if direction is None:
+        direction = "bidirectional" if len(params) == 2 else "forward"
+    return _layer(variant, params, direction, cell)
+
+
+def _layer(
+    variant: str,
+    params: list[dict[str, np.ndarray]],
+    direction: str,
+    cell: ModuleType | None,
+    *,
+    batch_first: bool = False,
+) -> RecurrentLayer:
+    expected = {"forward": 1, "reverse": 1, "bidirectional": 2}
+    if direction not in expected:
+        raise ValueError(f"direction: expected forward, reverse or bidirectional, got {direction!r}")
+    if expected[direction] != len(params):
+        raise ValueError(f"direction: {direction!r} needs {expected[direction]} direction(s) in W, got {len(params)}")
     if cell is None:
         from lstmgen.loader import load
 
         cell = load(variant)
     if getattr(cell, "VARIANT", None) != variant:
         raise ValueError(f"cell: expected the generated {variant!r} module, got {cell.__name__}")
+    W = params[0]["W"]
     return RecurrentLayer(
         cell,
-        W.shape[2],
-        R.shape[2],
-        bidirectional=len(params) == 2,
+        W.shape[0],
+        params[0]["R"].shape[0],
+        bidirectional=direction == "bidirectional",
+        reverse=direction == "reverse",
+        batch_first=batch_first,
         dtype=W.dtype,
         params=[params],
     )

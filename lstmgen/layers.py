@@ -44,6 +44,8 @@ class RecurrentLayer:
         hidden_size: H, units of every layer and direction.
         num_layers: L, layers in the stack; layer l > 0 reads D*H features.
         bidirectional: D = 2 directions when True (output features D*H, forward direction first).
+        reverse: one direction that runs each sequence from its last valid step to its first (ONNX's
+            ``direction="reverse"``); not with ``bidirectional``.
         batch_first: x and the output are (B, T, features) instead of (T, B, features).
         dtype: float32 or float64 of the parameters, and of every input.
         seed: seed of the parameter initialisation (the generated module's ``init_params``).
@@ -62,6 +64,7 @@ class RecurrentLayer:
         *,
         num_layers: int = 1,
         bidirectional: bool = False,
+        reverse: bool = False,
         batch_first: bool = False,
         dtype: type | np.dtype = np.float64,
         seed: int | None = None,
@@ -79,10 +82,13 @@ class RecurrentLayer:
         self.input_size = _positive(input_size, "input_size")
         self.hidden_size = _positive(hidden_size, "hidden_size")
         self.num_layers = _positive(num_layers, "num_layers")
-        for name, flag in (("bidirectional", bidirectional), ("batch_first", batch_first)):
+        for name, flag in (("bidirectional", bidirectional), ("reverse", reverse), ("batch_first", batch_first)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name}: expected a bool, got {type(flag).__name__}")
+        if reverse and bidirectional:
+            raise ValueError("reverse: a bidirectional layer already runs both ways (expected reverse=False)")
         self.bidirectional = bool(bidirectional)
+        self.reverse = bool(reverse)
         self.batch_first = bool(batch_first)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -186,7 +192,7 @@ class RecurrentLayer:
                     self.params[layer][direction],
                     None if initial is None else initial[k],
                     lengths=lengths,
-                    reverse=direction == 1,
+                    reverse=direction == 1 or self.reverse,
                 )
                 outputs.append(y)
                 finals.append(final)

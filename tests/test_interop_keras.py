@@ -57,3 +57,8 @@ def test_keras_import_errors():
         params_from_keras("GRU", np.zeros((2, 6)), np.zeros((2, 6)), np.zeros(6))
     with pytest.raises(ValueError, match="Keras has no layer for 'lstm_peephole'"):
         params_to_keras("lstm_peephole", {})
+
+
+def test_params_to_keras_names_a_missing_parameter():
+    with pytest.raises(ValueError, match=r"params: expected the gru parameters \['R', 'W', 'b', 'b_rn'\]"):
+        params_to_keras("gru", {"W": np.zeros((2, 9)), "R": np.zeros((3, 9)), "b": np.zeros(9)})

@@ -146,3 +146,75 @@ def test_onnx_import_refuses_what_it_cannot_map():
         from_onnx_node(node, t)
     with pytest.raises(ValueError, match="ONNX has no operator for 'lstm_fgr'"):
         params_to_onnx("lstm_fgr", [{}])
+
+
+@pytest.mark.parametrize(
+    ("op_type", "direction", "layout"),
+    [("LSTM", "reverse", 0), ("GRU", "reverse", 1), ("LSTM", "bidirectional", 1), ("RNN", "forward", 1)],
+)
+def test_layer_from_an_onnx_node_honours_direction_and_layout(generated_module, op_type, direction, layout):
+    """The node's direction and layout decide the layer (a reverse node once gave a forward layer)."""
+    from lstmgen.interop_onnx import layer_from_onnx_node, onnx_variant
+
+    rng = np.random.default_rng(7)
+    D, T, B, I, H = 2 if direction == "bidirectional" else 1, 4, 3, 2, 3
+    tensors = random_tensors(op_type, D, H, I, False, rng)
+    attributes = {"hidden_size": H, "direction": direction, "layout": layout}
+    if op_type == "GRU":
+        attributes["linear_before_reset"] = 1
+    x = rng.standard_normal((B, T, I) if layout else (T, B, I))
+    n_states = 2 if op_type == "LSTM" else 1
+    initial = [0.5 * rng.standard_normal((B, D, H) if layout else (D, B, H)) for _ in range(n_states)]
+    results, node = onnx_run(op_type, tensors, attributes, x, initial)
+    cell = generated_module(onnx_variant(op_type, linear_before_reset=1))
+    layer = layer_from_onnx_node(node, tensors, cell=cell)
+    state = tuple(s.transpose(1, 0, 2) if layout else s for s in initial)  # the layer's states are (D, B, H)
+    out, final, _ = layer.forward(x, state)
+    y = results[0]  # layout 0: (T, D, B, H); layout 1: (B, T, D, H)
+    expected = y.reshape(B, T, D * H) if layout else y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+    for k in range(n_states):
+        onnx_final = results[1 + k].transpose(1, 0, 2) if layout else results[1 + k]
+        np.testing.assert_allclose(final[k], onnx_final, rtol=1e-12, atol=1e-14)
+    if layout:
+        with pytest.raises(ValueError, match=r"layout=1 .* is run by layer_from_onnx_node"):
+            from_onnx_node(node, tensors)
+
+
+def test_layer_from_onnx_tensors_takes_the_direction(generated_module):
+    rng = np.random.default_rng(8)
+    tensors = random_tensors("LSTM", 1, 3, 2, False, rng)
+    x = rng.standard_normal((4, 2, 2))
+    zeros = [np.zeros((1, 2, 3)) for _ in range(2)]
+    results, _ = onnx_run("LSTM", tensors, {"hidden_size": 3, "direction": "reverse"}, x, zeros)
+    layer = layer_from_onnx(
+        "LSTM", tensors["W"], tensors["R"], tensors["B"], direction="reverse", cell=generated_module("lstm")
+    )
+    out, _, _ = layer.forward(x)
+    np.testing.assert_allclose(out, results[0][:, 0], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="direction: 'bidirectional' needs 2 direction"):
+        layer_from_onnx("LSTM", tensors["W"], tensors["R"], direction="bidirectional", cell=generated_module("lstm"))
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"hidden_size": 3}, r"hidden_size=3 disagrees with R, whose shape gives H = 2"),
+        ({"clip": 0.0}, r"attribute clip=0\.0 is not supported"),
+        ({"clip": 5.0}, r"attribute clip=5\.0 is not supported"),
+        ({"activation_alpha": [1.0]}, r"attribute activation_alpha=\[1\.0\] is not supported"),
+        ({"activation_beta": [0.5]}, r"attribute activation_beta=\[0\.5\] is not supported"),
+        ({"direction": "bidirectional"}, r"direction='bidirectional' needs 2 direction\(s\) in W, got 1"),
+        ({"layout": 2}, r"layout: expected 0 or 1, got 2"),
+    ],
+)
+def test_onnx_attributes_are_honoured_or_refused(attributes, message):
+    t = random_tensors("LSTM", 1, 2, 3, False, np.random.default_rng(0))
+    node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], **attributes)
+    with pytest.raises(ValueError, match=message):
+        from_onnx_node(node, t)
+
+
+def test_params_to_onnx_names_a_missing_parameter():
+    with pytest.raises(ValueError, match=r"per_direction\[0\]: expected the gru parameters \['R', 'W', 'b', 'b_rn'\]"):
+        params_to_onnx("gru", [{"W": np.zeros((2, 9)), "R": np.zeros((3, 9)), "b": np.zeros(9)}])
