@@ -42,6 +42,9 @@ from step t+1); d_v is dL/dv:
     dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  dR = sum_t h_{t-1}^T d_hR;  db = sum_t,batch d_xW
 """
 
+import traceback
+import warnings
+
 import numpy as np
 import numba
 
@@ -317,7 +320,10 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"seed: expected None, a non-negative integer or a numpy Generator, got {seed!r}") from None
     bound = 1.0 / np.sqrt(_check_size(hidden_size, "hidden_size"))
     return {
         name: rng.uniform(-bound, bound, size=shape).astype(dtype)
@@ -367,7 +373,7 @@ def forward(x, params, state=None, *, lengths=None, reverse=False):
     c__seq[0] = initial[1]
     gate_seq = np.empty((steps, batch, 4 * hidden), dtype=x.dtype)
     tanh_c__seq = (np.zeros if padded else np.empty)((steps, batch, hidden), dtype=x.dtype)
-    _forward_kernel(x, lengths, params["W"], params["R"], params["b"], h__seq, c__seq, gate_seq, tanh_c__seq)
+    _run(_forward_kernel, x, lengths, params["W"], params["R"], params["b"], h__seq, c__seq, gate_seq, tanh_c__seq)
     y = h__seq[1:].copy() if order is None else np.take_along_axis(h__seq[1:], order[:, :, None], axis=0)
     if padded:
         y[~_valid(lengths, steps)] = 0
@@ -407,11 +413,41 @@ def backward(dy, tape, dstate=None):
     tanh_c__seq, = tape.extra
     gate_seq = tape.gate_seq
     d_gate_seq = alloc(gate_seq.shape, dtype=x.dtype)
-    dx, dW, dR, db = _backward_kernel(dy, x, lengths, params["W"], params["R"], h__seq, c__seq, gate_seq, tanh_c__seq, h__grad_buf, c__grad_buf, d_gate_seq)
+    dx, dW, dR, db = _run(_backward_kernel, dy, x, lengths, params["W"], params["R"], h__seq, c__seq, gate_seq, tanh_c__seq, h__grad_buf, c__grad_buf, d_gate_seq)
     grads = {"W": dW, "R": dR, "b": db}
     if order is not None:
         dx = np.take_along_axis(dx, order[:, :, None], axis=0)
     return dx, grads, (h__grad_buf, c__grad_buf)
+
+
+def _run(kernel, *args):
+    """Call a compiled kernel. A corrupted numba cache file next to this module (truncated, overwritten) makes
+    numba fail while loading it on every run: discard the cache once, with a warning, and compile afresh."""
+    try:
+        return kernel(*args)
+    except Exception as exc:
+        if not _raised_by_numba_cache(exc):
+            raise
+        for jitted in list(globals().values()):
+            if isinstance(jitted, numba.core.dispatcher.Dispatcher):
+                try:
+                    jitted._cache.flush()  # an empty index: every entry is compiled again and saved
+                except OSError:
+                    pass  # an unwritable cache is not written to (numba warns of it itself)
+        warnings.warn(
+            f"{VARIANT}: numba's on-disk cache of this module was unreadable ({type(exc).__name__}: {exc}); "
+            "it was discarded and the kernels are compiled again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return kernel(*args)
+
+
+def _raised_by_numba_cache(exc):
+    return any(
+        frame.f_code.co_filename.replace("\\", "/").endswith("numba/core/caching.py")
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def _check_size(value, name):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lstmgen import __version__
 from lstmgen.derivation import build_derivation
 from lstmgen.derivation_printer import FORMATS, NOTATIONS, render_derivation, render_error_flow
 from lstmgen.derive_backward import GRADIENT_MODES
-from lstmgen.error_flow import measure_error_flow
-from lstmgen.error_flow_plot import plot_error_flow
+from lstmgen.error_flow import MAX_MEASURED_STEPS, measure_error_flow
+from lstmgen.error_flow_plot import check_plot_target, plot_error_flow
 from lstmgen.generate import check_module_stem, generate_source, make_output_directory, write_source, write_text
 from lstmgen.loader import load
 from lstmgen.render_module import module_name
@@ -107,18 +107,29 @@ def _derive(args: argparse.Namespace) -> int:
 
 def _cec(args: argparse.Namespace) -> int:
     spec = _cell(args)
-    derivation = build_derivation(spec, args.gradient)
-    sys.stdout.write(render_error_flow(derivation, args.format))
     compare = [name for name in args.compare.split(",") if name]
     others = [get_variant(name) for name in compare]
+    # Everything that can fail is checked before anything is printed or measured (which may take minutes).
+    if args.steps is None and (args.plot or compare):
+        raise ValueError("--steps: --plot and --compare measure the error flow; give --steps T")
+    if args.steps is not None and not 1 <= args.steps <= MAX_MEASURED_STEPS:
+        raise ValueError(
+            f"--steps: expected an integer in [1, {MAX_MEASURED_STEPS}] (the work grows as T²), got {args.steps}"
+        )
+    if args.seed < 0:
+        raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")
+    if args.plot:
+        check_plot_target(args.plot)
+    derivation = build_derivation(spec, args.gradient)
+    sys.stdout.write(render_error_flow(derivation, args.format))
     if args.steps is None:
-        if args.plot or compare:
-            raise ValueError("steps: --plot and --compare measure the error flow; give --steps T")
         return 0
+    cells = [spec, *others]
     curves = {}
-    for cell in [spec, *others]:
+    for n, cell in enumerate(cells, start=1):
         label = cell.name if args.gradient == "full" else f"{cell.name} ({args.gradient})"
-        curves[label] = measure_error_flow(load(cell, args.gradient), args.steps, seed=args.seed)
+        report = _progress(f"[{n}/{len(cells)}] {label}")
+        curves[label] = measure_error_flow(load(cell, args.gradient), args.steps, seed=args.seed, progress=report)
     labels = list(curves)
     print(f"\nMeasured ||dL/ds(T-q)|| of the carried state (c, else h), error injected at step T = {args.steps}:")
     print("    q  " + "  ".join(f"{label:>22}" for label in labels))
@@ -128,6 +139,19 @@ def _cec(args: argparse.Namespace) -> int:
         plot_error_flow(curves, args.plot, f"Error flow over {args.steps} steps ({args.gradient} gradient)")
         print(f"wrote {args.plot}")
     return 0
+
+
+def _progress(what: str) -> Callable[[int, int], None] | None:
+    """A progress line on a terminal (rewritten in place about every 5% of the steps); nothing when piped."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(q: int, steps: int) -> None:
+        if q == steps or q % max(1, steps // 20) == 0:
+            end = "\n" if q == steps else ""
+            print(f"\r{what}: measured {q}/{steps} steps back", end=end, file=sys.stderr, flush=True)
+
+    return report
 
 
 def _list() -> int:
@@ -180,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except (SpecError, ValueError, TypeError, OSError) as exc:
         print(f"lstmgen: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        asked = f" (--steps {args.steps})" if getattr(args, "steps", None) else ""
+        print(f"lstmgen: error: {args.command}: out of memory for the sizes asked for{asked}", file=sys.stderr)
         return 2
 
 

@@ -7,8 +7,10 @@ gradient on one new state, so it is written through the saved forward values (f_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import sympy
@@ -140,23 +142,39 @@ def single_unit_analysis() -> SingleUnitAnalysis:
     )
 
 
+#: The measurement restarts the forward pass from every step back: its work grows as T², so T is bounded.
+MAX_MEASURED_STEPS = 5000
+
+
 def state_gradients(
-    module: ModuleType, steps: int, *, batch: int = 16, input_size: int = 8, hidden: int = 32, seed: int = 0
+    module: ModuleType,
+    steps: int,
+    *,
+    batch: int = 16,
+    input_size: int = 8,
+    hidden: int = 32,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[tuple[np.ndarray, ...]], object]:
     """∂L/∂s_{T−q} for q = 0..T, for every state s, with the error injected at the last step only.
 
     The module runs on seeded random weights (its ``init_params``) and standard normal inputs, in float64.
     Each ∂L/∂s_{T−q} is the gradient on the initial state of the last q steps, restarted from the recorded
     state s_{T−q}: the module's own forward and backward, nothing else. Returns the list indexed by q (each a
-    tuple in STATE order of (B, H) arrays) and the tape of the full forward pass.
+    tuple in STATE order of (B, H) arrays) and the tape of the full forward pass. ``progress(q, steps)`` is
+    called after each q.
     """
     if "Q" in getattr(module, "PARAMS", ()):
         raise ValueError(
             f"variant: {module.VARIANT} feeds gate values back, so its carried state is more than "
             "STATE; measuring it is not supported"
         )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_MEASURED_STEPS:
+        raise ValueError(
+            f"steps: expected an integer in [1, {MAX_MEASURED_STEPS}] (the work grows as T²), got {steps!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
     params = module.init_params(input_size, hidden, dtype=np.float64, seed=seed)
     x = rng.standard_normal((steps, batch, input_size))
@@ -170,11 +188,15 @@ def state_gradients(
         dy = np.zeros((q, batch, hidden))
         dy[-1] = dy_last
         grads.append(module.backward(dy, sub_tape)[2])
+        if progress is not None:
+            progress(q, steps)
     return grads, tape
 
 
-def measure_error_flow(module: ModuleType, steps: int, **sizes: int) -> np.ndarray:
-    """‖∂L/∂s_{T−q}‖ (Frobenius norm over the batch) of the carried state s (c, else h), q = 0..T."""
-    grads, _ = state_gradients(module, steps, **sizes)
+def measure_error_flow(module: ModuleType, steps: int, **options: Any) -> np.ndarray:
+    """‖∂L/∂s_{T−q}‖ (Frobenius norm over the batch) of the carried state s (c, else h), q = 0..T.
+
+    ``options``: those of :func:`state_gradients` (sizes, seed, progress)."""
+    grads, _ = state_gradients(module, steps, **options)
     k = len(module.STATE) - 1
     return np.array([np.linalg.norm(g[k]) for g in grads])

@@ -85,3 +85,43 @@ def test_bad_arguments_exit_with_usage():
     with pytest.raises(SystemExit) as exc:
         main(["generate", "--gradient", "sometimes"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cec", "lstm", "--steps", "5", "--seed", "-5"], "--seed: expected a non-negative integer, got -5"),
+        (["cec", "lstm", "--steps", "1000000000"], "--steps: expected an integer in [1, 5000]"),
+        (["cec", "lstm", "--steps", "0"], "--steps: expected an integer in [1, 5000]"),
+        (["cec", "lstm", "--plot", "x.png"], "--steps: --plot and --compare measure the error flow"),
+    ],
+)
+def test_cec_refuses_bad_measurement_arguments_before_printing(argv, message, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+
+
+def test_cec_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    import lstmgen.error_flow as error_flow
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    monkeypatch.setattr(error_flow, "state_gradients", lambda *a, **k: pytest.fail("measured before failing"))
+    assert main(["cec", "lstm", "--steps", "5", "--plot", str(tmp_path / "f.png")]) == 2
+    assert "--plot: matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_cec_progress_on_a_terminal_only(monkeypatch, capsys):
+    from lstmgen import cli
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert cli._progress("lstm") is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    report = cli._progress("[1/2] lstm")
+    for q in range(1, 41):
+        report(q, 40)
+    err = capsys.readouterr().err
+    assert err.count("\r") == 20 and err.endswith("[1/2] lstm: measured 40/40 steps back\n")

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lstmgen.cli import main
@@ -139,3 +140,54 @@ def test_write_module_refuses_a_name_that_shadows_a_module(tmp_path):
     with pytest.raises(ValueError, match="name: 'numpy' is an installed module"):
         write_module(replace(RNN_TANH, name="numpy"), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+RUN_CELL = """
+import sys, warnings
+import numpy as np
+sys.path.insert(0, {directory!r})
+import rnn_tanh as m
+warnings.simplefilter("always")
+p = m.init_params(2, 3, seed=0)
+y, f, t = m.forward(np.zeros((2, 1, 2)), p)
+m.backward(np.ones_like(y), t)
+print("ran")
+"""
+
+
+def _corrupt(cache: Path, how: str) -> None:
+    rng = np.random.default_rng(0)
+    pattern = "*.nbc" if how.startswith("data") else "*.nbi"
+    for path in cache.glob(pattern):
+        data = path.read_bytes()
+        if how.endswith("truncated"):
+            path.write_bytes(data[: len(data) // 3])
+        elif how.endswith("random"):
+            path.write_bytes(rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+        else:
+            path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["data truncated", "data random", "index empty", "index random"])
+def test_a_corrupted_numba_cache_is_discarded_once_with_a_warning(tmp_path, how):
+    write_module("rnn_tanh", tmp_path)
+    code = RUN_CELL.format(directory=str(tmp_path))
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+    first = run()
+    assert first.returncode == 0 and "ran" in first.stdout, first.stderr
+    _corrupt(tmp_path / "__pycache__", how)
+    second = run()
+    assert second.returncode == 0 and "ran" in second.stdout, second.stderr
+    assert second.stderr.count("numba's on-disk cache of this module was unreadable") == 1, second.stderr
+    third = run()  # the cache written afresh is read back without a word
+    assert third.returncode == 0 and "unreadable" not in third.stderr, third.stderr
+
+
+def test_init_params_names_a_bad_seed(generated_module):
+    with pytest.raises(TypeError, match=r"seed: expected None, a non-negative integer or a numpy Generator, got 'abc'"):
+        generated_module("rnn_tanh").init_params(2, 3, seed="abc")
+    with pytest.raises(TypeError, match=r"seed: expected .* got -1"):
+        generated_module("rnn_tanh").init_params(2, 3, seed=-1)
