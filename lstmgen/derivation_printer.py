@@ -61,8 +61,11 @@ class _Names:
         spec = forward.spec
         self.latex: dict[sympy.Symbol, str] = {}
         self.text: dict[sympy.Symbol, str] = {}
-        graves = notation == "graves" and {"c", "h"} <= set(spec.state)
+        graves = self.graves = notation == "graves" and {"c", "h"} <= set(spec.state)
         gates = [g.name for g in spec.gates]
+        #: LaTeX and text subscript of each gate's matrix blocks and bias: Greek in Graves' notation.
+        self.gate_latex = {k: _GREEK_GATE[k] if graves and k in _GREEK_GATE else k for k in gates}
+        self.gate_text = {k: _GREEK_TEXT[k] if graves and k in _GREEK_TEXT else k for k in gates}
         late = dict(forward.sources)
 
         def name(sym: sympy.Symbol, latex: str, text: str) -> None:
@@ -89,12 +92,16 @@ class _Names:
             name(unit_symbol(k), *value(k))
             name(unit_symbol(f"a_{k}"), *preactivation(k))
             gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
-            name(unit_symbol(f"X_{k}"), f"x_t W_{{{gk}}}", f"x[t]·W_{k}")
-            name(unit_symbol(f"B_{k}"), f"b_{{{gk}}}", f"b_{k}")
+            gt = self.gate_text[k]
+            x_t = ("x^{t}", "x(t)") if graves else ("x_t", "x[t]")
+            name(unit_symbol(f"X_{k}"), f"{x_t[0]} W_{{{gk}}}", f"{x_t[1]}·W_{gt}")
+            # Graves writes b for activations, so his notation's biases are β (weights from a bias unit there).
+            bias = (rf"\beta_{{{gk}}}", f"β_{gt}") if graves else (f"b_{{{gk}}}", f"b_{k}")
+            name(unit_symbol(f"B_{k}"), *bias)
             if k not in late:
-                h_prev = value("h", "t-1")
-                name(unit_symbol(f"hR_{k}"), f"{h_prev[0]} R_{{{gk}}}", f"{h_prev[1]}·R_{k}")
-            name(unit_symbol(f"gQ_{k}"), rf"\gamma_{{t-1}} Q_{{{gk}}}", f"γ[t-1]·Q_{k}")
+                h_prev = value(spec.output_state, "t-1")
+                name(unit_symbol(f"hR_{k}"), f"{h_prev[0]} R_{{{gk}}}", f"{h_prev[1]}·R_{gt}")
+            name(unit_symbol(f"gQ_{k}"), rf"\gamma_{{t-1}} Q_{{{gk}}}", f"γ[t-1]·Q_{gt}")
         for s in spec.state:
             name(unit_symbol(s), *value(s))
             name(unit_symbol(f"{s}_prev"), *value(s, "t-1"))
@@ -112,7 +119,7 @@ class _Names:
             gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
             src_latex = sympy.latex(derivation.display[src], symbol_names=self.latex)
             src_text = self.expression_text(derivation.display[src])
-            name(unit_symbol(f"hR_{k}"), rf"\left({src_latex}\right) R_{{{gk}}}", f"({src_text})·R_{k}")
+            name(unit_symbol(f"hR_{k}"), rf"\left({src_latex}\right) R_{{{gk}}}", f"({src_text})·R_{self.gate_text[k]}")
         # Adjoints: δ of the value's name (ε for Graves' output and state errors).
         for sym in list(self.latex):
             latex, text = self.latex[sym], self.text[sym]
@@ -123,14 +130,19 @@ class _Names:
                 k = str(sym).split("_", 1)[1]
                 kind = "h R" if str(sym).startswith("hR_") else r"\gamma Q"
                 gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
-                name(
-                    delta, rf"\delta\left({kind}\right)_{{{gk},t}}", f"δ({kind.replace(chr(92) + 'gamma', 'γ')})_{k}[t]"
-                )
+                kind_text = kind.replace(chr(92) + "gamma", "γ")
+                when = f"_{self.gate_text[k]}(t)" if graves else f"_{k}[t]"
+                latex_when = f"_{{{gk}}}^{{t}}" if graves else f"_{{{gk},t}}"
+                name(delta, rf"\delta\left({kind}\right){latex_when}", f"δ({kind_text}){when}")
                 continue
             name(delta, rf"\delta {latex}", f"δ{text}")
         for k in gates:
             gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
-            name(unit_symbol(f"d_xW_{k}"), rf"\delta\left(x W\right)_{{{gk},t}}", f"δ(xW)_{k}[t]")
+            if graves:
+                delta_xw = rf"\delta\left(x W\right)_{{{gk}}}^{{t}}", f"δ(xW)_{self.gate_text[k]}(t)"
+                name(unit_symbol(f"d_xW_{k}"), *delta_xw)
+            else:
+                name(unit_symbol(f"d_xW_{k}"), rf"\delta\left(x W\right)_{{{gk},t}}", f"δ(xW)_{k}[t]")
             if graves and k in _GREEK_GATE:
                 name(unit_symbol(f"d_a_{k}"), f"\\delta_{{{_GREEK_GATE[k]}}}^{{t}}", f"δ_{_GREEK_TEXT[k]}(t)")
         out = spec.output_state
@@ -145,7 +157,8 @@ class _Names:
                 )
             elif s in late.values() or s.startswith("src_"):
                 k = s.removeprefix("src_")
-                latex, text = rf"\delta\left(h R\right)_{{{k},t}} R_{{{k}}}^{{\top}}", f"δ(hR)_{k}[t]·R_{k}ᵀ"
+                gk, gt = self.gate_latex[k], self.gate_text[k]
+                latex, text = rf"\delta\left(h R\right)_{{{gk},t}} R_{{{gk}}}^{{\top}}", f"δ(hR)_{gt}[t]·R_{gt}ᵀ"
             else:
                 latex, text = rf"\delta {{{value(s)[0]}}}^{{+}}", f"δ{value(s)[1]}⁺"
             name(seed, latex, text)
@@ -265,15 +278,16 @@ class _Renderer:
 
     def _recurrent_product(self, gate: str, adjoint: sympy.Expr) -> str:
         if self.fmt == "text":
-            return f"{self.expr(adjoint)}·R_{gate}ᵀ"
-        return rf"{self.expr(adjoint)}\, R_{{{gate}}}^{{\top}}"
+            return f"{self.expr(adjoint)}·R_{self.names.gate_text[gate]}ᵀ"
+        return rf"{self.expr(adjoint)}\, R_{{{self.names.gate_latex[gate]}}}^{{\top}}"
 
     def gradient_lines(self) -> list[tuple[str, str]]:
         lines = []
         text = self.fmt == "text"
+        x_t = ("x(t)", "x^{t}") if self.names.graves else ("x_t", "x_t")
         lines.append(
             (
-                "dL/dx_t" if text else r"\frac{\partial L}{\partial x_t}",
+                f"dL/d{x_t[0]}" if text else rf"\frac{{\partial L}}{{\partial {x_t[1]}}}",
                 self.plus.join(self._matrix_product(g, "W") for g in self._grads("input")),
             )
         )
@@ -289,13 +303,18 @@ class _Renderer:
                     else rf"\sum_{{t,\,\mathrm{{batch}}}} {self.expr(per_step)}"
                 )
             else:
+                h_prev = unit_symbol(f"{self.d.spec.output_state}_prev")
                 source = {
-                    "input": ("x_t", "x[t]"),
-                    "recurrent": ("h_{t-1}", "h[t-1]"),
+                    "input": ("x^{t}", "x(t)") if self.names.graves else ("x_t", "x[t]"),
+                    "recurrent": (self.names.latex[h_prev], self.names.text[h_prev]),
                     "feedback": (r"\gamma_{t-1}", "γ[t-1]"),
                     "bias": (None, None),
                 }[g.kind]
-                lhs = f"dL/d{g.param}_{g.gate}" if text else rf"\frac{{\partial L}}{{\partial {g.param}_{{{g.gate}}}}}"
+                param = g.param
+                if g.kind == "bias" and self.names.graves:
+                    param = "β" if text else r"\beta"
+                gate = self.names.gate_text[g.gate] if text else self.names.gate_latex[g.gate]
+                lhs = f"dL/d{param}_{gate}" if text else rf"\frac{{\partial L}}{{\partial {param}_{{{gate}}}}}"
                 if g.kind == "bias":
                     rhs = (
                         f"Σ_t,batch {self.expr(g.adjoint)}"
@@ -309,7 +328,7 @@ class _Renderer:
                     rhs = (
                         f"Σ_t {src}ᵀ·{self.expr(g.adjoint)}"
                         if text
-                        else rf"\sum_t {src}^{{\top}} {self.expr(g.adjoint)}"
+                        else rf"\sum_t {{{src}}}^{{\top}} {self.expr(g.adjoint)}"
                     )
             lines.append((lhs, rhs))
         return lines
@@ -319,8 +338,8 @@ class _Renderer:
 
     def _matrix_product(self, g: WeightGradient, matrix: str) -> str:
         if self.fmt == "text":
-            return f"{self.expr(g.adjoint)}·{matrix}_{g.gate}ᵀ"
-        return rf"{self.expr(g.adjoint)}\, {matrix}_{{{g.gate}}}^{{\top}}"
+            return f"{self.expr(g.adjoint)}·{matrix}_{self.names.gate_text[g.gate]}ᵀ"
+        return rf"{self.expr(g.adjoint)}\, {matrix}_{{{self.names.gate_latex[g.gate]}}}^{{\top}}"
 
     def jacobian_lines(self) -> list[tuple[str, str]]:
         return [(self._jacobian_lhs(b), self._jacobian_rhs(b)) for b in self.d.jacobian]
@@ -343,9 +362,9 @@ class _Renderer:
         for gate, coefficient, inner in b.through_sources:
             inner_rhs = self._jacobian_rhs(inner).replace(_BREAK, " ")  # no break inside \left( \right)
             terms.append(
-                f"{self.diag(coefficient)}·R_{gate}ᵀ·({inner_rhs})"
+                f"{self.diag(coefficient)}·R_{self.names.gate_text[gate]}ᵀ·({inner_rhs})"
                 if text
-                else rf"{self.diag(coefficient)} R_{{{gate}}}^{{\top}}\left({inner_rhs}\right)"
+                else rf"{self.diag(coefficient)} R_{{{self.names.gate_latex[gate]}}}^{{\top}}\left({inner_rhs}\right)"
             )
         for gate, coefficient in b.feedback:
             terms.append(self._times_transposed(coefficient, "Q", gate))
@@ -354,8 +373,8 @@ class _Renderer:
     def _times_transposed(self, coefficient: sympy.Expr, matrix: str, gate: str) -> str:
         """diag(coefficient) M_gateᵀ."""
         if self.fmt == "text":
-            return f"{self.diag(coefficient)}·{matrix}_{gate}ᵀ"
-        return rf"{self.diag(coefficient)} {matrix}_{{{gate}}}^{{\top}}"
+            return f"{self.diag(coefficient)}·{matrix}_{self.names.gate_text[gate]}ᵀ"
+        return rf"{self.diag(coefficient)} {matrix}_{{{self.names.gate_latex[gate]}}}^{{\top}}"
 
     def analysis_lines(self) -> list[str]:
         """The 1997 single-unit analysis and what it says of this cell, as prose with inline math."""
@@ -424,13 +443,23 @@ class _Renderer:
 
     # ------------------------------------------------------------------------------------------- layout
     def render(self, standalone: bool) -> str:
+        forward_note = "Per step t and unit (every product is elementwise)."
+        backward_note = "Derived by SymPy; δv is ∂L/∂v, the gradient arriving from step t+1 carries a +."
+        if self.names.graves:
+            forward_note += (
+                " Notation of Graves (2012), §4.5: gate activations b_ι, b_φ, b_ω and their inputs a_ι, a_φ, a_ω;"
+                " cell input g(a_c), state s_c, output b_c; peepholes w_cι, w_cφ, w_cω. Kept from lstmgen, which"
+                " Graves writes as weights from the input, the cell outputs and a bias unit: the matrices W (input),"
+                " R (recurrent, applied to b_c at t-1) and Q (gate feedback) with Graves' gate subscripts, and the"
+                " biases β."
+            )
+            backward_note = (
+                "Derived by SymPy; δv is ∂L/∂v: ε_c is the output error ∂L/∂b_c, ε_s the state error ∂L/∂s_c, "
+                "δ_ι, δ_φ, δ_ω the gate deltas; ε_s(t)|t+1 is the part of the state error arriving from step t+1."
+            )
         sections = [
-            ("Forward", "Per step t and unit (every product is elementwise).", self.forward_lines()),
-            (
-                "Backward",
-                "Derived by SymPy; δv is ∂L/∂v, the gradient arriving from step t+1 carries a +.",
-                self.backward_lines(),
-            ),
+            ("Forward", forward_note, self.forward_lines()),
+            ("Backward", backward_note, self.backward_lines()),
             (
                 "Weight gradients",
                 "The fixed adjoint rules of the matrix products, summed over time and batch.",
@@ -529,9 +558,23 @@ def _markdown_math(lines: list[tuple[str, str]]) -> list[str]:
 def _latex_prose(line: str) -> str:
     """A note with a few math symbols, made valid LaTeX text."""
     line = latex_escape(line)
-    for plain, latex in (("∂", r"$\partial$"), ("δ", r"$\delta$")):
+    for plain, latex in _PROSE_SYMBOLS:
         line = line.replace(plain, latex)
     return line
+
+
+#: Math symbols that notes use in prose, as LaTeX (pdflatex has no Greek text glyphs).
+_PROSE_SYMBOLS = (
+    ("∂", r"$\partial$"),
+    ("δ", r"$\delta$"),
+    ("ε", r"$\epsilon$"),
+    ("ι", r"$\iota$"),
+    ("φ", r"$\phi$"),
+    ("ω", r"$\omega$"),
+    ("β", r"$\beta$"),
+    ("γ", r"$\gamma$"),
+    ("§", r"\S{}"),
+)
 
 
 def _markdown_prose(line: str) -> str:

@@ -199,3 +199,18 @@ def test_derive_writes_a_file(tmp_path, capsys):
     out = tmp_path / "lstm.tex"
     assert main(["derive", "lstm", "--standalone", "--out", str(out)]) == 0
     assert out.read_text().startswith(r"\documentclass")
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_fgr", "lstm"])
+def test_graves_notation_is_used_throughout(name):
+    """Graves' symbols everywhere (R_ι, not R_i next to R_ι), biases β apart from the activations b, and the
+    document says which symbols keep lstmgen's names."""
+    derivation = build_derivation(VARIANTS[name])
+    text = render_derivation(derivation, "text", "graves", False)
+    latex = render_derivation(derivation, "latex", "graves", True)
+    assert not re.search(r"\b[RWQb]_[ifgo]\b", text), re.search(r".*\b[RWQb]_[ifgo]\b.*", text).group(0)
+    assert not re.search(r"[RWQ]_\{[ifgo]\}", latex)
+    assert "h[t-1]" not in text and "h_{t-1}" not in latex and "[t]" not in text
+    assert "β_ι" in text and "b_ι(t)" in text and r"\beta_{\iota}" in latex
+    assert "ε_s(t)|t+1 is the part of the state error arriving from step t+1" in text
+    assert "Notation of Graves (2012), §4.5" in text and "Kept from lstmgen" in text
