@@ -97,3 +97,48 @@ def test_long_or_deep_equations_are_refused_or_parsed_never_crash():
             build_forward_equations(spec)
         except SpecError as exc:
             assert str(exc).startswith("equations[0] (c):")
+
+
+@pytest.mark.parametrize(
+    ("equation", "message"),
+    [
+        ("f*c_prev + 1e999*g", "equations[0] (c): constant 1e999 is not finite"),
+        ("f*c_prev + i*g/0", "equations[0] (c): 'f*c_prev + i*g/0' divides by zero"),
+        ("f*c_prev + (i - i)/(g - g)", "divides by zero"),
+        ("f*c_prev + 9223372036854775808*g", "integer constant 9223372036854775808 is too large"),
+        ("f*c_prev + g*1180591620717411303424", "integer constant 1180591620717411303424 is too large"),
+        ("f*c_prev + 1e39*g", "constant 1e+39 is outside the float32 range"),
+        ("f*c_prev + 1e20*1e20*g", "constant 1e+40 is outside the float32 range"),
+        ("ｇ*i + f*c_prev", "non-ASCII character 'ｇ' (U+FF47) at position 0"),
+        ("f*c_prev + i*\U0001d420", "non-ASCII character '\U0001d420' (U+1D420) at position 13"),
+    ],
+)
+def test_constants_and_characters_the_kernels_cannot_hold_are_refused(equation, message):
+    with pytest.raises(SpecError) as exc:
+        build_forward_equations(cell(equations=(("c", equation), ("h", "o*tanh(c)"))))
+    assert message in str(exc.value)
+
+
+def test_constants_within_range_are_kept_exactly():
+    spec = cell(equations=(("c", "f*c_prev + 9223372036854775807*i*g/9223372036854775807"), ("h", "o*tanh(c)")))
+    build_forward_equations(spec)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "n" * 300}, "name: name of 300 characters (expected at most 64)"),
+        ({"gates": (Gate("g" * 1500, "tanh"),)}, "gates[0].name: name of 1500 characters (expected at most 64)"),
+        ({"gates": (Gate("ｇ", "tanh"),)}, "gates[0].name: 'ｇ' is not a valid name"),
+    ],
+)
+def test_names_too_long_or_not_ascii_blame_the_name(changes, message):
+    with pytest.raises(SpecError) as exc:
+        cell(**changes)
+    assert str(exc.value).startswith(message)
+
+
+@pytest.mark.parametrize("name", ["hidden", "gate_seq", "grad_h", "real", "t", "nb", "numba", "tape", "i_d"])
+def test_the_generators_own_identifiers_are_valid_spec_names(name):
+    """Only the vocabulary is reserved: generated code keeps spec names in their own namespace."""
+    cell(gates=(Gate(name, "sigmoid"), *LSTM.gates[1:]), equations=(("c", f"f*c_prev + {name}*g"), ("h", "o*tanh(c)")))
