@@ -168,8 +168,8 @@ def _corrupt(cache: Path, how: str) -> None:
             path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("how", ["data truncated", "data random", "index empty", "index random"])
-def test_a_corrupted_numba_cache_is_discarded_once_with_a_warning(tmp_path, how):
+def test_a_corrupted_numba_cache_is_discarded_once_with_a_warning(tmp_path):
+    """Truncated or random data files, an empty or random index: each time one warning, then a clean run."""
     write_module("rnn_tanh", tmp_path)
     code = RUN_CELL.format(directory=str(tmp_path))
 
@@ -178,12 +178,13 @@ def test_a_corrupted_numba_cache_is_discarded_once_with_a_warning(tmp_path, how)
 
     first = run()
     assert first.returncode == 0 and "ran" in first.stdout, first.stderr
-    _corrupt(tmp_path / "__pycache__", how)
-    second = run()
-    assert second.returncode == 0 and "ran" in second.stdout, second.stderr
-    assert second.stderr.count("numba's on-disk cache of this module was unreadable") == 1, second.stderr
-    third = run()  # the cache written afresh is read back without a word
-    assert third.returncode == 0 and "unreadable" not in third.stderr, third.stderr
+    for how in ("data truncated", "data random", "index empty", "index random"):
+        _corrupt(tmp_path / "__pycache__", how)
+        again = run()
+        assert again.returncode == 0 and "ran" in again.stdout, (how, again.stderr)
+        assert again.stderr.count("numba's on-disk cache of this module was unreadable") == 1, (how, again.stderr)
+    last = run()  # the cache written afresh is read back without a word
+    assert last.returncode == 0 and "unreadable" not in last.stderr, last.stderr
 
 
 def test_init_params_names_a_bad_seed(generated_module):
