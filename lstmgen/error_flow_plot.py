@@ -36,6 +36,7 @@ def plot_error_flow(curves: dict[str, np.ndarray], path: str | os.PathLike[str],
 
     fig, ax = plt.subplots(figsize=(7, 4.6), dpi=110)
     drawn = {}
+    every = max(len(curves), max(len(values) for values in curves.values()) // 12)
     for k, (label, values) in enumerate(curves.items()):
         q = np.arange(len(values))
         keep = values > 0
@@ -47,7 +48,8 @@ def plot_error_flow(curves: dict[str, np.ndarray], path: str | os.PathLike[str],
             linewidth=1.6,
             linestyle=style,
             marker=marker,
-            markevery=max(1, len(values) // 12),
+            # Markers of different curves at different q, so coinciding curves each show theirs.
+            markevery=(k * every // len(curves), every),
             markersize=4,
         )
         drawn[label] = np.asarray(line.get_ydata())

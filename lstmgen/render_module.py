@@ -21,7 +21,7 @@ from lstmgen.expression_lists import KernelExpressions
 from lstmgen.forward_equations import unit_symbol
 from lstmgen.kernel_names import check_namespace, kernel_name
 from lstmgen.numba_printer import NumbaPrinter, print_text
-from lstmgen.user_text import in_docstring, python_literal
+from lstmgen.user_text import in_comment, in_docstring, python_literal
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
@@ -136,7 +136,7 @@ class _Phase:
     def __init__(self, comments: list[str]) -> None:
         self.gemms: list[str] = []
         self.rows: list[str] = []
-        self.comments = comments
+        self.comments = [in_comment(c) for c in comments]
         self.loops: list[dict[str, object]] = []
 
     def row(self, line: str) -> None:
@@ -147,7 +147,7 @@ class _Phase:
             self.rows.append(line)
 
     def loop(self, comment: str, lines: list[str]) -> None:
-        self.loops.append({"comment": comment, "lines": lines})
+        self.loops.append({"comment": in_comment(comment), "lines": lines})
 
     def as_dict(self) -> dict[str, object]:
         return {"gemms": self.gemms, "rows": self.rows, "comments": self.comments, "loops": self.loops}
