@@ -63,16 +63,9 @@ _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
-def _exp_parts(y, real):
-    # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
-    # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
-    # No libm call, so the loops that use it vectorize. Results below the smallest normal flush to zero.
+def _exp_poly(r, real):
+    # e^r - 1 for |r| <= ln2/2 by its Taylor polynomial (no leading 1: no cancellation for small r).
     single = real(1e-300) == real(0)  # a constant per dtype: the other branch is compiled away
-    lowest = real(-87.0) if single else real(-708.0)
-    underflow = y < lowest
-    y = lowest if underflow else y
-    n = np.floor(y * real(1.4426950408889634) + real(0.5))
-    r = (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
     if single:
         p = real(1 / 5040)
         p = p * r + real(1 / 720)
@@ -81,23 +74,43 @@ def _exp_parts(y, real):
         p = p * r + real(1 / 6)
         p = p * r + real(0.5)
         p = p * r + real(1)
-        scale = real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
-    else:
-        p = real(1 / 6227020800)
-        p = p * r + real(1 / 479001600)
-        p = p * r + real(1 / 39916800)
-        p = p * r + real(1 / 3628800)
-        p = p * r + real(1 / 362880)
-        p = p * r + real(1 / 40320)
-        p = p * r + real(1 / 5040)
-        p = p * r + real(1 / 720)
-        p = p * r + real(1 / 120)
-        p = p * r + real(1 / 24)
-        p = p * r + real(1 / 6)
-        p = p * r + real(0.5)
-        p = p * r + real(1)
-        scale = real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
-    return (real(0) if underflow else scale), p * r
+        return p * r
+    p = real(1 / 6227020800)
+    p = p * r + real(1 / 479001600)
+    p = p * r + real(1 / 39916800)
+    p = p * r + real(1 / 3628800)
+    p = p * r + real(1 / 362880)
+    p = p * r + real(1 / 40320)
+    p = p * r + real(1 / 5040)
+    p = p * r + real(1 / 720)
+    p = p * r + real(1 / 120)
+    p = p * r + real(1 / 24)
+    p = p * r + real(1 / 6)
+    p = p * r + real(0.5)
+    p = p * r + real(1)
+    return p * r
+
+
+@_jit
+def _pow2(n, real):
+    # 2^n for an integral n within the normal exponent range, placed in the exponent bits.
+    if real(1e-300) == real(0):
+        return real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
+    return real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
+
+
+@_jit
+def _exp_parts(y, real):
+    # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
+    # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
+    # No libm call, so the loops that use it vectorize. Results below the smallest normal flush to zero.
+    single = real(1e-300) == real(0)
+    lowest = real(-87.0) if single else real(-708.0)
+    underflow = y < lowest
+    y = lowest if underflow else y
+    n = np.floor(y * real(1.4426950408889634) + real(0.5))
+    r = (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+    return (real(0) if underflow else _pow2(n, real)), _exp_poly(r, real)
 
 
 @_jit

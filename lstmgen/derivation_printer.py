@@ -18,6 +18,7 @@ from sympy.printing.str import StrPrinter
 from lstmgen.derivation import Derivation, WeightGradient
 from lstmgen.error_flow import FEEDBACK, JacobianBlock
 from lstmgen.forward_equations import unit_symbol
+from lstmgen.functions import record_of
 
 FORMATS = ("latex", "markdown", "text")
 NOTATIONS = ("modern", "graves")
@@ -191,8 +192,12 @@ class _TextPrinter(StrPrinter):
         return super()._print_Pow(expr, rational)
 
     def _print_Function(self, expr: sympy.Function) -> str:
-        name = {"sigmoid": "σ", "inside_unit": "[0<·<1]", "positive": "[·>0]"}.get(type(expr).__name__)
-        return f"{name or type(expr).__name__}({self._print(expr.args[0])})"
+        return record_of(expr).text_of([self._print(arg) for arg in expr.args])
+
+    _print_Abs = _print_Function
+    _print_exp = _print_Function
+    _print_log = _print_Function
+    _print_sign = _print_Function
 
 
 def render_derivation(

@@ -1,9 +1,10 @@
 """Safe parsing of equation text into SymPy, against an explicit vocabulary.
 
 The text is parsed by Python's ``ast`` (parsing never executes anything) and then walked node by node:
-only numbers, the four arithmetic operators, unary signs, names from the vocabulary and one-argument calls of
-the allowed activations are accepted. Anything else (attribute access, subscripts, keywords, strings, ``**``,
-lambdas, unknown names) is refused with a message naming the field. No user text reaches ``eval``.
+only numbers, the four arithmetic operators, unary signs, names from the vocabulary and calls of the
+functions of :mod:`lstmgen.functions` with their number of arguments are accepted. Anything else (attribute
+access, subscripts, keywords, strings, ``**``, lambdas, unknown names) is refused with a message naming the
+field. No user text reaches ``eval``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 
 import sympy
 
-from lstmgen.activations import ACTIVATIONS
+from lstmgen.functions import VOCABULARY
 from lstmgen.spec import SpecError
 
 MAX_EQUATION_LENGTH = 2000
@@ -108,13 +109,15 @@ class _Converter:
                 raise self.fail(f"unknown name {node.id!r} (expected one of: {known})")
             return self.names[node.id]
         if isinstance(node, ast.Call):
-            if not isinstance(node.func, ast.Name) or node.func.id not in ACTIVATIONS:
+            if not isinstance(node.func, ast.Name) or node.func.id not in VOCABULARY:
                 raise self.fail(
-                    f"unknown function {ast.unparse(node.func)!r} (expected one of: {', '.join(sorted(ACTIVATIONS))})"
+                    f"unknown function {ast.unparse(node.func)!r} (expected one of: {', '.join(sorted(VOCABULARY))})"
                 )
-            if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
-                raise self.fail(f"{node.func.id} takes exactly one argument")
-            return ACTIVATIONS[node.func.id](self.convert(node.args[0]))
+            record = VOCABULARY[node.func.id]
+            if node.keywords or len(node.args) != record.arity or any(isinstance(a, ast.Starred) for a in node.args):
+                count = "one argument" if record.arity == 1 else f"{record.arity} arguments"
+                raise self.fail(f"{node.func.id} takes exactly {count}")
+            return record.make(*(self.convert(arg) for arg in node.args))
         if isinstance(node, ast.BinOp):
             raise self.fail(f"operator {type(node.op).__name__} is not allowed (expected + - * /)")
         raise self.fail(f"{ast.unparse(node)!r} is not allowed in an equation")

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import sympy
 
-from lstmgen.activations import sigmoid
 from lstmgen.derive_backward import BackwardEquations, GradientMode, derive_backward
 from lstmgen.forward_equations import ForwardEquations, build_forward_equations
+from lstmgen.functions import sigmoid
 from lstmgen.spec import CellSpec
 
 

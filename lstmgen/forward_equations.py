@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import sympy
 
-from lstmgen.activations import ACTIVATION_CLASSES
 from lstmgen.assignment import Assignment, AssignmentList
 from lstmgen.equation_parser import parse_expression
+from lstmgen.functions import HOISTED
 from lstmgen.spec import CellSpec, SpecError
 
 
@@ -185,7 +185,7 @@ def _hoist_activations(ordered: list[Assignment], taken: set[str]) -> list[Assig
             if not expr.args:
                 return expr
             rebuilt = expr.func(*(hoist(arg, False) for arg in expr.args))
-            if isinstance(rebuilt, ACTIVATION_CLASSES) and not top:
+            if isinstance(rebuilt, HOISTED) and not top:
                 if rebuilt not in hoisted:
                     hoisted[rebuilt] = name_for(rebuilt)
                     out.append(Assignment(hoisted[rebuilt], rebuilt, "hoisted"))

@@ -2,8 +2,9 @@
 
 A printer class for one target, in the manner of ``sympy.printing.numpy``: every numeric literal is wrapped
 in the kernel's float type ``real`` (float32 kernels must not promote to float64 through a Python float),
-integer powers become products, the activations become calls of the module's numerically stable helpers, and
-anything the kernels cannot express raises instead of printing something approximate.
+integer powers become products, every function becomes a call of the helper its record in
+:mod:`lstmgen.functions` names (the table becomes printer methods, as ``sympy.printing.numpy`` does), and
+anything the kernels cannot express raises, naming it, instead of printing something approximate.
 """
 
 from __future__ import annotations
@@ -12,20 +13,7 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
 
-from lstmgen import activations as act
-
-#: Helper name in the generated module for each function class (the template defines each helper).
-HELPERS: dict[type[sympy.Function], str] = {
-    act.sigmoid: "_sigmoid",
-    sympy.tanh: "_tanh",
-    act.relu: "_relu",
-    act.hard_sigmoid: "_hard_sigmoid",
-    act.softsign: "_softsign",
-    act.squash_g: "_squash_g",
-    act.squash_h: "_squash_h",
-    act.positive: "_positive",
-    act.inside_unit: "_inside_unit",
-}
+from lstmgen.functions import FUNCTIONS, record_of
 
 #: Name of the kernel's float type constructor (x.dtype.type), used for every literal.
 REAL = "real"
@@ -34,7 +22,7 @@ REAL = "real"
 class NumbaPrinter(PythonCodePrinter):
     """Print cell expressions as dtype-generic Numba code.
 
-    ``helpers_used`` collects the activation helpers a module needs, so the module defines only those.
+    ``helpers_used`` collects the helpers a module calls, so the module defines only those (and what they call).
     """
 
     printmethod = "_numbacode"
@@ -69,16 +57,21 @@ class NumbaPrinter(PythonCodePrinter):
         return f"({product})" if n > 1 else product
 
     def _print_Function(self, expr: sympy.Function) -> str:
-        helper = HELPERS.get(type(expr))
-        if helper is None:
-            raise ValueError(f"no Numba helper for function {type(expr).__name__}")
-        self.helpers_used.add(helper)
-        return f"{helper}({self._print(expr.args[0])}, {REAL})"
+        record = record_of(expr)
+        args = ", ".join(self._print(arg) for arg in expr.args)
+        if record.builtin:
+            return f"{record.builtin}({args})"
+        if not record.helper:
+            raise ValueError(f"function {record.name}: the Numba target has no helper for it")
+        self.helpers_used.add(record.helper)
+        return f"{record.helper}({args}, {REAL})"
 
-    _print_tanh = _print_Function  # PythonCodePrinter maps tanh to math.tanh: use the module's helper
 
-    def _print_Abs(self, expr: sympy.Abs) -> str:
-        return f"abs({self._print(expr.args[0])})"
+# PythonCodePrinter prints many functions by name (math.tanh, math.exp, a sign expression...): every function of
+# the table goes through _print_Function instead, so every call is the helper its record names.
+for _record in FUNCTIONS:
+    if _record.cls is not None:
+        setattr(NumbaPrinter, f"_print_{_record.cls.__name__}", NumbaPrinter._print_Function)
 
 
 class EquationTextPrinter(StrPrinter):

@@ -19,6 +19,7 @@ from lstmgen.assignment import AssignmentList
 from lstmgen.derive_backward import adjoint_symbol, seed_symbol
 from lstmgen.expression_lists import KernelExpressions
 from lstmgen.forward_equations import unit_symbol
+from lstmgen.functions import helper_closure, helper_source
 from lstmgen.kernel_names import check_namespace, kernel_name
 from lstmgen.numba_printer import NumbaPrinter, print_text
 from lstmgen.user_text import in_comment, in_docstring, python_literal
@@ -534,7 +535,7 @@ class _Layout:
             "backward_phases": backward_phases,
             "forward_scratch": forward_scratch,
             "backward_scratch": backward_scratch,
-            "helpers": sorted(self.printer.helpers_used),
+            "helper_sources": [helper_source(name) for name in helper_closure(self.printer.helpers_used)],
             "state_seqs": ", ".join(state_seq.values()) + ("," if len(spec.state) == 1 else ""),
             "state_seqs_tuple": _tuple_of(state_seq.values()),
             "extra_seqs_unpack": ", ".join(self.extra_seqs) + ("," if len(self.extra_seqs) == 1 else ""),

@@ -23,7 +23,7 @@ import keyword
 import re
 from dataclasses import dataclass, field
 
-from lstmgen.activations import ACTIVATIONS
+from lstmgen.functions import GATE_ACTIVATIONS, VOCABULARY
 
 
 class SpecError(ValueError):
@@ -35,7 +35,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 #: Names of the equations' own vocabulary that a spec may not redefine: the math symbols of the layer (input
 #: x, output y, the matrices W, R, Q and the bias b) and the functions. The generated kernels' identifiers
 #: need no reservation: every name derived from a spec is ``<name>__<role>`` (see :mod:`lstmgen.kernel_names`).
-RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", *ACTIVATIONS))
+RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", *VOCABULARY))
 #: Prefixes and suffixes of the vocabulary's derived names (``xW_i``, ``a_i``, ``d_c``, ``c_prev``...) and of
 #: the names the derivation makes itself (``dnext_h``, ``src_n``, the CSE temporaries ``tmp0``).
 RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "tmp")
@@ -121,10 +121,10 @@ class CellSpec:
 
         for k, gate in enumerate(self.gates):
             claim(gate.name, f"gates[{k}].name")
-            if gate.activation not in ACTIVATIONS:
+            if gate.activation not in GATE_ACTIVATIONS:
                 raise SpecError(
                     f"gates[{k}].activation: unknown activation {gate.activation!r} "
-                    f"(expected one of {', '.join(sorted(ACTIVATIONS))})"
+                    f"(expected one of {', '.join(sorted(GATE_ACTIVATIONS))})"
                 )
         gate_names = [g.name for g in self.gates]
         for k, name in enumerate(self.feedback):

@@ -1,0 +1,375 @@
+"""The function table: one record per function of the equation vocabulary, and every stage reads it.
+
+A record holds the function's SymPy class, its arity, its derivative (written through the function's output
+where that is cheaper, as σ' = σ(1−σ), so that backward reads a value forward saved), its LaTeX and text
+forms, and the Numba helper that computes it in a generated module (the helper's source lives in
+:mod:`lstmgen.kernel_helpers`; the helpers it calls are found there too). The parser's vocabulary
+(:data:`VOCABULARY`), the functions whose values forward saves (:data:`HOISTED`), the Numba printer's helper
+map, the LaTeX and text printers and the helpers a module inlines all derive from :data:`FUNCTIONS`.
+
+Adding a function is one record (plus its helper in :mod:`lstmgen.kernel_helpers` and its tests).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+
+import sympy
+
+from lstmgen import kernel_helpers
+
+
+# ------------------------------------------------------------------------------------------ SymPy classes
+# Real sympy.Function subclasses (an undefined Function('sigmoid') would not dispatch to printer methods);
+# lower case, like sympy.tanh. Their fdiff comes from the table below.
+class sigmoid(sympy.Function):  # noqa: N801
+    """The logistic function σ(x) = 1 / (1 + e^{−x})."""
+
+    nargs = 1
+
+    def _eval_rewrite_as_exp(self, arg: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return 1 / (1 + sympy.exp(-arg))
+
+
+class squash_g(sympy.Function):  # noqa: N801
+    """Hochreiter & Schmidhuber's input squashing g(x) = 4σ(x) − 2 = 2 tanh(x/2) ∈ [−2, 2]."""
+
+    nargs = 1
+
+    def _eval_rewrite_as_tanh(self, arg: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return 2 * sympy.tanh(arg / 2)
+
+
+class squash_h(sympy.Function):  # noqa: N801
+    """Hochreiter & Schmidhuber's output squashing h(x) = 2σ(x) − 1 = tanh(x/2) ∈ [−1, 1]."""
+
+    nargs = 1
+
+    def _eval_rewrite_as_tanh(self, arg: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return sympy.tanh(arg / 2)
+
+
+class relu(sympy.Function):  # noqa: N801
+    """max(x, 0)."""
+
+    nargs = 1
+
+
+class hard_sigmoid(sympy.Function):  # noqa: N801
+    """PyTorch's hardsigmoid: clip(x/6 + 1/2, 0, 1)."""
+
+    nargs = 1
+
+
+class softsign(sympy.Function):  # noqa: N801
+    """x / (1 + |x|)."""
+
+    nargs = 1
+
+
+class softplus(sympy.Function):  # noqa: N801
+    """log(1 + e^x), computed without overflow."""
+
+    nargs = 1
+
+
+class logsigmoid(sympy.Function):  # noqa: N801
+    """log σ(x) = −softplus(−x)."""
+
+    nargs = 1
+
+
+class sqrt(sympy.Function):  # noqa: N801
+    """√x as a function of its own (SymPy's sqrt is a power x^(1/2), which the kernels do not print)."""
+
+    nargs = 1
+
+
+class maximum(sympy.Function):  # noqa: N801
+    """max(a, b); its derivative splits the gradient evenly at a tie, as torch.maximum."""
+
+    nargs = 2
+
+
+class minimum(sympy.Function):  # noqa: N801
+    """min(a, b); its derivative splits the gradient evenly at a tie, as torch.minimum."""
+
+    nargs = 2
+
+
+class positive(sympy.Function):  # noqa: N801
+    """The indicator [y > 0] (relu's derivative)."""
+
+    nargs = 1
+
+
+class inside_unit(sympy.Function):  # noqa: N801
+    """The indicator [0 < y < 1] (hard_sigmoid's derivative)."""
+
+    nargs = 1
+
+
+class expm1(sympy.Function):  # noqa: N801
+    """e^y − 1 without cancellation near 0 (the derivatives of softplus and logsigmoid)."""
+
+    nargs = 1
+
+
+class tie_step(sympy.Function):  # noqa: N801
+    """[a > b] + [a = b]/2: the share of max(a, b)'s gradient that goes to a."""
+
+    nargs = 2
+
+
+# -------------------------------------------------------------------------------------------- the table
+Derivative = Callable[[sympy.Expr, int], sympy.Expr]
+
+
+@dataclass(frozen=True)
+class FunctionRecord:
+    """One function of the equation vocabulary (or a helper function that derivatives produce).
+
+    Attributes:
+        name: its name in equation text (and in the text printer).
+        cls: the SymPy class of its calls.
+        arity: number of arguments.
+        derivative: ``(call, k) -> ∂call/∂arg_k`` (k from 1), in terms of the call itself (its output) and its
+            arguments; None for SymPy's own classes (tanh, exp, log, Abs), whose fdiff is used.
+        latex: LaTeX template, ``{0}``, ``{1}`` standing for the printed arguments.
+        helper: the Numba helper in :mod:`lstmgen.kernel_helpers` that computes it, or "" for a Python builtin
+            spelled ``builtin``.
+        builtin: for a function Numba computes itself, its spelling (``abs``).
+        vocabulary: written in equations (False for the indicators that only derivatives produce).
+        gate: allowed as a gate's activation.
+        hoisted: forward saves the value of a nested call, because the derivative reads the output.
+        build: what an equation's call builds (``identity`` builds its argument); default ``cls``.
+        text: the plain-text template of ``lstmgen derive --format text``; default ``name(args)``.
+    """
+
+    name: str
+    cls: type[sympy.Function] | None
+    arity: int
+    derivative: Derivative | None
+    latex: str
+    helper: str = ""
+    builtin: str = ""
+    vocabulary: bool = True
+    gate: bool = True
+    hoisted: bool = True
+    build: Callable[..., sympy.Expr] | None = field(default=None)
+    text: str = ""
+
+    def text_of(self, args: list[str]) -> str:
+        """The call printed as text, from its printed arguments."""
+        return self.text.format(*args) if self.text else f"{self.name}({', '.join(args)})"
+
+    def make(self, *args: sympy.Expr) -> sympy.Expr:
+        """The SymPy expression of a call with these arguments."""
+        return (self.build or self.cls)(*args)
+
+
+def _through_output(derivative: Callable[[sympy.Expr], sympy.Expr]) -> Derivative:
+    """A one-argument derivative written through the output: ``derivative(call)``."""
+    return lambda call, k: derivative(call)
+
+
+FUNCTIONS: tuple[FunctionRecord, ...] = (
+    FunctionRecord(
+        "sigmoid",
+        sigmoid,
+        1,
+        _through_output(lambda s: s * (1 - s)),
+        r"\sigma\left({0}\right)",
+        "_sigmoid",
+        text="σ({0})",
+    ),
+    FunctionRecord("tanh", sympy.tanh, 1, None, r"\tanh\left({0}\right)", "_tanh"),
+    FunctionRecord("relu", relu, 1, _through_output(positive), r"\operatorname{{relu}}\left({0}\right)", "_relu"),
+    FunctionRecord(
+        "hard_sigmoid",
+        hard_sigmoid,
+        1,
+        _through_output(lambda s: inside_unit(s) / 6),
+        r"\operatorname{{hardsigmoid}}\left({0}\right)",
+        "_hard_sigmoid",
+    ),
+    FunctionRecord(
+        "softsign",
+        softsign,
+        1,
+        _through_output(lambda s: (1 - sympy.Abs(s)) ** 2),
+        r"\operatorname{{softsign}}\left({0}\right)",
+        "_softsign",
+    ),
+    FunctionRecord(
+        "squash_g", squash_g, 1, _through_output(lambda g: 1 - g**2 / 4), r"g_{{1997}}\left({0}\right)", "_squash_g"
+    ),
+    FunctionRecord(
+        "squash_h",
+        squash_h,
+        1,
+        _through_output(lambda h: (1 - h**2) / 2),
+        r"h_{{1997}}\left({0}\right)",
+        "_squash_h",
+    ),
+    FunctionRecord("identity", None, 1, None, "{0}", build=lambda arg: arg, hoisted=False),
+    FunctionRecord("exp", sympy.exp, 1, None, r"e^{{{0}}}", "_exp"),
+    # log' = 1/x reads the argument, not the output: nothing to save.
+    FunctionRecord("log", sympy.log, 1, None, r"\log\left({0}\right)", "_log", hoisted=False),
+    FunctionRecord(
+        "softplus",
+        softplus,
+        1,
+        _through_output(lambda y: -expm1(-y)),  # σ(x) = 1 − e^{−softplus(x)}
+        r"\operatorname{{softplus}}\left({0}\right)",
+        "_softplus",
+    ),
+    FunctionRecord(
+        "logsigmoid",
+        logsigmoid,
+        1,
+        _through_output(lambda y: -expm1(y)),  # 1 − σ(x) = 1 − e^{log σ(x)}
+        r"\log\sigma\left({0}\right)",
+        "_logsigmoid",
+    ),
+    FunctionRecord("sqrt", sqrt, 1, _through_output(lambda y: 1 / (2 * y)), r"\sqrt{{{0}}}", "_sqrt"),
+    # |x|' = sign(x) reads the argument; 0 at 0, as PyTorch.
+    FunctionRecord("abs", sympy.Abs, 1, None, r"\left|{0}\right|", builtin="abs", hoisted=False, text="|{0}|"),
+    FunctionRecord(
+        "max",
+        maximum,
+        2,
+        lambda call, k: tie_step(*call.args) if k == 1 else tie_step(call.args[1], call.args[0]),
+        r"\max\left({0}, {1}\right)",
+        "_maximum",
+        gate=False,
+        hoisted=False,
+    ),
+    FunctionRecord(
+        "min",
+        minimum,
+        2,
+        lambda call, k: tie_step(call.args[1], call.args[0]) if k == 1 else tie_step(*call.args),
+        r"\min\left({0}, {1}\right)",
+        "_minimum",
+        gate=False,
+        hoisted=False,
+    ),
+    # Produced by derivatives only.
+    FunctionRecord(
+        "positive", positive, 1, None, r"\left[{0} > 0\right]", "_positive", vocabulary=False, text="[{0} > 0]"
+    ),
+    FunctionRecord(
+        "inside_unit",
+        inside_unit,
+        1,
+        None,
+        r"\left[0 < {0} < 1\right]",
+        "_inside_unit",
+        vocabulary=False,
+        text="[0 < {0} < 1]",
+    ),
+    FunctionRecord("expm1", expm1, 1, None, r"\left(e^{{{0}}} - 1\right)", "_expm1", vocabulary=False),
+    FunctionRecord("sign", sympy.sign, 1, None, r"\operatorname{{sign}}\left({0}\right)", "_sign", vocabulary=False),
+    FunctionRecord(
+        "tie_step",
+        tie_step,
+        2,
+        None,
+        r"\left(\left[{0} > {1}\right] + \tfrac{{1}}{{2}}\left[{0} = {1}\right]\right)",
+        "_tie_step",
+        vocabulary=False,
+    ),
+)
+
+BY_NAME: dict[str, FunctionRecord] = {f.name: f for f in FUNCTIONS}
+BY_CLASS: dict[type[sympy.Function], FunctionRecord] = {f.cls: f for f in FUNCTIONS if f.cls is not None}
+#: The functions an equation may call, by name.
+VOCABULARY: dict[str, FunctionRecord] = {f.name: f for f in FUNCTIONS if f.vocabulary}
+#: The functions a gate may use as its activation.
+GATE_ACTIVATIONS: tuple[str, ...] = tuple(f.name for f in FUNCTIONS if f.vocabulary and f.gate)
+#: The classes whose nested calls forward saves as values of their own (their derivatives read them).
+HOISTED: tuple[type[sympy.Function], ...] = tuple(
+    f.cls for f in FUNCTIONS if f.vocabulary and f.hoisted and f.cls is not None
+)
+
+
+def record_of(expr: sympy.Function) -> FunctionRecord:
+    """The record of a call, or a ValueError naming a function that no record describes."""
+    record = BY_CLASS.get(type(expr))
+    if record is None:
+        raise ValueError(f"function {type(expr).__name__} is not in lstmgen's function table")
+    return record
+
+
+def _install_derivatives() -> None:
+    """Give each of lstmgen's own classes the fdiff of its record, and its LaTeX form."""
+    for record in FUNCTIONS:
+        if record.cls is None or record.cls.__module__ != __name__:
+            continue
+        if record.derivative is not None:
+
+            def fdiff(self: sympy.Function, argindex: int = 1, record: FunctionRecord = record) -> sympy.Expr:
+                if not 1 <= argindex <= record.arity:
+                    raise sympy.ArgumentIndexError(self, argindex)
+                return record.derivative(self, argindex)
+
+            record.cls.fdiff = fdiff
+
+        def _latex(
+            self: sympy.Function, printer: object, exp: str | None = None, record: FunctionRecord = record
+        ) -> str:
+            tex = record.latex.format(*(printer._print(arg) for arg in self.args))
+            return rf"\left({tex}\right)^{{{exp}}}" if exp else tex
+
+        record.cls._latex = _latex
+
+
+_install_derivatives()
+
+
+# ----------------------------------------------------------------------------------------- Numba helpers
+@cache
+def helper_source(name: str) -> str:
+    """The source of helper ``name`` of :mod:`lstmgen.kernel_helpers`, as the generated module prints it."""
+    function = getattr(kernel_helpers, name, None)
+    if function is None or not name.startswith("_"):
+        raise ValueError(f"helper: {name!r} is not a helper of lstmgen.kernel_helpers")
+    return inspect.getsource(function).rstrip() + "\n"
+
+
+@cache
+def helper_calls(name: str) -> tuple[str, ...]:
+    """The other helpers that helper ``name`` calls, in the order of first call."""
+    calls = []
+    for node in ast.walk(ast.parse(helper_source(name))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            callee = node.func.id
+            if callee != name and callee.startswith("_") and hasattr(kernel_helpers, callee) and callee not in calls:
+                calls.append(callee)
+    return tuple(calls)
+
+
+def helper_closure(names: set[str] | list[str]) -> list[str]:
+    """The helpers ``names`` need, dependencies first (each before its callers), in a stable order."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for callee in helper_calls(name):
+            visit(callee)
+        ordered.append(name)
+
+    for name in sorted(names, key=_helper_order):
+        visit(name)
+    return ordered
+
+
+def _helper_order(name: str) -> int:
+    """Helpers in the order they are defined in kernel_helpers (a module reads like that file)."""
+    return list(vars(kernel_helpers)).index(name)
