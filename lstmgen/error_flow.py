@@ -66,11 +66,17 @@ def state_jacobian(spec: CellSpec, gradient: GradientMode = "full") -> tuple[Jac
     return tuple(blocks)
 
 
+def _tidy(expr: sympy.Expr) -> sympy.Expr:
+    """simplify, unless it turns the kernel's own functions (sign, tie_step...) into a Piecewise of SymPy's."""
+    simpler = sympy.simplify(expr)
+    return sympy.factor_terms(expr if simpler.has(sympy.Piecewise) else simpler)
+
+
 def _feedback_block(backward: BackwardEquations, seed: str, target: str) -> JacobianBlock:
     unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
     feedback = []
     for gate, gq in backward.forward.gQ:
-        coefficient = sympy.factor_terms(sympy.simplify(backward.expanded(gq).xreplace(unit)))
+        coefficient = _tidy(backward.expanded(gq).xreplace(unit))
         if coefficient != 0:
             feedback.append((gate, coefficient))
     return JacobianBlock(target, FEEDBACK, sympy.Integer(0), (), (), tuple(feedback))
@@ -81,7 +87,7 @@ def _block(backward: BackwardEquations, seed: str, target: str, source: str) -> 
     unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
 
     def vjp(value: sympy.Symbol) -> sympy.Expr:
-        return sympy.factor_terms(sympy.simplify(backward.expanded(value).xreplace(unit)))
+        return _tidy(backward.expanded(value).xreplace(unit))
 
     prev = dict(forward.prev)[source]
     recurrent, through = [], []
