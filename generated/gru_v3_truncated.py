@@ -57,6 +57,13 @@ _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
+def _reduce(y, real):
+    # y = n ln2 + r with |r| <= ln2/2; ln2 in two parts, so that n * ln2_hi is exact and r keeps its bits.
+    n = np.floor(y * real(1.4426950408889634) + real(0.5))
+    return n, (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+
+
+@_jit
 def _exp_poly(r, real):
     # e^r - 1 for |r| <= ln2/2 by its Taylor polynomial (no leading 1: no cancellation for small r).
     single = real(1e-300) == real(0)  # a constant per dtype: the other branch is compiled away
@@ -101,9 +108,7 @@ def _exp_parts(y, real):
     single = real(1e-300) == real(0)
     lowest = real(-87.0) if single else real(-708.0)
     underflow = y < lowest
-    y = lowest if underflow else y
-    n = np.floor(y * real(1.4426950408889634) + real(0.5))
-    r = (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+    n, r = _reduce(lowest if underflow else y, real)
     return (real(0) if underflow else _pow2(n, real)), _exp_poly(r, real)
 
 

@@ -66,17 +66,26 @@ def state_jacobian(spec: CellSpec, gradient: GradientMode = "full") -> tuple[Jac
     return tuple(blocks)
 
 
-def _tidy(expr: sympy.Expr) -> sympy.Expr:
-    """simplify, unless it turns the kernel's own functions (sign, tie_step...) into a Piecewise of SymPy's."""
-    simpler = sympy.simplify(expr)
-    return sympy.factor_terms(expr if simpler.has(sympy.Piecewise) else simpler)
+def _vjp(backward: BackwardEquations, seed: str) -> Callable[[sympy.Symbol], sympy.Expr]:
+    """value -> ∂(the new value seeded by ``seed``)/∂value: the derived adjoint with a unit gradient on that seed.
+
+    Simplified, unless simplify turns the table's own functions (sign, tie_step...) into a Piecewise of SymPy's.
+    """
+    unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
+
+    def vjp(value: sympy.Symbol) -> sympy.Expr:
+        expr = backward.expanded(value).xreplace(unit)
+        simpler = sympy.simplify(expr)
+        return sympy.factor_terms(expr if simpler.has(sympy.Piecewise) else simpler)
+
+    return vjp
 
 
 def _feedback_block(backward: BackwardEquations, seed: str, target: str) -> JacobianBlock:
-    unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
+    vjp = _vjp(backward, seed)
     feedback = []
     for gate, gq in backward.forward.gQ:
-        coefficient = _tidy(backward.expanded(gq).xreplace(unit))
+        coefficient = vjp(gq)
         if coefficient != 0:
             feedback.append((gate, coefficient))
     return JacobianBlock(target, FEEDBACK, sympy.Integer(0), (), (), tuple(feedback))
@@ -84,11 +93,7 @@ def _feedback_block(backward: BackwardEquations, seed: str, target: str) -> Jaco
 
 def _block(backward: BackwardEquations, seed: str, target: str, source: str) -> JacobianBlock:
     forward: ForwardEquations = backward.forward
-    unit = {sym: sympy.Integer(1 if str(sym) == seed else 0) for _, sym in backward.seeds}
-
-    def vjp(value: sympy.Symbol) -> sympy.Expr:
-        return _tidy(backward.expanded(value).xreplace(unit))
-
+    vjp = _vjp(backward, seed)
     prev = dict(forward.prev)[source]
     recurrent, through = [], []
     if source == forward.spec.output_state and backward.recurrent_gemm:

@@ -139,7 +139,8 @@ class FunctionRecord:
         arity: number of arguments.
         derivative: ``(call, k) -> ∂call/∂arg_k`` (k from 1), in terms of the call itself (its output) and its
             arguments; None for SymPy's own classes (tanh, exp, log, Abs), whose fdiff is used.
-        latex: LaTeX template, ``{0}``, ``{1}`` standing for the printed arguments.
+        latex: LaTeX template, ``{0}``, ``{1}`` standing for the printed arguments; installed on lstmgen's own
+            classes (SymPy's tanh, exp, log, Abs and sign print their standard LaTeX, which it spells out).
         helper: the Numba helper in :mod:`lstmgen.kernel_helpers` that computes it, or "" for a Python builtin
             spelled ``builtin``.
         builtin: for a function Numba computes itself, its spelling (``abs``).

@@ -50,6 +50,12 @@ def _pow2(n, real):
     return real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
 
 
+def _reduce(y, real):
+    # y = n ln2 + r with |r| <= ln2/2; ln2 in two parts, so that n * ln2_hi is exact and r keeps its bits.
+    n = np.floor(y * real(1.4426950408889634) + real(0.5))
+    return n, (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+
+
 def _exp_parts(y, real):
     # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
     # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
@@ -57,9 +63,7 @@ def _exp_parts(y, real):
     single = real(1e-300) == real(0)
     lowest = real(-87.0) if single else real(-708.0)
     underflow = y < lowest
-    y = lowest if underflow else y
-    n = np.floor(y * real(1.4426950408889634) + real(0.5))
-    r = (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+    n, r = _reduce(lowest if underflow else y, real)
     return (real(0) if underflow else _pow2(n, real)), _exp_poly(r, real)
 
 
@@ -73,8 +77,7 @@ def _exp(y, real):
     if not y > real(0):  # y <= 0, or NaN
         scale, em1 = _exp_parts(y, real)
         return scale + scale * em1
-    n = np.floor(y * real(1.4426950408889634) + real(0.5))
-    r = (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
+    n, r = _reduce(y, real)
     half = np.floor(n * real(0.5))
     high = _pow2(half, real)
     return (high + high * _exp_poly(r, real)) * _pow2(n - half, real)

@@ -28,3 +28,17 @@ def generated_module():
         return importlib.import_module(f"generated.{name}")
 
     return get
+
+
+def import_without_jit(path):
+    """Import a generated module with numba's JIT off: the same code, run by Python (quick to start)."""
+    import numba
+
+    from lstmgen.loader import load_module
+
+    jit = numba.config.DISABLE_JIT
+    numba.config.DISABLE_JIT = True
+    try:
+        return load_module(path)
+    finally:
+        numba.config.DISABLE_JIT = jit

@@ -13,11 +13,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import numba
 import numpy as np
 import pytest
 import sympy
 import torch
+from conftest import import_without_jit
 from test_kernels_vs_autograd import assert_close
 
 from lstmgen import kernel_helpers
@@ -223,13 +223,7 @@ CELLS = {"exp_cell": (EXP_CELL, _exp_cell_reference), "every_function": (EVERY_F
 
 def _plain_module(spec, gradient, directory):
     """The generated module run as plain Python (numba's JIT off: the same code, quick to start)."""
-    path = write_source(generate_source(spec, gradient), directory, f"{spec.name}_{gradient}")
-    jit = numba.config.DISABLE_JIT
-    numba.config.DISABLE_JIT = True
-    try:
-        return load_module(path)
-    finally:
-        numba.config.DISABLE_JIT = jit
+    return import_without_jit(write_source(generate_source(spec, gradient), directory, f"{spec.name}_{gradient}"))
 
 
 def _against_autograd(module, reference, dtype, truncated, ties=False):

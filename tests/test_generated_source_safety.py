@@ -16,10 +16,9 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
-from conftest import GENERATED
+from conftest import GENERATED, import_without_jit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from problems import random_problem
@@ -163,13 +162,7 @@ def _names_of(spec: CellSpec) -> list[str]:
 
 def _run_plain_python(spec: CellSpec, directory: Path, dtype=np.float64) -> dict[str, np.ndarray]:
     """Generate, import with numba's JIT off (the same code, run by Python: fast to start) and run once."""
-    path = write_source(generate_source(spec), directory, spec.name)
-    jit = numba.config.DISABLE_JIT
-    numba.config.DISABLE_JIT = True
-    try:
-        module = load_module(path)
-    finally:
-        numba.config.DISABLE_JIT = jit
+    module = import_without_jit(write_source(generate_source(spec), directory, spec.name))
     x, params, state, dy, dstate = random_problem(module, (3, 2, 3, 4), dtype, seed=5)
     params = dict(zip(module.PARAMS, params.values(), strict=True))
     y, final, tape = module.forward(x, params, state)
