@@ -7,6 +7,7 @@ temporaries' names, so the same spec always gives the same lists), plus what eac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sympy
@@ -56,13 +57,23 @@ class KernelExpressions:
         return len(self.forward_phases)
 
 
-def eliminate_common_subexpressions(assignments: AssignmentList, prefix: str = "tmp") -> AssignmentList:
-    """Run ``sympy.cse`` over the right-hand sides, keeping the targets and their order."""
+def temporaries() -> Iterator[sympy.Symbol]:
+    """The names of CSE temporaries: tmp0, tmp1, ..."""
+    return sympy.numbered_symbols("tmp", cls=sympy.Symbol, real=True)
+
+
+def eliminate_common_subexpressions(
+    assignments: AssignmentList, names: Iterator[sympy.Symbol] | None = None
+) -> AssignmentList:
+    """Run ``sympy.cse`` over the right-hand sides, keeping the targets and their order.
+
+    ``names`` gives the temporaries' symbols (:func:`temporaries` when None); lists that share one iterator
+    never reuse a name.
+    """
     if not len(assignments):
         return assignments
-    temporaries = sympy.numbered_symbols(prefix, cls=sympy.Symbol, real=True)
     replacements, reduced = sympy.cse(
-        [a.rhs for a in assignments], symbols=temporaries, order="canonical", optimizations=None
+        [a.rhs for a in assignments], symbols=names or temporaries(), order="canonical", optimizations=None
     )
     # A temporary goes right before the first assignment that needs it, so the code reads top-down.
     pending = [Assignment(sym, expr, "temporary") for sym, expr in replacements]
@@ -133,12 +144,10 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
     ) or bool(forward.sources)
 
     def split(assignments: AssignmentList, phase_of: dict[sympy.Symbol, int]) -> tuple[AssignmentList, ...]:
-        """One CSE'd list per phase; temporaries are numbered per phase (tmp0_0, ...) when there are several."""
+        """One CSE'd list per phase; temporaries numbered across the phases, so each name means one value."""
+        names = temporaries()
         return tuple(
-            eliminate_common_subexpressions(
-                AssignmentList.of(a for a in assignments if phase_of[a.lhs] == p),
-                f"tmp{p}_" if n_phases > 1 else "tmp",
-            )
+            eliminate_common_subexpressions(AssignmentList.of(a for a in assignments if phase_of[a.lhs] == p), names)
             for p in range(n_phases)
         )
 

@@ -1,8 +1,8 @@
 """The generated kernels' namespace: how a value of the cell is named in the code that stores it.
 
 Every identifier the generator derives from a spec name is ``<owner>__<role>``: the owner is a spec name or a
-symbol of the derivation (``c``, ``c_prev``, ``hR_n``, ``d_hR_n``, ``tmp3``), the role a fixed word saying
-what the buffer is (``seq``, ``row``, ``gate_row``...). Owners never contain ``__`` nor start with ``_``
+symbol of the derivation (``c``, ``c_prev``, ``xW_i``, ``hR_n``, ``d_hR_n``, ``tmp3``), the role a fixed word saying
+what the buffer is (``seq``, ``row``, ``scratch``...). Owners never contain ``__`` nor start with ``_``
 (:func:`lstmgen.spec.check_identifier` and the vocabulary guarantee it), so the split at the first ``__`` is
 unique: two different (owner, role) pairs never give the same identifier. The generator's own identifiers
 (``gate_seq``, ``hidden``, ``nb``, ``j``, helpers such as ``_sigmoid``) never contain ``__`` after their
@@ -21,14 +21,8 @@ SEPARATOR = "__"
 #: Role -> what an identifier ``<owner>__<role>`` holds.
 ROLES: dict[str, str] = {
     "seq": "per-step buffer (T or T+1, B, H) of a state or a saved value",
-    "row": "its (H,) view at the current step and batch row",
+    "row": "its (H,) view at the current step and batch row: the block of gate_seq, rec_buf, d_gate_seq... that holds it",
     "saved_row": "the (H,) view of a value forward saves for backward, at the current step and batch row",
-    "gate_row": "the gate's block of gate_seq: its pre-activation, then its value",
-    "adjoint_row": "the gate's block of d_gate_seq: the adjoint of its input projection",
-    "rec_row": "the gate's block of the step's recurrent product",
-    "rec_adjoint_row": "the gate's block of d_rec_seq: the adjoint of its recurrent projection",
-    "fbq_row": "the gate's block of the step's feedback product",
-    "fbq_adjoint_row": "the gate's block of d_fbq_seq: the adjoint of its feedback projection",
     "fb_row": "the gate's block of fb_seq: its value, fed back at the next step",
     "fb_grad_row": "the gate's block of the gradient fed back from the next step",
     "R": "the gate's block of R, applied mid-step",
@@ -38,7 +32,7 @@ ROLES: dict[str, str] = {
     "grad_row": "its (H,) view at the current batch row",
     "carry_buf": "(B, H) adjoint computed in one backward phase and read in a later one",
     "carry_row": "its (H,) view at the current batch row",
-    "tmp": "(H,) scratch row",
+    "scratch": "(H,) scratch row, reused for every batch row",
     "vec": "a unit parameter (H,)",
     "grad": "the gradient of a unit parameter (H,), summed over steps and batch rows",
 }

@@ -1,0 +1,271 @@
+"""The kernel IR: what a generated kernel is, as nodes, between the expression lists and the text.
+
+:mod:`lstmgen.lower_kernel` builds it from the expression lists; :mod:`lstmgen.kernel_printer` prints it. A
+kernel owns buffers (arguments and locals, with their shapes), runs statements before its time loop, the loop
+itself (per step: GEMMs, then row loops over the batch, each binding row views and running one short loop over
+the units per assignment), and statements after it. Element reads and writes inside a unit loop are
+``sympy.Indexed`` nodes on the row they read (``c__row[j]``), so expressions keep their structure down to the
+printer; no index is ever part of a symbol's name.
+
+Extents (``"hidden"``, ``"3 * hidden"``, ``"steps + 1"``) are the kernel's own size variables, computed from
+its arguments; an index part is ``"t"``, ``"t + 1"``, ``"nb"``, ``":"`` or a :class:`Block`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+#: The unit index of every unit loop, and the batch row of every row loop.
+UNIT = sympy.Idx("j")
+BATCH_ROW = sympy.Idx("nb")
+
+
+def width(n: int) -> str:
+    """The extent of ``n`` blocks of hidden units."""
+    return "hidden" if n == 1 else f"{n} * hidden"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Column block ``index`` of ``size`` hidden units each: the columns [index·size·H, (index+1)·size·H)."""
+
+    index: int
+    size: int = 1
+
+
+IndexPart = str | Block
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """An array of the kernel: an argument, or a local allocated once before the time loop.
+
+    ``init`` says how the module's wrapper (arguments) or the kernel (locals) makes it: ``"empty"``,
+    ``"zeros"``, ``"zeros_if_padded"`` (rows past a length must read zero), ``"initial"`` (the initial state
+    ``index``, at step 0), ``"final"`` (the gradient on the final state ``index``), ``"tape"`` (read back from
+    the tape), ``"param"`` (the parameter ``param``), ``"input"`` (x, dy, lengths), ``"scratch"`` (a (H,) row
+    the kernel reuses for every batch row).
+    """
+
+    name: str
+    shape: tuple[str, ...]
+    holds: str
+    init: str = "empty"
+    index: int = 0
+    param: str = ""
+
+    def element(self, *more: sympy.Expr) -> sympy.Indexed:
+        """Its element at unit j (a scratch row, a unit parameter) or at ``(j, *more)``."""
+        return sympy.IndexedBase(self.name)[(UNIT, *more)]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """``buffer[index]`` (the whole buffer for an empty index)."""
+
+    buffer: str
+    index: tuple[IndexPart, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transposed:
+    operand: Operand
+
+
+@dataclass(frozen=True)
+class Flat:
+    """An operand of shape (steps, batch, n) seen as (steps·batch, n)."""
+
+    operand: Operand
+    columns: str
+
+
+@dataclass(frozen=True)
+class Contiguous:
+    operand: Operand
+
+
+@dataclass(frozen=True)
+class Ones:
+    """A vector of ``length`` ones (a sum over rows as a GEMV)."""
+
+    length: str
+
+
+@dataclass(frozen=True)
+class Dot:
+    """The matrix product ``a b``, optionally reshaped."""
+
+    a: Operand
+    b: Operand
+    shape: tuple[str, ...] | None = None
+
+
+Operand = Slice | Transposed | Flat | Contiguous | Ones | Dot
+
+
+@dataclass(frozen=True)
+class View:
+    """A row view bound inside a row loop: ``name = buffer[index]``, a (H,) or (n·H,) row of the batch row nb."""
+
+    name: str
+    source: Slice
+
+    def element(self) -> sympy.Indexed:
+        return sympy.IndexedBase(self.name)[UNIT]
+
+
+Row = View | Buffer
+
+
+@dataclass(frozen=True)
+class Store:
+    """``target[j] op value`` in a unit loop; ``value`` reads ``reads`` (their elements are its Indexed nodes)."""
+
+    target: Row
+    value: sympy.Expr
+    reads: tuple[Row, ...]
+    op: str = "="
+
+
+@dataclass(frozen=True)
+class UnitLoop:
+    """``for j in range(extent)``: the stores of one assignment (and its copies), under one comment."""
+
+    comment: str
+    stores: tuple[Store, ...]
+    blocks: int = 1
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``target = value`` outside the unit loops: a named local, a block copy, a whole-row copy."""
+
+    target: Slice | str
+    value: Operand
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """``np.dot(a, b, out)``: a product written into an existing buffer (never accumulated)."""
+
+    a: Operand
+    b: Operand
+    out: Slice
+    comment: str
+
+
+@dataclass(frozen=True)
+class InputProjection:
+    """x W + b for every step at once into ``out`` (steps, batch, blocks·H): one GEMM, then the bias."""
+
+    out: str
+    blocks: int
+
+
+@dataclass(frozen=True)
+class RowLoop:
+    """``for nb in range(batch)`` over the rows still within their length (``past=False``) or past it."""
+
+    comments: tuple[str, ...]
+    body: tuple[UnitLoop | Assign, ...]
+    past: bool = False
+    skip_note: str = ""
+
+    @property
+    def views(self) -> tuple[View, ...]:
+        """The row views the body reads and writes, bound at the top of the loop in first-use order."""
+        seen: dict[View, None] = {}
+        for item in self.body:
+            if isinstance(item, UnitLoop):
+                for store in item.stores:
+                    for row in (*store.reads, store.target):
+                        if isinstance(row, View):
+                            seen.setdefault(row, None)
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase of a step: the GEMMs that must finish first (the mid-step recurrent products), then the rows."""
+
+    gemms: tuple[Gemm, ...]
+    rows: RowLoop
+
+
+Statement = Assign | Gemm | InputProjection | RowLoop | Phase
+
+
+@dataclass(frozen=True)
+class TimeLoop:
+    reverse: bool
+    body: tuple[Statement, ...]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One compiled function: arguments, locals, statements around the time loop, what it returns."""
+
+    name: str
+    args: tuple[Buffer, ...]
+    before: tuple[Statement, ...]
+    loop: TimeLoop
+    after: tuple[Statement, ...] = ()
+    returns: tuple[str, ...] = ()
+    allocated: tuple[Buffer, ...] = field(default=())
+
+    @property
+    def locals(self) -> tuple[Buffer, ...]:
+        """Buffers the kernel allocates: declared ones, then the scratch rows its unit loops use."""
+        seen: dict[Buffer, None] = dict.fromkeys(self.allocated)
+        names = {b.name for b in self.args}
+        for loop in unit_loops(self):
+            for store in loop.stores:
+                for row in (store.target, *store.reads):
+                    if isinstance(row, Buffer) and row.name not in names and row.init == "scratch":
+                        seen.setdefault(row, None)
+        return tuple(seen)
+
+    def gemms(self) -> tuple[Gemm, ...]:
+        """Every per-step GEMM of the time loop, in execution order."""
+        out: list[Gemm] = []
+        for s in self.loop.body:
+            out += [s] if isinstance(s, Gemm) else list(s.gemms) if isinstance(s, Phase) else []
+        return tuple(out)
+
+
+def unit_loops(kernel: Kernel) -> tuple[UnitLoop, ...]:
+    """Every unit loop of the kernel's time loop, in order."""
+    out: list[UnitLoop] = []
+    for s in kernel.loop.body:
+        rows = s.rows if isinstance(s, Phase) else s if isinstance(s, RowLoop) else None
+        if rows is not None:
+            out += [item for item in rows.body if isinstance(item, UnitLoop)]
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """Both kernels and what the module's wrappers allocate and keep.
+
+    Attributes:
+        forward, backward: the kernels.
+        forward_buffers: what ``forward()`` allocates and passes to the forward kernel (states, gate_seq...).
+        tape_extra: the forward buffers the tape keeps besides states and gate_seq, in order.
+        backward_buffers: what ``backward()`` allocates or reads back from the tape for the backward kernel.
+        state_grads: the buffers holding the gradient on each state (returned as dstate0).
+        unit_grads: per unit parameter name, the buffer of its gradient.
+    """
+
+    forward: Kernel
+    backward: Kernel
+    forward_buffers: tuple[Buffer, ...]
+    tape_extra: tuple[Buffer, ...]
+    backward_buffers: tuple[Buffer, ...]
+    state_seqs: tuple[Buffer, ...]
+    state_grads: tuple[Buffer, ...]
+    unit_grads: tuple[tuple[str, Buffer], ...]
+    output_seq: Buffer

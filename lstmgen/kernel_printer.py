@@ -1,0 +1,198 @@
+"""Stage 6 — the kernel IR → Python source: one method per node, in the manner of SymPy's code printers.
+
+Each ``_print_<Node>`` returns the node's lines at indentation 0; the caller indents them. Expressions inside
+unit loops go through :class:`~lstmgen.numba_printer.NumbaPrinter` (an element ``c__row[j]`` is a
+``sympy.Indexed``). Lines longer than :data:`LINE_WIDTH` break between terms or arguments, inside brackets.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from lstmgen.kernel_ir import (
+    Assign,
+    Block,
+    Buffer,
+    Contiguous,
+    Dot,
+    Flat,
+    Gemm,
+    IndexPart,
+    InputProjection,
+    Kernel,
+    Ones,
+    Operand,
+    Phase,
+    RowLoop,
+    Slice,
+    Statement,
+    TimeLoop,
+    Transposed,
+    UnitLoop,
+    width,
+)
+from lstmgen.numba_printer import NumbaPrinter
+from lstmgen.user_text import in_comment
+
+LINE_WIDTH = 120
+INDENT = "    "
+
+
+def wrap(head: str, body: str, tail: str, indent: str) -> list[str]:
+    """``head + body + tail`` on one line of ``indent`` when it fits; else ``body`` broken at its spaces, one
+    level deeper, between ``head`` (which must open a bracket) and ``tail``."""
+    line = indent + head + body + tail
+    if len(line) <= LINE_WIDTH:
+        return [line]
+    inner = indent + INDENT
+    pieces = textwrap.wrap(body, LINE_WIDTH - len(inner), break_long_words=False, break_on_hyphens=False)
+    return [indent + head.rstrip(), *(inner + p for p in pieces), indent + tail.lstrip()]
+
+
+def comment_lines(text: str, indent: str) -> list[str]:
+    """A comment, on as many ``#`` lines as it needs."""
+    out = []
+    for paragraph in text.split("\n"):
+        out += textwrap.wrap(
+            paragraph,
+            LINE_WIDTH - len(indent) - 2,
+            break_long_words=False,
+            break_on_hyphens=False,
+            drop_whitespace=False,
+            replace_whitespace=False,
+        ) or [""]
+    return [f"{indent}# {line.rstrip()}".rstrip() for line in out]
+
+
+class KernelPrinter:
+    """Prints kernels; ``expressions`` collects the helpers their unit loops call."""
+
+    def __init__(self) -> None:
+        self.expressions = NumbaPrinter()
+
+    # -------------------------------------------------------------------------------- operands
+    def index(self, part: IndexPart) -> str:
+        if isinstance(part, Block):
+            lo, hi = part.index * part.size, (part.index + 1) * part.size
+            return f"{lo} * hidden:{width(hi)}" if lo else f"0:{width(hi)}"
+        return part
+
+    def operand(self, node: Operand) -> str:
+        if isinstance(node, Slice):
+            return f"{node.buffer}[{', '.join(self.index(p) for p in node.index)}]" if node.index else node.buffer
+        if isinstance(node, Transposed):
+            return f"{self.operand(node.operand)}.T"
+        if isinstance(node, Flat):
+            return f"{self.operand(node.operand)}.reshape(steps * batch, {node.columns})"
+        if isinstance(node, Contiguous):
+            return f"np.ascontiguousarray({self.operand(node.operand)})"
+        if isinstance(node, Ones):
+            return f"np.ones({node.length}, dtype=x.dtype)"
+        if isinstance(node, Dot):
+            product = f"np.dot({self.operand(node.a)}, {self.operand(node.b)})"
+            return f"{product}.reshape({', '.join(node.shape)})" if node.shape else product
+        raise TypeError(f"not an operand: {node!r}")  # pragma: no cover
+
+    # ------------------------------------------------------------------------------ statements
+    def statement(self, node: Statement | UnitLoop, indent: str) -> list[str]:
+        return getattr(self, f"_print_{type(node).__name__}")(node, indent)
+
+    def _print_Assign(self, node: Assign, indent: str) -> list[str]:
+        target = node.target if isinstance(node.target, str) else self.operand(node.target)
+        lines = comment_lines(node.comment, indent) if node.comment else []
+        value = self.operand(node.value)
+        if len(f"{indent}{target} = {value}") <= LINE_WIDTH:
+            return [*lines, f"{indent}{target} = {value}"]
+        return lines + wrap(f"{target} = (", value, ")", indent)
+
+    def _print_Gemm(self, node: Gemm, indent: str) -> list[str]:
+        call = f"{self.operand(node.a)}, {self.operand(node.b)}, {self.operand(node.out)}"
+        return comment_lines(node.comment, indent) + wrap("np.dot(", call, ")", indent)
+
+    def _print_InputProjection(self, node: InputProjection, indent: str) -> list[str]:
+        columns = width(node.blocks)
+        return [
+            *comment_lines("Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.", indent),
+            f"{indent}gates_2d = {node.out}.reshape(steps * batch, {columns})",
+            f"{indent}np.dot(x.reshape(steps * batch, n_in), W, gates_2d)",
+            f"{indent}for row in range(steps * batch):",
+            f"{indent}{INDENT}for col in range({columns}):",
+            f"{indent}{INDENT * 2}gates_2d[row, col] += b[col]",
+        ]
+
+    def _print_UnitLoop(self, node: UnitLoop, indent: str) -> list[str]:
+        lines = comment_lines(in_comment(node.comment), indent)
+        lines.append(f"{indent}for j in range({width(node.blocks)}):")
+        for store in node.stores:
+            target = f"{store.target.name}[j] {store.op} "
+            value = self.expressions.doprint(store.value)
+            if len(indent + INDENT + target + value) <= LINE_WIDTH:
+                lines.append(indent + INDENT + target + value)
+            else:
+                lines += wrap(f"{target}(", value, ")", indent + INDENT)
+        return lines
+
+    def _print_RowLoop(self, node: RowLoop, indent: str) -> list[str]:
+        lines = [line for c in node.comments for line in comment_lines(c, indent)]
+        lines.append(f"{indent}for nb in range(batch):")
+        inner = indent + INDENT
+        if node.past:
+            lines.append(f"{inner}if t >= lengths[nb]:")
+            for item in node.body:
+                lines += self.statement(item, inner + INDENT)
+            return lines
+        lines.append(f"{inner}if t >= lengths[nb]:")
+        lines.append(f"{inner}{INDENT}continue" + (f"  # {node.skip_note}" if node.skip_note else ""))
+        lines += [f"{inner}{view.name} = {self.operand(view.source)}" for view in node.views]
+        for item in node.body:
+            lines += self.statement(item, inner)
+        return lines
+
+    def _print_Phase(self, node: Phase, indent: str) -> list[str]:
+        lines = [line for gemm in node.gemms for line in self._print_Gemm(gemm, indent)]
+        return lines + self._print_RowLoop(node.rows, indent)
+
+    def _print_TimeLoop(self, node: TimeLoop, indent: str) -> list[str]:
+        steps = "range(steps - 1, -1, -1)" if node.reverse else "range(steps)"
+        lines = [f"{indent}for t in {steps}:"]
+        for item in node.body:
+            lines += self.statement(item, indent + INDENT)
+        return lines
+
+    # -------------------------------------------------------------------------------- kernels
+    def kernel(self, node: Kernel) -> str:
+        """The source of one compiled function (without its decorator)."""
+        lines = wrap(f"def {node.name}(", ", ".join(b.name for b in node.args), "):", "")
+        lines += [
+            f"{INDENT}steps, batch, n_in = x.shape",
+            f"{INDENT}hidden = R.shape[0]",
+            f"{INDENT}real = x.dtype.type",
+        ]
+        lines += [f"{INDENT}{buffer.name} = {allocation(buffer)}" for buffer in node.locals]
+        for item in node.before:
+            lines += self.statement(item, INDENT)
+        lines += self._print_TimeLoop(node.loop, INDENT)
+        for item in node.after:
+            lines += self.statement(item, INDENT)
+        if node.returns:
+            lines.append(f"{INDENT}return {', '.join(node.returns)}")
+        return "\n".join(lines)
+
+
+def allocation(buffer: Buffer, fill: str = "np.empty") -> str:
+    """The expression that allocates ``buffer`` with the kernel's dtype."""
+    if buffer.init == "zeros":
+        fill = "np.zeros"
+    elif buffer.init == "zeros_if_padded":
+        fill = "alloc"
+    shape = buffer.shape[0] if len(buffer.shape) == 1 else f"({', '.join(buffer.shape)})"
+    return f"{fill}({shape}, dtype=x.dtype)"
+
+
+def wrapper_allocation(buffer: Buffer) -> list[str]:
+    """The lines of ``forward()`` or ``backward()`` that make an argument buffer of a kernel."""
+    if buffer.init == "initial":
+        return [f"{buffer.name} = {allocation(buffer)}", f"{buffer.name}[0] = initial[{buffer.index}]"]
+    if buffer.init == "final":
+        return [f"{buffer.name} = final[{buffer.index}].copy()"]
+    return [f"{buffer.name} = {allocation(buffer)}"]

@@ -1,0 +1,256 @@
+"""The static half of every generated module: the Tape, the argument checks, the kernel call.
+
+The same in every module, so it lives here once, as plain Python that ruff and the tests see; the generator
+inlines the part below :data:`INLINE_MARKER` into each module (which stays standalone: numpy and numba
+only). It reads the module's own constants and ``param_shapes``; the stand-ins above the marker give this
+file something to import and lint against and are not inlined.
+"""
+
+import traceback
+import warnings
+
+import numba
+import numpy as np
+
+# Stand-ins for what every generated module defines itself (not inlined).
+VARIANT = "cell"
+GATES: tuple[str, ...] = ("a",)
+STATE: tuple[str, ...] = ("h",)
+PARAMS: tuple[str, ...] = ("W", "R", "b")
+#: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+TAPE_EXTRA: tuple[tuple[int, int], ...] = ()
+
+
+def param_shapes(input_size, hidden_size):
+    """Shape of every parameter, keyed by PARAMS."""
+    return {"W": (input_size, hidden_size), "R": (hidden_size, hidden_size), "b": (hidden_size,)}
+
+
+INLINE_MARKER = "# ---- generated modules inline this file from here ----"
+# ---- generated modules inline this file from here ----
+
+
+class Tape:
+    """What forward saved for backward: inputs, parameters, every state, the stored gate values, the lengths
+    and the time order of each sequence."""
+
+    __slots__ = ("x", "params", "states", "gate_seq", "extra", "lengths", "order")
+
+    def __init__(self, x, params, states, gate_seq, extra, lengths, order):
+        self.x = x
+        self.params = params
+        self.states = states
+        self.gate_seq = gate_seq
+        self.extra = extra
+        self.lengths = lengths
+        self.order = order
+
+
+def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
+    """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does; dict keyed by PARAMS."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"seed: expected None, a non-negative integer or a numpy Generator, got {seed!r}") from None
+    bound = 1.0 / np.sqrt(_check_size(hidden_size, "hidden_size"))
+    return {
+        name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+        for name, shape in param_shapes(input_size, hidden_size).items()
+    }
+
+
+def _prepare_forward(x, params, state, lengths, reverse):
+    """Check forward's arguments; x in the order the kernel runs it, padding zeroed.
+
+    Returns x, params, initial state, lengths (int64), the time order (or None) and whether the batch is padded.
+    """
+    x = _check_array(x, "x", 3, None)
+    steps, batch, n_in = x.shape
+    if steps == 0 or batch == 0:
+        raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {x.shape}")
+    params = _check_params(params, n_in, x.dtype)
+    hidden = params["R"].shape[0]
+    initial = _check_state(state, "state", batch, hidden, x.dtype)
+    padded = lengths is not None
+    lengths = _check_lengths(lengths, steps, batch)
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    order = _time_order(lengths, steps, bool(reverse))
+    if order is not None:
+        x = np.take_along_axis(x, order[:, :, None], axis=0)
+    if padded:
+        # Padding may hold anything (NaN included): zero it so that no gradient GEMM reads it.
+        x = np.where(_valid(lengths, steps)[:, :, None], x, x.dtype.type(0))
+    return x, params, initial, lengths, order, padded
+
+
+def _outputs(output_seq, lengths, order, padded):
+    """y (T, B, H) in input order from the output state's buffer (T + 1, B, H), zero past each length."""
+    steps = output_seq.shape[0] - 1
+    y = output_seq[1:].copy() if order is None else np.take_along_axis(output_seq[1:], order[:, :, None], axis=0)
+    if padded:
+        y[~_valid(lengths, steps)] = 0
+    return y
+
+
+def _prepare_backward(dy, tape, dstate):
+    """Check backward's arguments; dy in the order the kernel runs it.
+
+    Returns dy, the gradient on the final state and the allocator of the adjoint buffers (zeros when padded).
+    """
+    if not isinstance(tape, Tape):
+        raise TypeError(f"tape: expected the tape returned by {VARIANT}.forward, got {type(tape).__name__}")
+    _check_tape(tape)
+    x, params = tape.x, tape.params
+    steps, batch, _ = x.shape
+    hidden = params["R"].shape[0]
+    dy = _check_array(dy, "dy", 3, x.dtype)
+    if dy.shape != (steps, batch, hidden):
+        raise ValueError(f"dy: expected shape {(steps, batch, hidden)}, got {dy.shape}")
+    if tape.order is not None:
+        dy = np.take_along_axis(dy, tape.order[:, :, None], axis=0)
+    alloc = np.empty if bool(np.all(tape.lengths == steps)) else np.zeros  # rows past a length stay zero
+    final = _check_state(dstate, "dstate", batch, hidden, x.dtype)
+    return dy, final, alloc
+
+
+def _input_order(dx, order):
+    """dx in the order of the input sequence."""
+    return dx if order is None else np.take_along_axis(dx, order[:, :, None], axis=0)
+
+
+def _run(kernel, *args):
+    """Call a compiled kernel. A corrupted numba cache file next to this module (truncated, overwritten) makes
+    numba fail while loading it on every run: discard the cache once, with a warning, and compile afresh."""
+    try:
+        return kernel(*args)
+    except Exception as exc:
+        if not _raised_by_numba_cache(exc):
+            raise
+        for jitted in list(globals().values()):
+            if isinstance(jitted, numba.core.dispatcher.Dispatcher):
+                try:
+                    jitted._cache.flush()  # an empty index: every entry is compiled again and saved
+                except OSError:
+                    pass  # an unwritable cache is not written to (numba warns of it itself)
+        warnings.warn(
+            f"{VARIANT}: numba's on-disk cache of this module was unreadable ({type(exc).__name__}: {exc}); "
+            "it was discarded and the kernels are compiled again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return kernel(*args)
+
+
+def _raised_by_numba_cache(exc):
+    return any(
+        frame.f_code.co_filename.replace("\\", "/").endswith("numba/core/caching.py")
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
+def _check_size(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_array(a, name, ndim, dtype):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _check_tape(tape):
+    """The kernels index every array of the tape by the sizes of x: refuse a tape whose arrays were replaced."""
+    x, params = tape.x, tape.params
+    ok = isinstance(x, np.ndarray) and x.ndim == 3 and isinstance(params, dict)
+    if ok:
+        try:
+            _check_params(params, x.shape[2], x.dtype)
+        except (TypeError, ValueError):
+            ok = False
+    if ok:
+        steps, batch, _ = x.shape
+        hidden = params["R"].shape[0]
+        seq = (steps + 1, batch, hidden)
+        arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
+        arrays += [(e, (steps + more, batch, blocks * hidden)) for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA)]
+        arrays.append((tape.lengths, (batch,)))
+        ok = len(tape.states) == len(STATE) and len(tape.extra) == len(TAPE_EXTRA) and all(
+            isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays
+        )
+        ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
+        ok = ok and (tape.order is None or (isinstance(tape.order, np.ndarray) and tape.order.shape == (steps, batch)))
+    if not ok:
+        raise ValueError("tape: its arrays do not match each other (was the tape modified after forward?)")
+
+
+def _check_lengths(lengths, steps, batch):
+    if lengths is None:
+        return np.full(batch, steps, dtype=np.int64)
+    if not isinstance(lengths, np.ndarray) or lengths.dtype.kind not in "iu":
+        got = lengths.dtype if isinstance(lengths, np.ndarray) else type(lengths).__name__
+        raise TypeError(f"lengths: expected a numpy array of integers, shape ({batch},), got {got}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths: expected shape ({batch},), one length per batch row, got {lengths.shape}")
+    if lengths.min() < 0 or lengths.max() > steps:
+        raise ValueError(f"lengths: expected values in [0, {steps}], got min {lengths.min()} and max {lengths.max()}")
+    return lengths.astype(np.int64)
+
+
+def _valid(lengths, steps):
+    """(T, B) mask: True where step t is within sequence b's length."""
+    return np.arange(steps)[:, None] < lengths[None, :]
+
+
+def _time_order(lengths, steps, reverse):
+    """(T, B) index of the input step that runs at step t, or None for the identity: a reversed sequence runs
+    its valid steps last to first; padding stays where it is. The map is its own inverse."""
+    if not reverse:
+        return None
+    t = np.arange(steps)[:, None]
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def _check_params(params, n_in, dtype):
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict keyed by {PARAMS}, got {type(params).__name__}")
+    missing = [k for k in PARAMS if k not in params]
+    extra = [k for k in params if k not in PARAMS]
+    if missing or extra:
+        raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
+    R = params["R"]
+    hidden = R.shape[0] if isinstance(R, np.ndarray) and R.ndim == 2 else None
+    if hidden is None or hidden == 0:
+        raise ValueError(f"params['R']: expected shape (H, {len(GATES)}*H) with H >= 1, got {getattr(R, 'shape', R)!r}")
+    checked = {}
+    for name, shape in param_shapes(n_in, hidden).items():
+        checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
+        if checked[name].shape != shape:
+            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {checked[name].shape}")
+    return checked
+
+
+def _check_state(state, name, batch, hidden, dtype):
+    if state is None:
+        return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in STATE)
+    if not isinstance(state, (tuple, list)) or len(state) != len(STATE):
+        got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
+        raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
+    checked = []
+    for s, value in zip(STATE, state):
+        value = _check_array(value, f"{name}[{s!r}]", 2, dtype)
+        if value.shape != (batch, hidden):
+            raise ValueError(f"{name}[{s!r}]: expected shape {(batch, hidden)}, got {value.shape}")
+        checked.append(value)
+    return tuple(checked)
