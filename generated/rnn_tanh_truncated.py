@@ -9,7 +9,8 @@ with gradient mode "truncated". Do not edit: regenerate with
 Shapes: x (T, B, I) time-major; y (T, B, H) holds h_1..h_T; every state (B, H).
 Padded batches: lengths (B,) as in ONNX; past its length a sequence keeps its state and outputs zeros.
 Parameters: W (I, 1H), R (H, 1H), b (1H,);
-column block k of W, R and b belongs to GATES[k]. xW_k = x_t W_k + b_k and hR_k = h_{t-1} R_k.
+column block k of W, R and b belongs to GATES[k]. xW_k = x_t W_k + b_k and
+hR_k = h_{t-1} R_k.
 In the kernels, <value>__<role> is the buffer or row that holds a value of the equations below (c__seq: c at
 every step; c_prev__row: c_{t-1} at the current batch row); names without "__" are the kernels' own.
 
@@ -24,9 +25,11 @@ from step t+1); d_v is dL/dv:
     d_xW_g = d_hR_g = d_a_g
     d_h_prev = 0
     (truncated gradient: no error flows through h_{t-1} where it enters the pre-activations)
-    dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  db = sum_t,batch d_xW;  dR = sum_t h_{t-1}^T d_hR
+    dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  db = sum_t,batch d_xW
+    dR = sum_t h_{t-1}^T d_hR
 """
 
+import contextlib
 import traceback
 import warnings
 
@@ -266,7 +269,7 @@ class Tape:
     """What forward saved for backward: inputs, parameters, every state, the stored gate values, the lengths
     and the time order of each sequence."""
 
-    __slots__ = ("x", "params", "states", "gate_seq", "extra", "lengths", "order")
+    __slots__ = ("extra", "gate_seq", "lengths", "order", "params", "states", "x")
 
     def __init__(self, x, params, states, gate_seq, extra, lengths, order):
         self.x = x
@@ -364,10 +367,9 @@ def _run(kernel, *args):
             raise
         for jitted in list(globals().values()):
             if isinstance(jitted, numba.core.dispatcher.Dispatcher):
-                try:
+                # An unwritable cache is not written to (numba warns of it itself).
+                with contextlib.suppress(OSError):
                     jitted._cache.flush()  # an empty index: every entry is compiled again and saved
-                except OSError:
-                    pass  # an unwritable cache is not written to (numba warns of it itself)
         warnings.warn(
             f"{VARIANT}: numba's on-disk cache of this module was unreadable ({type(exc).__name__}: {exc}); "
             "it was discarded and the kernels are compiled again",
@@ -416,10 +418,15 @@ def _check_tape(tape):
         hidden = params["R"].shape[0]
         seq = (steps + 1, batch, hidden)
         arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
-        arrays += [(e, (steps + more, batch, blocks * hidden)) for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA)]
+        arrays += [
+            (e, (steps + more, batch, blocks * hidden))
+            for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA, strict=False)
+        ]
         arrays.append((tape.lengths, (batch,)))
-        ok = len(tape.states) == len(STATE) and len(tape.extra) == len(TAPE_EXTRA) and all(
-            isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays
+        ok = (
+            len(tape.states) == len(STATE)
+            and len(tape.extra) == len(TAPE_EXTRA)
+            and all(isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays)
         )
         ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
         ok = ok and (tape.order is None or (isinstance(tape.order, np.ndarray) and tape.order.shape == (steps, batch)))
@@ -480,7 +487,7 @@ def _check_state(state, name, batch, hidden, dtype):
         got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
         raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
     checked = []
-    for s, value in zip(STATE, state):
+    for s, value in zip(STATE, state, strict=True):
         value = _check_array(value, f"{name}[{s!r}]", 2, dtype)
         if value.shape != (batch, hidden):
             raise ValueError(f"{name}[{s!r}]: expected shape {(batch, hidden)}, got {value.shape}")

@@ -22,9 +22,9 @@ UNIT = sympy.Idx("j")
 BATCH_ROW = sympy.Idx("nb")
 
 
-def width(n: int) -> str:
-    """The extent of ``n`` blocks of hidden units."""
-    return "hidden" if n == 1 else f"{n} * hidden"
+def width(n: int, unit: str = "hidden") -> str:
+    """The extent of ``n`` blocks of ``unit`` (hidden units by default)."""
+    return unit if n == 1 else f"{n} * {unit}"
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,7 @@ class ModulePlan:
         forward, backward: the kernels.
         forward_buffers: what ``forward()`` allocates and passes to the forward kernel (states, gate_seq...).
         tape_extra: the forward buffers the tape keeps besides states and gate_seq, in order.
+        tape_extra_shapes: for each, (steps beyond T, width in blocks of H): what the module checks a tape by.
         backward_buffers: what ``backward()`` allocates or reads back from the tape for the backward kernel.
         state_grads: the buffers holding the gradient on each state (returned as dstate0).
         unit_grads: per unit parameter name, the buffer of its gradient.
@@ -264,6 +265,7 @@ class ModulePlan:
     backward: Kernel
     forward_buffers: tuple[Buffer, ...]
     tape_extra: tuple[Buffer, ...]
+    tape_extra_shapes: tuple[tuple[int, int], ...]
     backward_buffers: tuple[Buffer, ...]
     state_seqs: tuple[Buffer, ...]
     state_grads: tuple[Buffer, ...]

@@ -21,7 +21,7 @@ SEPARATOR = "__"
 #: Role -> what an identifier ``<owner>__<role>`` holds.
 ROLES: dict[str, str] = {
     "seq": "per-step buffer (T or T+1, B, H) of a state or a saved value",
-    "row": "its (H,) view at the current step and batch row: the block of gate_seq, rec_buf, d_gate_seq... that holds it",
+    "row": "its (H,) view at the current step and batch row (the block of gate_seq, rec_buf... that holds it)",
     "saved_row": "the (H,) view of a value forward saves for backward, at the current step and batch row",
     "fb_row": "the gate's block of fb_seq: its value, fed back at the next step",
     "fb_grad_row": "the gate's block of the gradient fed back from the next step",

@@ -112,7 +112,9 @@ class KernelPrinter:
     def _print_InputProjection(self, node: InputProjection, indent: str) -> list[str]:
         columns = width(node.blocks)
         return [
-            *comment_lines("Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.", indent),
+            *comment_lines(
+                "Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.", indent
+            ),
             f"{indent}gates_2d = {node.out}.reshape(steps * batch, {columns})",
             f"{indent}np.dot(x.reshape(steps * batch, n_in), W, gates_2d)",
             f"{indent}for row in range(steps * batch):",

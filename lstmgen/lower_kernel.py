@@ -103,7 +103,13 @@ class _Storage:
         return Buffer(kernel_name(sym, "scratch"), ("hidden",), f"{sym} of the current batch row", "scratch")
 
     def unit_vector(self, sym: sympy.Symbol) -> Buffer:
-        return Buffer(kernel_name(sym, "vec"), ("hidden",), f"unit parameter {self.unit_param[sym]}", "param", param=self.unit_param[sym])
+        return Buffer(
+            kernel_name(sym, "vec"),
+            ("hidden",),
+            f"unit parameter {self.unit_param[sym]}",
+            "param",
+            param=self.unit_param[sym],
+        )
 
     def unit_gradient(self, sym: sympy.Symbol) -> Buffer:
         return Buffer(kernel_name(sym, "grad"), ("hidden",), f"gradient of {self.unit_param[sym]}", "zeros")
@@ -169,7 +175,12 @@ class _RowLoopBuilder:
             dy = View("dy_row", Slice("dy", ("t", "nb")))
             carried = storage.read(sym, True)
             self.home[sym] = storage.scratch(sym)
-            self.store(f"{sym} = dy_t + (error carried from step t+1)", self.home[sym], sympy.Add(dy.element(), carried.element(), evaluate=False), (dy, carried))
+            self.store(
+                f"{sym} = dy_t + (error carried from step t+1)",
+                self.home[sym],
+                sympy.Add(dy.element(), carried.element(), evaluate=False),
+                (dy, carried),
+            )
             return self.home[sym]
         return storage.read(sym, self.backward)
 
@@ -212,7 +223,12 @@ def _forward_phases(storage: _Storage) -> list[Phase]:
             if sym in forward.inputs() and sym in inputs_read:
                 source = storage.read(sym, False)
                 rows.home[sym] = source
-                rows.store(f"keep {sym} for backward", storage.seq_view(sym, sym, "t", "saved_row"), source.element(), (source,))
+                rows.store(
+                    f"keep {sym} for backward",
+                    storage.seq_view(sym, sym, "t", "saved_row"),
+                    source.element(),
+                    (source,),
+                )
         for a in assignments:
             value, reads = rows.at(a.rhs)
             target = storage.forward_home(a.lhs)
@@ -264,7 +280,10 @@ def _backward_phases(storage: _Storage) -> list[Phase]:
         for target, (op, expr, label) in outputs.items():
             if op == "=" and isinstance(expr, sympy.Symbol) and rows.home.get(expr) == target:
                 continue  # computed in place
-            rows.compute(f"{label} {op} {print_text(expr)}", target, expr, op)
+            text = print_text(expr)
+            # A carry whose adjoint was computed under its own name is a plain copy: say where it goes.
+            comment = f"{label}, carried to step t-1" if text == label else f"{label} {op} {text}"
+            rows.compute(comment, target, expr, op)
         phase_note = f", phase {p + 1} of {kernel.n_phases}" if kernel.n_phases > 1 else ""
         header = (f"Elementwise step{phase_note}, derived by SymPy:", *(f"  {c}" for c in comments))
         note = "past its length: the gradient passes through, the step's adjoints stay zero"
@@ -272,14 +291,22 @@ def _backward_phases(storage: _Storage) -> list[Phase]:
     return phases
 
 
-def _direct_homes(storage: _Storage, outputs: dict[Row, tuple[str, sympy.Expr, str]], assignments: AssignmentList) -> dict[sympy.Symbol, Row]:
+def _direct_homes(
+    storage: _Storage, outputs: dict[Row, tuple[str, sympy.Expr, str]], assignments: AssignmentList
+) -> dict[sympy.Symbol, Row]:
     """Adjoints computed straight into an output row (the first output that is exactly that adjoint)."""
     targets = set(assignments.targets)
     direct: dict[sympy.Symbol, Row] = {}
     # Not the state gradients carried to step t-1: the seeds of this step are still read from those rows.
     carries = {storage.buf_view(s, "grad_row", "grad_buf") for s in storage.spec.state}
     for target, (op, expr, _) in outputs.items():
-        if op == "=" and expr in targets and expr not in direct and expr not in storage.carried and target not in carries:
+        if (
+            op == "="
+            and expr in targets
+            and expr not in direct
+            and expr not in storage.carried
+            and target not in carries
+        ):
             direct[expr] = target
     return direct
 
@@ -350,7 +377,8 @@ def _matrix_blocks(storage: _Storage, transposed: bool) -> tuple[list[Buffer], l
         return [], []
     allocated = [Buffer("R_early", ("hidden", width(len(storage.early_gates))), "the blocks of R applied to h_{t-1}")]
     setup = [
-        Assign(Slice("R_early", (":", Block(e))), Slice("R", (":", Block(k)))) for e, k in enumerate(storage.early_gates)
+        Assign(Slice("R_early", (":", Block(e))), Slice("R", (":", Block(k))))
+        for e, k in enumerate(storage.early_gates)
     ]
     for k, gate, _src in storage.late:
         block: Slice | Transposed = Slice("R", (":", Block(k)))
@@ -364,10 +392,12 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
     storage = _Storage(kernel)
     spec, forward, backward = storage.spec, storage.forward, storage.backward
     G, F = storage.n_gates, storage.n_feedback
+    n_early = len(storage.early_gates)
     recurrent = backward.recurrent_gemm
 
     state_seqs = tuple(
-        Buffer(kernel_name(s, "seq"), SEQ_PLUS_ONE, f"state {s} at steps 0..T", "initial", k) for k, s in enumerate(spec.state)
+        Buffer(kernel_name(s, "seq"), SEQ_PLUS_ONE, f"state {s} at steps 0..T", "initial", k)
+        for k, s in enumerate(spec.state)
     )
     output_seq = state_seqs[spec.state.index(spec.output_state)]
     gate_seq = Buffer("gate_seq", ("steps", "batch", width(G)), "per gate block: x W + b, then the gate's value")
@@ -387,25 +417,34 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
     rec_buf = Buffer("rec_buf", ("batch", width(len(storage.early_gates))), "h_{t-1} R of the step")
     fbq_buf = Buffer("fbq_buf", ("batch", width(F)), "the fed-back gates times Q")
     allocated, setup = _matrix_blocks(storage, transposed=False)
-    allocated += [Buffer(kernel_name(storage.hR[gate], "buf"), ROW, f"hR_{gate} of the step") for _, gate, _ in storage.late]
+    allocated += [
+        Buffer(kernel_name(storage.hR[gate], "buf"), ROW, f"hR_{gate} of the step") for _, gate, _ in storage.late
+    ]
     allocated += [rec_buf] + ([fbq_buf] if F else [])
     step: list = [
         Gemm(
             Slice(output_seq.name, ("t",)),
             Slice(storage.rec_matrix),
             Slice("rec_buf"),
-            f"Recurrent projection: one GEMM (B, H) x (H, {width(len(storage.early_gates)).replace(' * hidden', 'H').replace('hidden', 'H')}) per step.",
+            f"Recurrent projection: one GEMM (B, H) x (H, {width(n_early, 'H').replace(' * ', '')}) per step.",
         )
     ]
     if F:
         step.append(
-            Gemm(Slice("fb_seq", ("t",)), Slice("Q"), Slice("fbq_buf"), f"Gate feedback from step t-1: one GEMM (B, {F}H) x ({F}H, {F}H) per step.")
+            Gemm(
+                Slice("fb_seq", ("t",)),
+                Slice("Q"),
+                Slice("fbq_buf"),
+                f"Gate feedback from step t-1: one GEMM (B, {F}H) x ({F}H, {F}H) per step.",
+            )
         )
     step += _forward_phases(storage)
     hold = [Assign(Slice(s.name, ("t + 1", "nb")), Slice(s.name, ("t", "nb"))) for s in state_seqs]
     hold += [Assign(Slice("fb_seq", ("t + 1", "nb")), Slice("fb_seq", ("t", "nb")))] if F else []
     kept = " and its fed-back gates" if F else ""
-    step.append(RowLoop((f"A sequence past its length keeps its state{kept} (ONNX semantics).",), tuple(hold), past=True))
+    step.append(
+        RowLoop((f"A sequence past its length keeps its state{kept} (ONNX semantics).",), tuple(hold), past=True)
+    )
     forward_kernel = Kernel(
         "_forward_kernel",
         (x, lengths, *matrices, *vectors, *state_seqs, gate_seq, *tape_extra),
@@ -418,40 +457,73 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
     state_grads = tuple(
         Buffer(kernel_name(s, "grad_buf"), ROW, f"gradient on state {s}", "final", k) for k, s in enumerate(spec.state)
     )
-    grad_fb = (Buffer("grad_fb_buf", ("batch", width(F)), "gradient on the fed-back gates", "zeros"),) if F and recurrent else ()
+    grad_fb = (
+        (Buffer("grad_fb_buf", ("batch", width(F)), "gradient on the fed-back gates", "zeros"),)
+        if F and recurrent
+        else ()
+    )
     d_gate_seq = Buffer("d_gate_seq", gate_seq.shape, "per gate block: the adjoint of x W + b", "zeros_if_padded")
     adjoint_seqs = [d_gate_seq]
     if kernel.separate_recurrent_adjoint:
-        adjoint_seqs.append(Buffer("d_rec_seq", ("steps", "batch", width(len(storage.early_gates))), "the adjoints of h_{t-1} R", "zeros_if_padded"))
-    d_hR_seqs = {gate: Buffer(kernel_name(adjoint_symbol(storage.hR[gate]), "seq"), SEQ, f"the adjoint of hR_{gate}", "zeros_if_padded") for _, gate, _ in storage.late}
+        adjoint_seqs.append(
+            Buffer(
+                "d_rec_seq",
+                ("steps", "batch", width(len(storage.early_gates))),
+                "the adjoints of h_{t-1} R",
+                "zeros_if_padded",
+            )
+        )
+    d_hR_seqs = {
+        gate: Buffer(
+            kernel_name(adjoint_symbol(storage.hR[gate]), "seq"), SEQ, f"the adjoint of hR_{gate}", "zeros_if_padded"
+        )
+        for _, gate, _ in storage.late
+    }
     adjoint_seqs += d_hR_seqs.values()
     if F:
-        adjoint_seqs.append(Buffer("d_fbq_seq", ("steps", "batch", width(F)), "the adjoints of the feedback products", "zeros_if_padded"))
+        adjoint_seqs.append(
+            Buffer(
+                "d_fbq_seq", ("steps", "batch", width(F)), "the adjoints of the feedback products", "zeros_if_padded"
+            )
+        )
     unit_grads = tuple((name, storage.unit_gradient(sym)) for name, sym in forward.unit_params)
     dy = Buffer("dy", SEQ, "the gradient on every output", "input")
 
     allocated, setup = _matrix_blocks(storage, transposed=True)
-    allocated += [Buffer(kernel_name(seed_symbol(str(src)), "buf"), ROW, f"gradient on src_{gate}") for _, gate, src in storage.late]
+    allocated += [
+        Buffer(kernel_name(seed_symbol(str(src)), "buf"), ROW, f"gradient on src_{gate}")
+        for _, gate, src in storage.late
+    ]
     if recurrent:
         allocated.append(Buffer("gemm_h_buf", ("hidden", "batch"), "d_hR R^T of the step, feature-major"))
         if F:
             allocated.append(Buffer("gemm_fb_buf", (width(F), "batch"), "d_gQ Q^T of the step, feature-major"))
     if storage.elementwise_and_gemm_h:
-        allocated.append(Buffer(kernel_name(adjoint_symbol(storage.h_prev), "buf"), ROW, "the elementwise part of d_h_prev"))
+        allocated.append(
+            Buffer(kernel_name(adjoint_symbol(storage.h_prev), "buf"), ROW, "the elementwise part of d_h_prev")
+        )
     allocated += [Buffer(kernel_name(s, "carry_buf"), ROW, f"{s}, carried between phases") for s in kernel.carried]
     step = _backward_phases(storage)
+    elementwise = "(its elementwise part) + " if storage.elementwise_and_gemm_h else ""
     if recurrent:
         step.append(
             Gemm(
                 Slice(storage.rec_matrix),
                 Transposed(Slice(storage.d_rec_seq, ("t",))),
                 Slice("gemm_h_buf"),
-                f"d_h_prev = {'(its elementwise part) + ' if storage.elementwise_and_gemm_h else ''}d_hR R^T: one GEMM per step, computed transposed: (H, {len(storage.early_gates)}H) x ({len(storage.early_gates)}H, B).",
+                f"d_h_prev = {elementwise}d_hR R^T: one GEMM per step, computed transposed: "
+                f"(H, {n_early}H) x ({n_early}H, B).",
             )
         )
         if F:
             step.append(
-                Gemm(Slice("Q"), Transposed(Slice("d_fbq_seq", ("t",))), Slice("gemm_fb_buf"), "Gradient on the fed-back gates of step t-1: one GEMM per step, computed transposed like the one above.")
+                Gemm(
+                    Slice("Q"),
+                    Transposed(Slice("d_fbq_seq", ("t",))),
+                    Slice("gemm_fb_buf"),
+                    "Gradient on the fed-back gates of step t-1: one GEMM per step, computed transposed like the one"
+                    " above.",
+                )
             )
         merge = []
         out_grad = storage.buf_view(spec.output_state, "grad_row", "grad_buf")
@@ -461,15 +533,32 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         if storage.elementwise_and_gemm_h:
             d_h_prev = storage.buf_view(adjoint_symbol(storage.h_prev))
             value, reads = sympy.Add(value, d_h_prev.element(), evaluate=False), (gemm_h, d_h_prev)
-        merge.append(UnitLoop(f"d_{storage.h_prev}: into the gradient carried to step t-1", (Store(out_grad, value, reads),)))
+        merge.append(
+            UnitLoop(f"d_{storage.h_prev}: into the gradient carried to step t-1", (Store(out_grad, value, reads),))
+        )
         if F:
             gemm_fb = Buffer("gemm_fb_buf", (width(F), "batch"), "")
             grad_fb_row = View("grad_fb_row", Slice("grad_fb_buf", ("nb",)))
-            merge.append(UnitLoop("the fed-back gates' gradient, carried to step t-1", (Store(grad_fb_row, gemm_fb.element(BATCH_ROW), (gemm_fb,)),), F))
-        step.append(RowLoop(("The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.",), tuple(merge)))
+            merge.append(
+                UnitLoop(
+                    "the fed-back gates' gradient, carried to step t-1",
+                    (Store(grad_fb_row, gemm_fb.element(BATCH_ROW), (gemm_fb,)),),
+                    F,
+                )
+            )
+        step.append(
+            RowLoop(
+                ("The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.",),
+                tuple(merge),
+            )
+        )
     flat_d_gates = Slice("d_gates_2d")
     after: list = [
-        Assign("d_gates_2d", Flat(Slice("d_gate_seq"), width(G)), "Weight gradients over all steps at once: single large GEMMs."),
+        Assign(
+            "d_gates_2d",
+            Flat(Slice("d_gate_seq"), width(G)),
+            "Weight gradients over all steps at once: single large GEMMs.",
+        ),
         Assign("dx", Dot(flat_d_gates, Transposed(Slice("W")), ("steps", "batch", "n_in"))),
         Assign("dW", Dot(Transposed(Flat(Slice("x"), "n_in")), flat_d_gates)),
         Assign(
@@ -481,12 +570,22 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         Assign("h_prev_2d", Flat(Contiguous(Slice(output_seq.name, (":steps",))), "hidden")),
     ]
     if storage.late:
-        n_early = len(storage.early_gates)
         allocated.append(Buffer("dR", ("hidden", width(G)), "the gradient of R"))
         after.append(Assign("dR_early", Dot(Transposed(Slice("h_prev_2d")), Flat(Slice("d_rec_seq"), width(n_early)))))
-        after += [Assign(Slice("dR", (":", Block(k))), Slice("dR_early", (":", Block(e)))) for e, k in enumerate(storage.early_gates)]
+        after += [
+            Assign(Slice("dR", (":", Block(k))), Slice("dR_early", (":", Block(e))))
+            for e, k in enumerate(storage.early_gates)
+        ]
         for k, gate, src in storage.late:
-            after.append(Assign(Slice("dR", (":", Block(k))), Dot(Transposed(Flat(Slice(kernel_name(src, "seq")), "hidden")), Flat(Slice(d_hR_seqs[gate].name), "hidden"))))
+            after.append(
+                Assign(
+                    Slice("dR", (":", Block(k))),
+                    Dot(
+                        Transposed(Flat(Slice(kernel_name(src, "seq")), "hidden")),
+                        Flat(Slice(d_hR_seqs[gate].name), "hidden"),
+                    ),
+                )
+            )
     else:
         after.append(Assign("dR", Dot(Transposed(Slice("h_prev_2d")), Flat(Slice(storage.d_rec_seq), width(G)))))
     if F:
@@ -494,7 +593,20 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         after.append(Assign("dQ", Dot(Transposed(Slice("fb_prev_2d")), Flat(Slice("d_fbq_seq"), width(F)))))
     backward_kernel = Kernel(
         "_backward_kernel",
-        (dy, x, lengths, *(m for m in matrices if m.name != "b"), *vectors, *state_seqs, gate_seq, *tape_extra, *state_grads, *grad_fb, *adjoint_seqs, *(g for _, g in unit_grads)),
+        (
+            dy,
+            x,
+            lengths,
+            *(m for m in matrices if m.name != "b"),
+            *vectors,
+            *state_seqs,
+            gate_seq,
+            *tape_extra,
+            *state_grads,
+            *grad_fb,
+            *adjoint_seqs,
+            *(g for _, g in unit_grads),
+        ),
         tuple(setup),
         TimeLoop(True, tuple(step)),
         tuple(after),
@@ -506,6 +618,7 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         backward=backward_kernel,
         forward_buffers=(*state_seqs, gate_seq, *tape_extra),
         tape_extra=tape_extra,
+        tape_extra_shapes=((1, F),) * bool(F) + ((0, 1),) * len(saved),
         backward_buffers=(*state_grads, *grad_fb, *adjoint_seqs, *(g for _, g in unit_grads)),
         state_seqs=state_seqs,
         state_grads=state_grads,

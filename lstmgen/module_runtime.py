@@ -6,6 +6,7 @@ only). It reads the module's own constants and ``param_shapes``; the stand-ins a
 file something to import and lint against and are not inlined.
 """
 
+import contextlib
 import traceback
 import warnings
 
@@ -34,7 +35,7 @@ class Tape:
     """What forward saved for backward: inputs, parameters, every state, the stored gate values, the lengths
     and the time order of each sequence."""
 
-    __slots__ = ("x", "params", "states", "gate_seq", "extra", "lengths", "order")
+    __slots__ = ("extra", "gate_seq", "lengths", "order", "params", "states", "x")
 
     def __init__(self, x, params, states, gate_seq, extra, lengths, order):
         self.x = x
@@ -132,10 +133,9 @@ def _run(kernel, *args):
             raise
         for jitted in list(globals().values()):
             if isinstance(jitted, numba.core.dispatcher.Dispatcher):
-                try:
+                # An unwritable cache is not written to (numba warns of it itself).
+                with contextlib.suppress(OSError):
                     jitted._cache.flush()  # an empty index: every entry is compiled again and saved
-                except OSError:
-                    pass  # an unwritable cache is not written to (numba warns of it itself)
         warnings.warn(
             f"{VARIANT}: numba's on-disk cache of this module was unreadable ({type(exc).__name__}: {exc}); "
             "it was discarded and the kernels are compiled again",
@@ -184,10 +184,15 @@ def _check_tape(tape):
         hidden = params["R"].shape[0]
         seq = (steps + 1, batch, hidden)
         arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
-        arrays += [(e, (steps + more, batch, blocks * hidden)) for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA)]
+        arrays += [
+            (e, (steps + more, batch, blocks * hidden))
+            for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA, strict=False)
+        ]
         arrays.append((tape.lengths, (batch,)))
-        ok = len(tape.states) == len(STATE) and len(tape.extra) == len(TAPE_EXTRA) and all(
-            isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays
+        ok = (
+            len(tape.states) == len(STATE)
+            and len(tape.extra) == len(TAPE_EXTRA)
+            and all(isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays)
         )
         ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
         ok = ok and (tape.order is None or (isinstance(tape.order, np.ndarray) and tape.order.shape == (steps, batch)))
@@ -248,7 +253,7 @@ def _check_state(state, name, batch, hidden, dtype):
         got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
         raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
     checked = []
-    for s, value in zip(STATE, state):
+    for s, value in zip(STATE, state, strict=True):
         value = _check_array(value, f"{name}[{s!r}]", 2, dtype)
         if value.shape != (batch, hidden):
             raise ValueError(f"{name}[{s!r}]: expected shape {(batch, hidden)}, got {value.shape}")

@@ -13,14 +13,14 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
-from lstmgen import __version__
-from lstmgen import module_runtime
+
+from lstmgen import __version__, module_runtime
 from lstmgen.derive_backward import adjoint_symbol
 from lstmgen.expression_lists import KernelExpressions
 from lstmgen.functions import helper_closure, helper_source
 from lstmgen.kernel_ir import Kernel, width
 from lstmgen.kernel_names import check_namespace
-from lstmgen.kernel_printer import KernelPrinter, wrap, wrapper_allocation
+from lstmgen.kernel_printer import INDENT, KernelPrinter, wrap, wrapper_allocation
 from lstmgen.lower_kernel import _Storage, lower, output_text, str_assignment
 from lstmgen.numba_printer import print_text
 from lstmgen.user_text import in_docstring, python_literal
@@ -61,43 +61,6 @@ def module_name(variant: str, gradient: str) -> str:
     return variant if gradient == "full" else f"{variant}_{gradient}"
 
 
-def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> str:
-    """Render the generated module's source text.
-
-    Args:
-        kernel: the CSE'd expression lists of one cell and gradient mode.
-        regenerate: the command printed in the banner to regenerate this file.
-    """
-    backward = kernel.backward
-    spec = backward.forward.spec
-    if regenerate is None:
-        flag = "" if backward.gradient == "full" else f" --gradient {backward.gradient}"
-        builtin = VARIANTS.get(spec.name) == spec
-        what = spec.name if builtin else f"--spec <the spec file of {spec.name}>"
-        regenerate = f"lstmgen generate {what}{flag} --out {'generated/' if builtin else 'DIR'}"
-    layout = _Layout(kernel)
-    context = {
-        "variant": spec.name,
-        "description": in_docstring(spec.description),
-        "paper": in_docstring(spec.paper),
-        "description_literal": python_literal(spec.description),
-        "paper_literal": python_literal(spec.paper),
-        "variant_literal": python_literal(spec.name),
-        "version": __version__,
-        "template_version": TEMPLATE_VERSION,
-        "fingerprint": spec.fingerprint(),
-        "gradient": backward.gradient,
-        "regenerate": in_docstring(regenerate),
-        "gates": _tuple_literal(g.name for g in spec.gates),
-        "states": _tuple_literal(spec.state),
-        "params": _tuple_literal(spec.params),
-        **layout.context(),
-    }
-    source = _environment().get_template(TEMPLATE_NAME).render(context)
-    check_namespace(source, layout.owners())
-    return source
-
-
 def _tuple_of(items: object) -> str:
     """Python source of a tuple of the given source fragments."""
     items = list(items)
@@ -134,27 +97,27 @@ def owners(kernel: KernelExpressions) -> set[str]:
 def _call(kernel: Kernel, result: str) -> list[str]:
     """The wrapper's call of a kernel through ``_run``, parameters read from ``params``."""
     args = ", ".join(f"params[{python_literal(b.param)}]" if b.init == "param" else b.name for b in kernel.args)
-    return wrap(f"{result}_run(", f"{kernel.name}, {args}", ")", "")
+    return wrap(f"{result}_run(", f"{kernel.name}, {args}", ")", INDENT)
 
 
-def _docstring_products(storage: _Storage) -> tuple[str, list[str]]:
-    """The recurrent products and the matrix adjoint rules, as the module docstring states them."""
+def _docstring_products(storage: _Storage) -> tuple[list[str], list[str]]:
+    """The recurrent products and the matrix adjoint rules, as the module docstring states them (lines)."""
     forward, backward = storage.forward, storage.backward
-    early = [storage.spec.gates[k].name for k in storage.early_gates]
-    sources = {gate: src for gate, src in forward.sources}
+    early = ", ".join(storage.spec.gates[k].name for k in storage.early_gates)
     originals = {a.lhs: a.rhs for a in forward.equations}
-    products = "hR_k = h_{t-1} R_k" if not sources else (
-        f"hR_k = h_{{t-1}} R_k for k in {', '.join(early)}; "
-        + "; ".join(f"hR_{g} = src_{g} R_{g} with src_{g} = {print_text(originals[s])}" for g, s in sources.items())
-    )
-    rules = [] if backward.recurrent_gemm else [
-        "(truncated gradient: no error flows through h_{t-1} where it enters the pre-activations)"
-    ]
-    dR = "dR = sum_t h_{t-1}^T d_hR" if not sources else "; ".join(
-        [f"dR_k = sum_t h_{{t-1}}^T d_hR_k for k in {', '.join(early)}"]
-        + [f"dR_{g} = sum_t src_{g}^T d_hR_{g}" for g in sources]
-    )
-    rules.append(f"dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  db = sum_t,batch d_xW;  {dR}")
+    if not forward.sources:
+        products = ["hR_k = h_{t-1} R_k."]
+        dR = ["dR = sum_t h_{t-1}^T d_hR"]
+    else:
+        products = [f"hR_k = h_{{t-1}} R_k for k in {early}, and mid-step:"]
+        products += [
+            f"    hR_{g} = src_{g} R_{g} with src_{g} = {print_text(originals[s])}" for g, s in forward.sources
+        ]
+        dR = [f"dR_k = sum_t h_{{t-1}}^T d_hR_k for k in {early}"]
+        dR += [f"dR_{g} = sum_t src_{g}^T d_hR_{g}" for g, _ in forward.sources]
+    truncated = "(truncated gradient: no error flows through h_{t-1} where it enters the pre-activations)"
+    rules = [] if backward.recurrent_gemm else [truncated]
+    rules += ["dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  db = sum_t,batch d_xW", *dR]
     return products, rules
 
 
@@ -180,11 +143,12 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     backward_kernel = printer.kernel(plan.backward)
     products, rules = _docstring_products(storage)
     G, F = len(spec.gates), len(spec.feedback)
+    wide, feedback = width(G, "hidden_size"), width(F, "hidden_size")
     shapes = [
-        f'"W": (input_size, {width(G).replace("hidden", "hidden_size")})',
-        f'"R": (hidden_size, {width(G).replace("hidden", "hidden_size")})',
-        f'"b": ({width(G).replace("hidden", "hidden_size")},)',
-        *([f'"Q": ({width(F).replace("hidden", "hidden_size")}, {width(F).replace("hidden", "hidden_size")})'] if F else []),
+        f'"W": (input_size, {wide})',
+        f'"R": (hidden_size, {wide})',
+        f'"b": ({wide},)',
+        *([f'"Q": ({feedback}, {feedback})'] if F else []),
         *(f"{python_literal(p)}: (hidden_size,)" for p in spec.unit_params),
     ]
     extra = [b.name for b in plan.tape_extra]
@@ -205,10 +169,10 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "gates": _tuple_literal(g.name for g in spec.gates),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),
-        "tape_extra": _tuple_of(_tuple_of([str(int(b.shape[0] == "steps + 1")), str(_blocks(b.shape[2]))]) for b in plan.tape_extra),
+        "tape_extra": _tuple_of(_tuple_of(map(str, shape)) for shape in plan.tape_extra_shapes),
         "n_gates": G,
         "unit_params": [{"shape_doc": in_docstring(p)} for p in spec.unit_params],
-        "recurrent_products": in_docstring(products),
+        "recurrent_products": [in_docstring(line) for line in products],
         "forward_text": [in_docstring(str_assignment(a.lhs, a.rhs)) for a in forward.equations],
         "backward_text": [
             in_docstring(line)
@@ -236,8 +200,3 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     source = _environment().get_template(TEMPLATE_NAME).render(context)
     check_namespace(source, owners(kernel))
     return source
-
-
-def _blocks(extent: str) -> int:
-    """The number of H-blocks of an extent printed by :func:`~lstmgen.kernel_ir.width`."""
-    return 1 if extent == "hidden" else int(extent.split(" * ")[0])
