@@ -77,6 +77,17 @@ class Derivation:
                 lines.append(BackwardLine(d_sym, expr, recurrent if d_sym == d_h_prev else ()))
         return tuple(lines)
 
+    # A notebook shows a Derivation as its equations (IPython's rich display protocol).
+    def _repr_latex_(self) -> str:
+        from lstmgen.derivation_printer import notebook_latex
+
+        return notebook_latex(self)
+
+    def _repr_markdown_(self) -> str:
+        from lstmgen.derivation_printer import notebook_markdown
+
+        return notebook_markdown(self)
+
 
 @dataclass(frozen=True)
 class BackwardLine:

@@ -14,7 +14,8 @@ from conftest import BUILTIN
 
 from lstmgen.cli import main
 from lstmgen.derivation import build_derivation
-from lstmgen.derivation_printer import _Names, _Renderer, render_derivation
+from lstmgen.derivation_document import DocumentBuilder
+from lstmgen.derivation_printer import printer_for, render_derivation
 from lstmgen.derive_backward import derive_backward
 from lstmgen.error_flow import single_unit_analysis, state_gradients, state_jacobian
 from lstmgen.expression_lists import build_kernel_expressions
@@ -71,11 +72,12 @@ def test_printed_backward_equations_are_the_kernel_ones(name, gradient):
 def test_every_derived_equation_is_printed(name, fmt):
     derivation = build_derivation(VARIANTS[name])
     out = render_derivation(derivation, fmt)
-    renderer = _Renderer(derivation, fmt, _Names(derivation, "modern"))
+    builder = DocumentBuilder(derivation, "modern")
+    printer = printer_for(fmt, builder.names)
     for a in (*derivation.forward, *derivation.adjoints):
         if a.role == "source":
             continue
-        assert f"{renderer.sym(a.lhs)} = {renderer.expr(a.rhs)}" in out, f"{a} is missing"
+        assert f"{printer.math(builder.sym(a.lhs))} = {printer.math(builder.expr(a.rhs))}" in out, f"{a} is missing"
 
 
 def test_graves_notation_uses_the_thesis_symbols():
@@ -214,3 +216,43 @@ def test_graves_notation_is_used_throughout(name):
     assert "β_ι" in text and "b_ι(t)" in text and r"\beta_{\iota}" in latex
     assert "ε_s(t)|t+1 is the part of the state error arriving from step t+1" in text
     assert "Notation of Graves (2012), §4.5" in text and "Kept from lstmgen" in text
+
+
+def test_error_flow_report_reuses_the_document_builder():
+    """`lstmgen cec` and `lstmgen derive` print the Jacobian from one builder: the same rows in every format."""
+    from lstmgen.derivation_document import build_document, build_error_flow
+
+    for name in ("lstm", "gru_v3", "lstm_fgr"):
+        derivation = build_derivation(VARIANTS[name])
+        document, report = build_document(derivation, "graves"), build_error_flow(derivation, "graves")
+        (section,) = [s for s in document.sections if s.title == "Error flow"]
+        assert section.equations == report.equations and document.analysis == report.analysis
+        for fmt in ("latex", "markdown", "text"):
+            printer = printer_for(fmt, report.names)
+            assert "\n".join(printer.equations(report.equations)) in render_derivation(derivation, fmt, "graves")
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "gru_v3", "lstm_fgr"])
+def test_a_notebook_shows_the_derivation(tmp_path, name):
+    derivation = build_derivation(VARIANTS[name])
+    markdown = derivation._repr_markdown_()
+    latex = derivation._repr_latex_()
+    assert "```" not in markdown and markdown.count("$$") % 2 == 0
+    builder = DocumentBuilder(derivation, "modern")
+    printer = printer_for("latex", builder.names)
+    for a in derivation.forward:
+        if a.role != "source":
+            assert f"$${printer.math(builder.sym(a.lhs))} = " in markdown
+    assert latex.count(r"\begin{align*}") == 4 and r"\text{Backward}" in latex
+    needs_pdflatex()
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\\usepackage{amsmath,amssymb}\\begin{document}\n" + latex + "\\end{document}\n"
+    )
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
