@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Keras gate order per layer type, in the generated cells' gate names, and the cell's own order.
+from lstmgen.gate_blocks import cell_gates, gate_block, reorder_gates
+
+#: Keras gate order per layer type, in the generated cells' gate names.
 KERAS_GATES = {"LSTM": ("i", "f", "g", "o"), "GRU": ("z", "r", "n"), "SimpleRNN": ("g",)}
-CELL_GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "gru_v3": ("r", "z", "n"), "rnn_tanh": ("g",)}
 
 
 def keras_variant(layer_type: str, *, reset_after: bool = True) -> str:
@@ -57,22 +58,18 @@ def params_from_keras(
     bias_shape = (2, 3 * hidden) if two_biases else (len(order) * hidden,)
     bias = np.zeros(bias_shape, dtype) if bias is None else _array("bias", bias, bias_shape, dtype)
 
-    def block(a: np.ndarray, gate: str) -> np.ndarray:
-        k = order.index(gate)
-        return a[..., k * hidden : (k + 1) * hidden]
-
-    gates = CELL_GATES[variant]
+    gates = cell_gates(variant)
     if two_biases:  # the recurrent bias of h sits inside the reset product: it is b_rn
-        folded = [block(bias[0], g) + (0 if g == "n" else block(bias[1], g)) for g in gates]
-    else:
-        folded = [block(bias, g) for g in gates]
+        b_rn, recurrent_bias = gate_block(bias[1], order, "n").copy(), bias[1].copy()
+        gate_block(recurrent_bias, order, "n")[:] = 0
+        bias = bias[0] + recurrent_bias
     params = {
-        "W": np.ascontiguousarray(np.concatenate([block(kernel, g) for g in gates], axis=1)),
-        "R": np.ascontiguousarray(np.concatenate([block(recurrent_kernel, g) for g in gates], axis=1)),
-        "b": np.concatenate(folded),
+        "W": np.ascontiguousarray(reorder_gates(kernel, order, gates)),
+        "R": np.ascontiguousarray(reorder_gates(recurrent_kernel, order, gates)),
+        "b": reorder_gates(bias, order, gates),
     }
     if two_biases:
-        params["b_rn"] = block(bias[1], "n").copy()
+        params["b_rn"] = b_rn
     return variant, params
 
 
@@ -82,7 +79,7 @@ def params_to_keras(variant: str, params: dict[str, np.ndarray]) -> tuple[str, l
     if variant not in types:
         raise ValueError(f"variant: Keras has no layer for {variant!r}; expected one of {sorted(types)}")
     layer_type = types[variant]
-    order, gates = KERAS_GATES[layer_type], CELL_GATES[variant]
+    order, gates = KERAS_GATES[layer_type], cell_gates(variant)
     keys = {"W", "R", "b", *({"b_rn"} if variant == "gru" else ())}
     if not isinstance(params, dict) or set(params) != keys:
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
@@ -90,21 +87,14 @@ def params_to_keras(variant: str, params: dict[str, np.ndarray]) -> tuple[str, l
     for name in keys:
         if not isinstance(params[name], np.ndarray):
             raise TypeError(f"params[{name!r}]: expected a numpy array, got {type(params[name]).__name__}")
-    hidden = params["R"].shape[0]
-
-    def block(a: np.ndarray, gate: str) -> np.ndarray:
-        k = gates.index(gate)
-        return a[..., k * hidden : (k + 1) * hidden]
-
-    kernel = np.concatenate([block(params["W"], g) for g in order], axis=1)
-    recurrent = np.concatenate([block(params["R"], g) for g in order], axis=1)
-    bias = np.concatenate([block(params["b"], g) for g in order])
+    kernel = reorder_gates(params["W"], gates, order)
+    recurrent = reorder_gates(params["R"], gates, order)
+    bias = reorder_gates(params["b"], gates, order)
     arguments: dict[str, bool] = {}
     if layer_type == "GRU":
         arguments["reset_after"] = variant == "gru"
         if variant == "gru":
             recurrent_bias = np.zeros_like(bias)
-            k = order.index("n")
-            recurrent_bias[k * hidden : (k + 1) * hidden] = params["b_rn"]
+            gate_block(recurrent_bias, order, "n")[:] = params["b_rn"]
             bias = np.stack([bias, recurrent_bias])
     return layer_type, [kernel, recurrent, bias], arguments

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lstmgen.gate_blocks import cell_gates, gate_block, reorder_gates
 from lstmgen.layers import RecurrentLayer
 
 #: ONNX gate order per operator, in the generated cells' gate names.
@@ -90,25 +91,20 @@ def params_from_onnx(
         if value is not None and value.dtype != dtype:
             raise TypeError(f"{name}: expected dtype {dtype} (the dtype of W), got {value.dtype}")
 
-    def block(a: np.ndarray, gate: str) -> np.ndarray:
-        k = order.index(gate)
-        return a[k * hidden : (k + 1) * hidden]
-
-    cell_gates = {"lstm": "ifgo", "lstm_peephole": "ifgo", "gru": "rzn", "gru_v3": "rzn", "rnn_tanh": "g"}[variant]
+    gates_of_cell = cell_gates(variant)
     per_direction = []
     for d in range(directions):
-        w_bias, r_bias = B[d, : gates * hidden], B[d, gates * hidden :]
-        bias = []
-        for g in cell_gates:
-            inside_reset = variant == "gru" and g == "n"  # ONNX's Rbh multiplies by r: it is b_rn
-            bias.append(block(w_bias, g) + (0 if inside_reset else block(r_bias, g)))
+        w_bias, r_bias = B[d, : gates * hidden], B[d, gates * hidden :].copy()
+        if variant == "gru":  # ONNX's Rbh multiplies by r: it is b_rn
+            b_rn = gate_block(r_bias, order, "n").copy()
+            gate_block(r_bias, order, "n")[:] = 0
         p = {
-            "W": np.ascontiguousarray(np.concatenate([block(W[d], g) for g in cell_gates]).T),
-            "R": np.ascontiguousarray(np.concatenate([block(R[d], g) for g in cell_gates]).T),
-            "b": np.concatenate(bias),
+            "W": np.ascontiguousarray(reorder_gates(W[d], order, gates_of_cell, axis=0).T),
+            "R": np.ascontiguousarray(reorder_gates(R[d], order, gates_of_cell, axis=0).T),
+            "b": reorder_gates(w_bias + r_bias, order, gates_of_cell),
         }
         if variant == "gru":
-            p["b_rn"] = block(r_bias, "n").copy()
+            p["b_rn"] = b_rn
         if P is not None:
             for k, name in enumerate(PEEPHOLES):
                 p[name] = P[d, k * hidden : (k + 1) * hidden].copy()
@@ -128,7 +124,7 @@ def params_to_onnx(variant: str, per_direction: list[dict[str, np.ndarray]]) -> 
         raise ValueError("per_direction: expected a list of 1 or 2 params dicts (forward, then reverse)")
     op_type = ops[variant]
     order = ONNX_GATES[op_type]
-    cell_gates = "ifgo" if op_type == "LSTM" else ("rzn" if op_type == "GRU" else "g")
+    gates_of_cell = cell_gates(variant)
     keys = {"W", "R", "b", *({"b_rn"} if variant == "gru" else ()), *(PEEPHOLES if variant == "lstm_peephole" else ())}
     for d, p in enumerate(per_direction):
         if not isinstance(p, dict) or set(p) != keys:
@@ -139,19 +135,14 @@ def params_to_onnx(variant: str, per_direction: list[dict[str, np.ndarray]]) -> 
                 raise TypeError(f"per_direction[{d}][{name!r}]: expected a numpy array, got {type(p[name]).__name__}")
     hidden = per_direction[0]["R"].shape[0]
 
-    def block(a: np.ndarray, gate: str) -> np.ndarray:
-        k = cell_gates.index(gate)
-        return a[..., k * hidden : (k + 1) * hidden]
-
     W, R, B, P = [], [], [], []
     for p in per_direction:
-        W.append(np.concatenate([block(p["W"], g) for g in order], axis=1).T)
-        R.append(np.concatenate([block(p["R"], g) for g in order], axis=1).T)
+        W.append(reorder_gates(p["W"], gates_of_cell, order).T)
+        R.append(reorder_gates(p["R"], gates_of_cell, order).T)
         recurrent = np.zeros(len(order) * hidden, dtype=p["b"].dtype)
         if variant == "gru":
-            k = order.index("n")
-            recurrent[k * hidden : (k + 1) * hidden] = p["b_rn"]
-        B.append(np.concatenate([*(block(p["b"], g) for g in order), recurrent]))
+            gate_block(recurrent, order, "n")[:] = p["b_rn"]
+        B.append(np.concatenate([reorder_gates(p["b"], gates_of_cell, order), recurrent]))
         if variant == "lstm_peephole":
             P.append(np.concatenate([p[name] for name in PEEPHOLES]))
     tensors: dict[str, Any] = {"W": np.stack(W), "R": np.stack(R), "B": np.stack(B)}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lstmgen.gate_blocks import gate_block, reorder_gates
 from lstmgen.layers import RecurrentLayer
 
 #: torch class name -> (lstmgen variant, torch's gate order).
@@ -77,19 +78,16 @@ def from_torch(module: Any, *, cell: ModuleType | None = None) -> RecurrentLayer
             else:
                 b_ih = b_hh = np.zeros(len(torch_order) * hidden, dtype=dtype)
 
-            def block(a: np.ndarray, gate: str) -> np.ndarray:
-                k = torch_order.index(gate)
-                return a[k * hidden : (k + 1) * hidden]
-
+            if kind == "GRU":  # torch's b_hn sits inside the reset product: it is the cell's b_rn
+                b_rn, b_hh = gate_block(b_hh, torch_order, "n").copy(), b_hh.copy()
+                gate_block(b_hh, torch_order, "n")[:] = 0
             p = {
-                "W": np.ascontiguousarray(np.concatenate([block(w_ih, g) for g in cell.GATES]).T),
-                "R": np.ascontiguousarray(np.concatenate([block(w_hh, g) for g in cell.GATES]).T),
-                "b": np.concatenate(
-                    [block(b_ih, g) + (0 if kind == "GRU" and g == "n" else block(b_hh, g)) for g in cell.GATES]
-                ),
+                "W": np.ascontiguousarray(reorder_gates(w_ih, torch_order, cell.GATES, axis=0).T),
+                "R": np.ascontiguousarray(reorder_gates(w_hh, torch_order, cell.GATES, axis=0).T),
+                "b": reorder_gates(b_ih + b_hh, torch_order, cell.GATES),
             }
             if kind == "GRU":
-                p["b_rn"] = block(b_hh, "n").copy()
+                p["b_rn"] = b_rn
             row.append(p)
         params.append(row)
     return RecurrentLayer(
@@ -130,17 +128,13 @@ def to_torch(layer: RecurrentLayer) -> Any:
         for direction, p in enumerate(row):
             sfx = _suffix(l_index, direction)
 
-            def block(a: np.ndarray, gate: str) -> np.ndarray:
-                k = gates.index(gate)
-                return a[..., k * hidden : (k + 1) * hidden]
-
             b_hh = np.zeros(len(gates) * hidden, dtype=layer.dtype)
             if kind == "GRU":
-                b_hh[torch_order.index("n") * hidden : (torch_order.index("n") + 1) * hidden] = p["b_rn"]
+                gate_block(b_hh, torch_order, "n")[:] = p["b_rn"]
             values = {
-                "weight_ih": np.concatenate([block(p["W"], g) for g in torch_order], axis=1).T,
-                "weight_hh": np.concatenate([block(p["R"], g) for g in torch_order], axis=1).T,
-                "bias_ih": np.concatenate([block(p["b"], g) for g in torch_order]),
+                "weight_ih": reorder_gates(p["W"], gates, torch_order).T,
+                "weight_hh": reorder_gates(p["R"], gates, torch_order).T,
+                "bias_ih": reorder_gates(p["b"], gates, torch_order),
                 "bias_hh": b_hh,
             }
             with torch.no_grad():
