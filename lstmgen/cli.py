@@ -9,16 +9,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lstmgen import __version__
-from lstmgen.derivation import build_derivation
-from lstmgen.derivation_printer import FORMATS, NOTATIONS, render_derivation, render_error_flow
-from lstmgen.derive_backward import GRADIENT_MODES
-from lstmgen.error_flow import MAX_MEASURED_STEPS, measure_error_flow
-from lstmgen.error_flow_plot import check_plot_target, plot_error_flow
+from lstmgen.analysis.derivation import build_derivation
+from lstmgen.analysis.derivation_printer import FORMATS, NOTATIONS, render_derivation, render_error_flow
+from lstmgen.analysis.error_flow import MAX_MEASURED_STEPS, measure_error_flow
+from lstmgen.analysis.error_flow_plot import check_plot_target, plot_error_flow
+from lstmgen.codegen.render_module import module_name
 from lstmgen.generate import check_module_stem, generate_source, make_output_directory, write_source, write_text
 from lstmgen.loader import load
-from lstmgen.render_module import module_name
 from lstmgen.spec import CellSpec, SpecError
 from lstmgen.spec_file import load_spec_file
+from lstmgen.symbolic.derive_backward import GRADIENT_MODES
 from lstmgen.variants import VARIANTS, get_variant
 
 

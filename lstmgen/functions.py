@@ -3,11 +3,11 @@
 A record holds the function's SymPy class, its arity, its derivative (written through the function's output
 where that is cheaper, as σ' = σ(1−σ), so that backward reads a value forward saved), its LaTeX and text
 forms, and the Numba helper that computes it in a generated module (the helper's source lives in
-:mod:`lstmgen.kernel_helpers`; the helpers it calls are found there too). The parser's vocabulary
+:mod:`lstmgen.codegen.kernel_helpers`; the helpers it calls are found there too). The parser's vocabulary
 (:data:`VOCABULARY`), the functions whose values forward saves (:data:`HOISTED`), the Numba printer's helper
 map, the LaTeX and text printers and the helpers a module inlines all derive from :data:`FUNCTIONS`.
 
-Adding a function is one record (plus its helper in :mod:`lstmgen.kernel_helpers` and its tests).
+Adding a function is one record (plus its helper in :mod:`lstmgen.codegen.kernel_helpers` and its tests).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import cache
 
 import sympy
 
-from lstmgen import kernel_helpers
+from lstmgen.codegen import kernel_helpers
 
 
 # ------------------------------------------------------------------------------------------ SymPy classes
@@ -141,7 +141,7 @@ class FunctionRecord:
             arguments; None for SymPy's own classes (tanh, exp, log, Abs), whose fdiff is used.
         latex: LaTeX template, ``{0}``, ``{1}`` standing for the printed arguments; installed on lstmgen's own
             classes (SymPy's tanh, exp, log, Abs and sign print their standard LaTeX, which it spells out).
-        helper: the Numba helper in :mod:`lstmgen.kernel_helpers` that computes it, or "" for a Python builtin
+        helper: the Numba helper in :mod:`lstmgen.codegen.kernel_helpers` that computes it, or "" for a Python builtin
             spelled ``builtin``.
         builtin: for a function Numba computes itself, its spelling (``abs``).
         vocabulary: written in equations (False for the indicators that only derivatives produce).
@@ -336,10 +336,10 @@ _install_derivatives()
 # ----------------------------------------------------------------------------------------- Numba helpers
 @cache
 def helper_source(name: str) -> str:
-    """The source of helper ``name`` of :mod:`lstmgen.kernel_helpers`, as the generated module prints it."""
+    """The source of helper ``name`` of :mod:`lstmgen.codegen.kernel_helpers`, as the generated module prints it."""
     function = getattr(kernel_helpers, name, None)
     if function is None or not name.startswith("_"):
-        raise ValueError(f"helper: {name!r} is not a helper of lstmgen.kernel_helpers")
+        raise ValueError(f"helper: {name!r} is not a helper of lstmgen.codegen.kernel_helpers")
     return inspect.getsource(function).rstrip() + "\n"
 
 

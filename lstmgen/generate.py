@@ -10,12 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from lstmgen.derive_backward import GRADIENT_MODES, GradientMode, derive_backward
-from lstmgen.expression_lists import build_kernel_expressions
-from lstmgen.forward_equations import build_forward_equations
-from lstmgen.render_module import module_name, render_module
+from lstmgen.codegen.render_module import module_name, render_module
 from lstmgen.spec import CellSpec
 from lstmgen.spec_file import load_spec_file
+from lstmgen.symbolic.derive_backward import GRADIENT_MODES, GradientMode, derive_backward
+from lstmgen.symbolic.expression_lists import build_kernel_expressions
+from lstmgen.symbolic.forward_equations import build_forward_equations
 from lstmgen.variants import get_variant
 
 

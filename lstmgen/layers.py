@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from lstmgen.derive_backward import GradientMode
 from lstmgen.spec import CellSpec
+from lstmgen.symbolic.derive_backward import GradientMode
 
 Params = list[list[dict[str, np.ndarray]]]
 

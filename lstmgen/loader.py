@@ -10,9 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 from lstmgen import __version__
-from lstmgen.derive_backward import GradientMode
 from lstmgen.generate import resolve_spec, write_module
 from lstmgen.spec import CellSpec
+from lstmgen.symbolic.derive_backward import GradientMode
 
 
 def cache_dir() -> Path:

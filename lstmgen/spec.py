@@ -2,7 +2,7 @@
 
 A spec names the gates (each one block of H columns of W, R and b, with its activation and pre-activation),
 the carried state, per-unit parameter vectors such as peepholes, and the equations of the new state. All
-equations are text over a fixed vocabulary (see :mod:`lstmgen.equation_parser`) and are checked before
+equations are text over a fixed vocabulary (see :mod:`lstmgen.symbolic.equation_parser`) and are checked before
 anything is derived; built-in variants (:mod:`lstmgen.variants`) are specs like any user's.
 
 Vocabulary of the equations, for gate ``k`` and state ``s``:
@@ -34,7 +34,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 
 #: Names of the equations' own vocabulary that a spec may not redefine: the math symbols of the layer (input
 #: x, output y, the matrices W, R, Q and the bias b) and the functions. The generated kernels' identifiers
-#: need no reservation: every name derived from a spec is ``<name>__<role>`` (see :mod:`lstmgen.kernel_names`).
+#: need no reservation: every name derived from a spec is ``<name>__<role>`` (see :mod:`lstmgen.codegen.kernel_names`).
 RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", *VOCABULARY))
 #: Prefixes and suffixes of the vocabulary's derived names (``xW_i``, ``a_i``, ``d_c``, ``c_prev``...) and of
 #: the names the derivation makes itself (``dnext_h``, ``src_n``, the CSE temporaries ``tmp0``).

@@ -18,7 +18,7 @@
     h = "o*tanh(c)"
 
 Every mistake is one :class:`~lstmgen.spec.SpecError` line that starts with the file and names the field.
-The equations are parsed against the vocabulary only (see :mod:`lstmgen.equation_parser`); nothing is
+The equations are parsed against the vocabulary only (see :mod:`lstmgen.symbolic.equation_parser`); nothing is
 evaluated.
 """
 
@@ -28,8 +28,8 @@ import os
 import tomllib
 from pathlib import Path
 
-from lstmgen.forward_equations import build_forward_equations
 from lstmgen.spec import CellSpec, Gate, SpecError
+from lstmgen.symbolic.forward_equations import build_forward_equations
 
 _TOP_LEVEL = {
     "name": True,

@@ -105,7 +105,7 @@ def test_cec_refuses_bad_measurement_arguments_before_printing(argv, message, ca
 def test_cec_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys, tmp_path):
     import importlib.util
 
-    import lstmgen.error_flow as error_flow
+    import lstmgen.analysis.error_flow as error_flow
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))

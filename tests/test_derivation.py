@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sympy
 
-from lstmgen.derive_backward import derive_backward
-from lstmgen.expression_lists import build_kernel_expressions
-from lstmgen.forward_equations import build_forward_equations, unit_symbol
+from lstmgen.symbolic.derive_backward import derive_backward
+from lstmgen.symbolic.expression_lists import build_kernel_expressions
+from lstmgen.symbolic.forward_equations import build_forward_equations, unit_symbol
 from lstmgen.variants import LSTM, LSTM_PEEPHOLE, VARIANTS
 
 S = unit_symbol
@@ -148,8 +148,8 @@ def _example_specs():
 def test_printed_backward_is_what_the_kernel_computes(spec, gradient):
     """Every printed adjoint, δh_{t-1} with its recurrent GEMM terms included, equals the derived value the
     kernel computes (the GRU's δh_{t-1} once lost its δa R^T terms in print while the kernel had them)."""
-    from lstmgen.derivation import build_derivation
-    from lstmgen.derivation_printer import render_derivation
+    from lstmgen.analysis.derivation import build_derivation
+    from lstmgen.analysis.derivation_printer import render_derivation
 
     derivation = build_derivation(spec, gradient)
     backward = derivation.backward
@@ -185,8 +185,8 @@ def test_printed_backward_is_what_the_kernel_computes(spec, gradient):
 
 
 def test_printed_gru_carried_error_has_every_recurrent_term():
-    from lstmgen.derivation import build_derivation
-    from lstmgen.derivation_printer import render_derivation
+    from lstmgen.analysis.derivation import build_derivation
+    from lstmgen.analysis.derivation_printer import render_derivation
 
     text = render_derivation(build_derivation(VARIANTS["gru"]), "text", "modern", False)
     (line,) = [row for row in text.splitlines() if row.strip().startswith("δh[t-1] =")]
@@ -195,9 +195,9 @@ def test_printed_gru_carried_error_has_every_recurrent_term():
 
 def test_error_flow_of_the_fed_back_gates_is_derived():
     """lstm_fgr carries the previous step's i, f, o (through Q): they are targets and a source of the Jacobian."""
-    from lstmgen.derivation import build_derivation
-    from lstmgen.derivation_printer import render_error_flow
-    from lstmgen.error_flow import FEEDBACK, state_jacobian
+    from lstmgen.analysis.derivation import build_derivation
+    from lstmgen.analysis.derivation_printer import render_error_flow
+    from lstmgen.analysis.error_flow import FEEDBACK, state_jacobian
 
     spec = VARIANTS["lstm_fgr"]
     blocks = {(b.target, b.source): b for b in state_jacobian(spec)}

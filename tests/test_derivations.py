@@ -12,14 +12,14 @@ import pytest
 import sympy
 from conftest import BUILTIN
 
+from lstmgen.analysis.derivation import build_derivation
+from lstmgen.analysis.derivation_document import DocumentBuilder
+from lstmgen.analysis.derivation_printer import printer_for, render_derivation
+from lstmgen.analysis.error_flow import single_unit_analysis, state_gradients, state_jacobian
 from lstmgen.cli import main
-from lstmgen.derivation import build_derivation
-from lstmgen.derivation_document import DocumentBuilder
-from lstmgen.derivation_printer import printer_for, render_derivation
-from lstmgen.derive_backward import derive_backward
-from lstmgen.error_flow import single_unit_analysis, state_gradients, state_jacobian
-from lstmgen.expression_lists import build_kernel_expressions
-from lstmgen.forward_equations import build_forward_equations, unit_symbol
+from lstmgen.symbolic.derive_backward import derive_backward
+from lstmgen.symbolic.expression_lists import build_kernel_expressions
+from lstmgen.symbolic.forward_equations import build_forward_equations, unit_symbol
 from lstmgen.variants import VARIANTS
 
 S = unit_symbol
@@ -220,7 +220,7 @@ def test_graves_notation_is_used_throughout(name):
 
 def test_error_flow_report_reuses_the_document_builder():
     """`lstmgen cec` and `lstmgen derive` print the Jacobian from one builder: the same rows in every format."""
-    from lstmgen.derivation_document import build_document, build_error_flow
+    from lstmgen.analysis.derivation_document import build_document, build_error_flow
 
     for name in ("lstm", "gru_v3", "lstm_fgr"):
         derivation = build_derivation(VARIANTS[name])

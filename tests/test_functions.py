@@ -20,15 +20,15 @@ import torch
 from conftest import import_without_jit
 from test_kernels_vs_autograd import assert_close
 
-from lstmgen import kernel_helpers
-from lstmgen.derivation import build_derivation
-from lstmgen.derivation_printer import render_derivation
-from lstmgen.derive_backward import derive_backward
-from lstmgen.forward_equations import build_forward_equations, unit_symbol
+from lstmgen.analysis.derivation import build_derivation
+from lstmgen.analysis.derivation_printer import render_derivation
+from lstmgen.codegen import kernel_helpers
 from lstmgen.functions import BY_NAME, FUNCTIONS, VOCABULARY, helper_closure, maximum, minimum, tie_step
 from lstmgen.generate import generate_source, write_source
 from lstmgen.loader import load_module
 from lstmgen.spec import CellSpec, Gate, SpecError
+from lstmgen.symbolic.derive_backward import derive_backward
+from lstmgen.symbolic.forward_equations import build_forward_equations, unit_symbol
 
 X, Y = sympy.symbols("x y", real=True)
 

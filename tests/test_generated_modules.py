@@ -10,7 +10,7 @@ import pytest
 from conftest import BUILTIN, GENERATED, REPO
 
 from lstmgen import generate_source, write_module
-from lstmgen.render_module import module_name
+from lstmgen.codegen.render_module import module_name
 
 
 @pytest.mark.parametrize("gradient", ["full", "truncated"])
@@ -101,7 +101,7 @@ def test_write_is_atomic_and_idempotent(tmp_path):
 def test_templates_ship_with_the_installed_package():
     """When lstmgen is imported from an installed wheel, the templates come from inside the package."""
     import lstmgen
-    from lstmgen.render_module import templates_dir
+    from lstmgen.codegen.render_module import templates_dir
 
     package = __import__("pathlib").Path(lstmgen.__file__).resolve().parent
     if package.parent == REPO:

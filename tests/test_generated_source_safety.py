@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from problems import random_problem
 
 import lstmgen
+from lstmgen.codegen.kernel_names import check_namespace
 from lstmgen.generate import generate_source, write_source
-from lstmgen.kernel_names import check_namespace
 from lstmgen.loader import load_module
 from lstmgen.spec import CellSpec, Gate, SpecError, check_identifier
 from lstmgen.variants import GRU, GRU_V3, LSTM, LSTM_FGR, LSTM_PEEPHOLE

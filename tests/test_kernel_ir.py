@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import sympy
 
-from lstmgen import module_runtime
-from lstmgen.derive_backward import derive_backward
-from lstmgen.expression_lists import build_kernel_expressions
-from lstmgen.forward_equations import build_forward_equations
-from lstmgen.kernel_ir import Buffer, Gemm, Slice, Transposed, View, unit_loops
-from lstmgen.kernel_printer import LINE_WIDTH
-from lstmgen.lower_kernel import lower
-from lstmgen.render_module import runtime_source
+from lstmgen.codegen import module_runtime
+from lstmgen.codegen.kernel_ir import Buffer, Gemm, Slice, Transposed, View, unit_loops
+from lstmgen.codegen.kernel_printer import LINE_WIDTH
+from lstmgen.codegen.lower_kernel import lower
+from lstmgen.codegen.render_module import runtime_source
+from lstmgen.symbolic.derive_backward import derive_backward
+from lstmgen.symbolic.expression_lists import build_kernel_expressions
+from lstmgen.symbolic.forward_equations import build_forward_equations
 from lstmgen.variants import VARIANTS
 
 GENERATED = Path(__file__).resolve().parent.parent / "generated"

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from lstmgen.forward_equations import build_forward_equations
 from lstmgen.spec import CellSpec, Gate, SpecError
+from lstmgen.symbolic.forward_equations import build_forward_equations
 from lstmgen.variants import LSTM
 
 

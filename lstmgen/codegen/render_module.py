@@ -1,9 +1,9 @@
 """Stage 7 — the kernel IR, printed, → the text of a standalone Python module (numpy + numba only).
 
-Lowers the expression lists (:mod:`lstmgen.lower_kernel`), prints both kernels (:mod:`lstmgen.kernel_printer`),
-inlines the helpers the kernels call and the static half (:mod:`lstmgen.module_runtime`), and hands the
-pieces to the Jinja template in ``templates/module.py.j2``, which only lays them out. The same spec always
-renders the same bytes.
+Lowers the expression lists (:mod:`lstmgen.codegen.lower_kernel`), prints both kernels
+(:mod:`lstmgen.codegen.kernel_printer`), inlines the helpers the kernels call and the static half
+(:mod:`lstmgen.codegen.module_runtime`), and hands the pieces to the Jinja template in ``templates/module.py.j2``,
+which only lays them out. The same spec always renders the same bytes.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from pathlib import Path
 
 import jinja2
 
-from lstmgen import __version__, module_runtime
-from lstmgen.derive_backward import adjoint_symbol
-from lstmgen.expression_lists import KernelExpressions
+from lstmgen import __version__
+from lstmgen.codegen import module_runtime
+from lstmgen.codegen.kernel_ir import Kernel, width
+from lstmgen.codegen.kernel_names import check_namespace
+from lstmgen.codegen.kernel_printer import INDENT, KernelPrinter, wrap, wrapper_allocation
+from lstmgen.codegen.lower_kernel import _Storage, lower, output_text, str_assignment
+from lstmgen.codegen.numba_printer import print_text
+from lstmgen.codegen.user_text import in_docstring, python_literal
 from lstmgen.functions import helper_closure, helper_source
-from lstmgen.kernel_ir import Kernel, width
-from lstmgen.kernel_names import check_namespace
-from lstmgen.kernel_printer import INDENT, KernelPrinter, wrap, wrapper_allocation
-from lstmgen.lower_kernel import _Storage, lower, output_text, str_assignment
-from lstmgen.numba_printer import print_text
-from lstmgen.user_text import in_docstring, python_literal
+from lstmgen.symbolic.derive_backward import adjoint_symbol
+from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
@@ -36,7 +37,7 @@ def templates_dir() -> Path:
     installed = resources.files("lstmgen") / "templates"
     if installed.is_dir():
         return Path(str(installed))
-    checkout = Path(__file__).resolve().parent.parent / "templates"
+    checkout = Path(__file__).resolve().parents[2] / "templates"
     if checkout.is_dir():
         return checkout
     raise FileNotFoundError("lstmgen's templates are missing: reinstall lstmgen")  # pragma: no cover
@@ -76,7 +77,7 @@ def _unpack(names: list[str]) -> str:
 
 
 def runtime_source() -> str:
-    """The static half every module inlines: :mod:`lstmgen.module_runtime` below its marker."""
+    """The static half every module inlines: :mod:`lstmgen.codegen.module_runtime` below its marker."""
     text = Path(module_runtime.__file__).read_text(encoding="utf-8")
     marker = "\n" + module_runtime.INLINE_MARKER + "\n"
     return text[text.index(marker) + len(marker) :].strip("\n") + "\n"

@@ -16,8 +16,8 @@ from typing import Literal
 
 import sympy
 
-from lstmgen.assignment import Assignment, AssignmentList
-from lstmgen.forward_equations import ForwardEquations, unit_symbol
+from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
 
 GradientMode = Literal["full", "truncated"]
 GRADIENT_MODES: tuple[str, ...] = ("full", "truncated")

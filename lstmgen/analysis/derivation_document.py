@@ -1,9 +1,9 @@
 """The derivation as a document: sections of equations and prose, built once, printed by every format.
 
-:func:`build_document` (and :func:`build_error_flow`) turn a :class:`~lstmgen.derivation.Derivation` into
+:func:`build_document` (and :func:`build_error_flow`) turn a :class:`~lstmgen.analysis.derivation.Derivation` into
 nodes: a :class:`Section` holds :class:`Equation` rows whose sides are math nodes (:class:`Expr`,
 :class:`Diag`, :class:`TimesTransposed`, :class:`Sum`...), and prose is words with inline math. Nothing here
-knows a format: :mod:`lstmgen.derivation_printer` has one printer per format.
+knows a format: :mod:`lstmgen.analysis.derivation_printer` has one printer per format.
 
 Two notations: ``modern`` (i, f, g, o, c, h, W, R, p) and ``graves`` (the notation of Graves' thesis used by
 the LSTM literature's BPTT derivations: ι, φ, ω for the gates, s_c for the cell state, ε_c and ε_s for the
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import sympy
 from sympy.printing.str import StrPrinter
 
-from lstmgen.derivation import Derivation, WeightGradient
-from lstmgen.error_flow import FEEDBACK, JacobianBlock
-from lstmgen.forward_equations import unit_symbol
+from lstmgen.analysis.derivation import Derivation, WeightGradient
+from lstmgen.analysis.error_flow import FEEDBACK, JacobianBlock
 from lstmgen.functions import record_of
+from lstmgen.symbolic.forward_equations import unit_symbol
 
 NOTATIONS = ("modern", "graves")
 

@@ -1,10 +1,10 @@
-"""Stage 5 — expression lists → the kernel IR (:mod:`lstmgen.kernel_ir`) of both kernels.
+"""Stage 5 — expression lists → the kernel IR (:mod:`lstmgen.codegen.kernel_ir`) of both kernels.
 
 Decides where every value of the step lives (its buffer and its row view), which GEMMs run when, and which
-unit loops compute what. Nothing here prints text: :mod:`lstmgen.kernel_printer` does.
+unit loops compute what. Nothing here prints text: :mod:`lstmgen.codegen.kernel_printer` does.
 
 Every buffer and view derived from a spec name is named ``<value>__<role>``
-(:func:`~lstmgen.kernel_names.kernel_name`); a view is named after the value it holds, so the block of
+(:func:`~lstmgen.codegen.kernel_names.kernel_name`); a view is named after the value it holds, so the block of
 ``gate_seq`` that holds x_t W_i + b_i is read as ``xW_i__row`` and written, once the gate is computed, as
 ``i__row``.
 """
@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import sympy
 
-from lstmgen.assignment import AssignmentList
-from lstmgen.derive_backward import adjoint_symbol, seed_symbol
-from lstmgen.expression_lists import KernelExpressions
-from lstmgen.forward_equations import unit_symbol
-from lstmgen.kernel_ir import (
+from lstmgen.codegen.kernel_ir import (
     BATCH_ROW,
     Assign,
     Block,
@@ -41,8 +37,12 @@ from lstmgen.kernel_ir import (
     View,
     width,
 )
-from lstmgen.kernel_names import kernel_name
-from lstmgen.numba_printer import print_text
+from lstmgen.codegen.kernel_names import kernel_name
+from lstmgen.codegen.numba_printer import print_text
+from lstmgen.symbolic.assignment import AssignmentList
+from lstmgen.symbolic.derive_backward import adjoint_symbol, seed_symbol
+from lstmgen.symbolic.expression_lists import KernelExpressions
+from lstmgen.symbolic.forward_equations import unit_symbol
 
 SEQ = ("steps", "batch", "hidden")
 SEQ_PLUS_ONE = ("steps + 1", "batch", "hidden")

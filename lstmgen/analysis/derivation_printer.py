@@ -1,4 +1,4 @@
-"""Print a derivation document (:mod:`lstmgen.derivation_document`) as LaTeX, GitHub markdown or Unicode text.
+"""Print a derivation document (:mod:`lstmgen.analysis.derivation_document`) as LaTeX, GitHub markdown or Unicode text.
 
 One printer per format, each a method per node of the document. LaTeX and Markdown share the math (Markdown
 is LaTeX math in GitHub ``math`` blocks); the text printer writes one-line Unicode equations.
@@ -12,8 +12,8 @@ import sympy
 from sympy.printing.latex import LatexPrinter as SympyLatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from lstmgen.derivation import Derivation
-from lstmgen.derivation_document import (
+from lstmgen.analysis.derivation import Derivation
+from lstmgen.analysis.derivation_document import (
     NOTATIONS,
     Diag,
     Document,
@@ -268,7 +268,7 @@ def render_derivation(
     """The derivation as text.
 
     Args:
-        derivation: from :func:`lstmgen.derivation.build_derivation`.
+        derivation: from :func:`lstmgen.analysis.derivation.build_derivation`.
         fmt: "latex" (``align*`` environments), "markdown" (``math`` blocks that render on GitHub) or "text".
         notation: "modern" or "graves".
         standalone: LaTeX only: a complete document (title, paper, sections Forward, Backward, Error flow).

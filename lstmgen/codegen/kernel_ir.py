@@ -1,14 +1,14 @@
 """The kernel IR: what a generated kernel is, as nodes, between the expression lists and the text.
 
-:mod:`lstmgen.lower_kernel` builds it from the expression lists; :mod:`lstmgen.kernel_printer` prints it. A
-kernel owns buffers (arguments and locals, with their shapes), runs statements before its time loop, the loop
-itself (per step: GEMMs, then row loops over the batch, each binding row views and running one short loop over
-the units per assignment), and statements after it. Element reads and writes inside a unit loop are
+:mod:`lstmgen.codegen.lower_kernel` builds it from the expression lists; :mod:`lstmgen.codegen.kernel_printer`
+prints it. A kernel owns buffers (arguments and locals, with their shapes), runs statements before its time loop,
+the loop itself (per step: GEMMs, then row loops over the batch, each binding row views and running one short loop
+over the units per assignment), and statements after it. Element reads and writes inside a unit loop are
 ``sympy.Indexed`` nodes on the row they read (``c__row[j]``), so expressions keep their structure down to the
 printer; no index is ever part of a symbol's name.
 
-Extents (``"hidden"``, ``"3 * hidden"``, ``"steps + 1"``) are the kernel's own size variables, computed from
-its arguments; an index part is ``"t"``, ``"t + 1"``, ``"nb"``, ``":"`` or a :class:`Block`.
+Extents (``"hidden"``, ``"3 * hidden"``, ``"steps + 1"``) are the kernel's own size variables, computed from its
+arguments; an index part is ``"t"``, ``"t + 1"``, ``"nb"``, ``":"`` or a :class:`Block`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage 4 — derived equations → the expression lists a kernel computes, with common subexpressions shared.
 
 The unit passed to the emission stage: for the forward loop and the backward loop, an ordered
-:class:`~lstmgen.assignment.AssignmentList` after ``sympy.cse`` (canonical order and a counter for the
+:class:`~lstmgen.symbolic.assignment.AssignmentList` after ``sympy.cse`` (canonical order and a counter for the
 temporaries' names, so the same spec always gives the same lists), plus what each loop reads and writes.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import sympy
 
-from lstmgen.assignment import Assignment, AssignmentList
-from lstmgen.derive_backward import BackwardEquations, adjoint_symbol
-from lstmgen.forward_equations import ForwardEquations, unit_symbol
+from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.symbolic.derive_backward import BackwardEquations, adjoint_symbol
+from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The derivation of a cell as data: forward equations, derived BPTT, weight gradients, error flow.
 
 Every equation here is the SymPy object the generated kernel is built from (the same ``Assignment`` objects
-of :mod:`lstmgen.derive_backward`), so what ``lstmgen derive`` prints is what the kernel computes.
+of :mod:`lstmgen.symbolic.derive_backward`), so what ``lstmgen derive`` prints is what the kernel computes.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import sympy
 
-from lstmgen.assignment import Assignment
-from lstmgen.derive_backward import BackwardEquations, GradientMode, adjoint_symbol, derive_backward
-from lstmgen.error_flow import JacobianBlock, SingleUnitAnalysis, single_unit_analysis, state_jacobian
-from lstmgen.forward_equations import build_forward_equations
+from lstmgen.analysis.error_flow import JacobianBlock, SingleUnitAnalysis, single_unit_analysis, state_jacobian
 from lstmgen.spec import CellSpec
+from lstmgen.symbolic.assignment import Assignment
+from lstmgen.symbolic.derive_backward import BackwardEquations, GradientMode, adjoint_symbol, derive_backward
+from lstmgen.symbolic.forward_equations import build_forward_equations
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,12 @@ class Derivation:
 
     # A notebook shows a Derivation as its equations (IPython's rich display protocol).
     def _repr_latex_(self) -> str:
-        from lstmgen.derivation_printer import notebook_latex
+        from lstmgen.analysis.derivation_printer import notebook_latex
 
         return notebook_latex(self)
 
     def _repr_markdown_(self) -> str:
-        from lstmgen.derivation_printer import notebook_markdown
+        from lstmgen.analysis.derivation_printer import notebook_markdown
 
         return notebook_markdown(self)
 

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import sympy
 
-from lstmgen.derive_backward import BackwardEquations, GradientMode, derive_backward
-from lstmgen.forward_equations import ForwardEquations, build_forward_equations
 from lstmgen.functions import sigmoid
 from lstmgen.spec import CellSpec
+from lstmgen.symbolic.derive_backward import BackwardEquations, GradientMode, derive_backward
+from lstmgen.symbolic.forward_equations import ForwardEquations, build_forward_equations
 
 
 @dataclass(frozen=True)

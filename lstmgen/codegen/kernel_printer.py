@@ -1,7 +1,7 @@
 """Stage 6 — the kernel IR → Python source: one method per node, in the manner of SymPy's code printers.
 
 Each ``_print_<Node>`` returns the node's lines at indentation 0; the caller indents them. Expressions inside
-unit loops go through :class:`~lstmgen.numba_printer.NumbaPrinter` (an element ``c__row[j]`` is a
+unit loops go through :class:`~lstmgen.codegen.numba_printer.NumbaPrinter` (an element ``c__row[j]`` is a
 ``sympy.Indexed``). Lines longer than :data:`LINE_WIDTH` break between terms or arguments, inside brackets.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 
-from lstmgen.kernel_ir import (
+from lstmgen.codegen.kernel_ir import (
     Assign,
     Block,
     Buffer,
@@ -31,8 +31,8 @@ from lstmgen.kernel_ir import (
     UnitLoop,
     width,
 )
-from lstmgen.numba_printer import NumbaPrinter
-from lstmgen.user_text import in_comment
+from lstmgen.codegen.numba_printer import NumbaPrinter
+from lstmgen.codegen.user_text import in_comment
 
 LINE_WIDTH = 120
 INDENT = "    "

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import sympy
 
-from lstmgen.assignment import Assignment, AssignmentList
-from lstmgen.equation_parser import parse_expression
 from lstmgen.functions import HOISTED
 from lstmgen.spec import CellSpec, SpecError
+from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.symbolic.equation_parser import parse_expression
 
 
 def unit_symbol(name: str) -> sympy.Symbol:

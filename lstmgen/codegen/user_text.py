@@ -3,7 +3,7 @@
 A generated module is Python that runs on import, so no user string may be pasted into it raw: a ``\"\"\"`` in
 a description would close the docstring and what follows would run. Every such string goes through
 :func:`in_docstring` (text inside the module's ``\"\"\"`` docstring, reading back unchanged from ``__doc__``) or
-:func:`python_literal` (a string constant). LaTeX has its own escaping, in :mod:`lstmgen.derivation_printer`.
+:func:`python_literal` (a string constant). LaTeX has its own escaping, in :mod:`lstmgen.analysis.derivation_printer`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Expression lists → kernel IR → printed kernels → the text of a standalone module."""

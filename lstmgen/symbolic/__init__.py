@@ -1,0 +1,1 @@
+"""What SymPy does with a spec: parsed forward equations, the derived BPTT, the CSE'd expression lists."""
