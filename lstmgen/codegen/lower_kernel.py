@@ -53,7 +53,7 @@ def str_assignment(lhs: sympy.Symbol, rhs: sympy.Expr) -> str:
     return f"{lhs} = {print_text(rhs)}"
 
 
-class _Storage:
+class CellStorage:
     """Where each value of the step lives, for one cell: pure lookups, no state."""
 
     def __init__(self, kernel: KernelExpressions) -> None:
@@ -160,7 +160,7 @@ class _Storage:
 class _RowLoopBuilder:
     """Collects the unit loops of one row loop; ``home`` is where each value of this phase was written."""
 
-    def __init__(self, storage: _Storage, backward: bool) -> None:
+    def __init__(self, storage: CellStorage, backward: bool) -> None:
         self.storage = storage
         self.backward = backward
         self.home: dict[sympy.Symbol, Row] = {}
@@ -202,7 +202,7 @@ def _comment(lhs: sympy.Symbol, rhs: sympy.Expr, original: dict[sympy.Symbol, sy
     return str_assignment(lhs, original.get(lhs, rhs))
 
 
-def _forward_phases(storage: _Storage) -> list[Phase]:
+def _forward_phases(storage: CellStorage) -> list[Phase]:
     kernel, forward = storage.kernel, storage.forward
     original = {a.lhs: a.rhs for a in forward.equations}
     phases = []
@@ -248,7 +248,7 @@ def _forward_phases(storage: _Storage) -> list[Phase]:
     return phases
 
 
-def _backward_phases(storage: _Storage) -> list[Phase]:
+def _backward_phases(storage: CellStorage) -> list[Phase]:
     kernel, backward = storage.kernel, storage.backward
     original = {a.lhs: a.rhs for a in backward.adjoints}
     phases = []
@@ -292,7 +292,7 @@ def _backward_phases(storage: _Storage) -> list[Phase]:
 
 
 def _direct_homes(
-    storage: _Storage, outputs: dict[Row, tuple[str, sympy.Expr, str]], assignments: AssignmentList
+    storage: CellStorage, outputs: dict[Row, tuple[str, sympy.Expr, str]], assignments: AssignmentList
 ) -> dict[sympy.Symbol, Row]:
     """Adjoints computed straight into an output row (the first output that is exactly that adjoint)."""
     targets = set(assignments.targets)
@@ -311,7 +311,7 @@ def _direct_homes(
     return direct
 
 
-def _backward_outputs(storage: _Storage, p: int) -> dict[Row, tuple[str, sympy.Expr, str]]:
+def _backward_outputs(storage: CellStorage, p: int) -> dict[Row, tuple[str, sympy.Expr, str]]:
     """Rows written by backward phase ``p`` -> (operator, the adjoint written there, its label)."""
     kernel, backward, forward, spec = storage.kernel, storage.backward, storage.forward, storage.spec
 
@@ -350,7 +350,7 @@ def _backward_outputs(storage: _Storage, p: int) -> dict[Row, tuple[str, sympy.E
     return outputs
 
 
-def output_text(storage: _Storage) -> list[str]:
+def output_text(storage: CellStorage) -> list[str]:
     """The step's output adjoints that are aliases; adjoints sharing one expression print on one line."""
     backward, spec = storage.backward, storage.spec
     defined = set(backward.adjoints.targets)
@@ -371,7 +371,7 @@ def output_text(storage: _Storage) -> list[str]:
     return text + [" = ".join([*names, print_text(expr)]) for expr, names in groups.items()]
 
 
-def _matrix_blocks(storage: _Storage, transposed: bool) -> tuple[list[Buffer], list[Assign]]:
+def _matrix_blocks(storage: CellStorage, transposed: bool) -> tuple[list[Buffer], list[Assign]]:
     """R_early (the blocks of R applied to h_{t-1}) and each mid-step block of R, for a cell with late blocks."""
     if not storage.late:
         return [], []
@@ -389,7 +389,7 @@ def _matrix_blocks(storage: _Storage, transposed: bool) -> tuple[list[Buffer], l
 
 def lower(kernel: KernelExpressions) -> ModulePlan:
     """Both kernels of one cell and gradient mode, and what the module's wrappers allocate for them."""
-    storage = _Storage(kernel)
+    storage = CellStorage(kernel)
     spec, forward, backward = storage.spec, storage.forward, storage.backward
     G, F = storage.n_gates, storage.n_feedback
     n_early = len(storage.early_gates)

@@ -19,7 +19,7 @@ from lstmgen.codegen import module_runtime
 from lstmgen.codegen.kernel_ir import Kernel, width
 from lstmgen.codegen.kernel_names import check_namespace
 from lstmgen.codegen.kernel_printer import INDENT, KernelPrinter, wrap, wrapper_allocation
-from lstmgen.codegen.lower_kernel import _Storage, lower, output_text, str_assignment
+from lstmgen.codegen.lower_kernel import CellStorage, lower, output_text, str_assignment
 from lstmgen.codegen.numba_printer import print_text
 from lstmgen.codegen.user_text import in_docstring, python_literal
 from lstmgen.functions import helper_closure, helper_source
@@ -101,7 +101,7 @@ def _call(kernel: Kernel, result: str) -> list[str]:
     return wrap(f"{result}_run(", f"{kernel.name}, {args}", ")", INDENT)
 
 
-def _docstring_products(storage: _Storage) -> tuple[list[str], list[str]]:
+def _docstring_products(storage: CellStorage) -> tuple[list[str], list[str]]:
     """The recurrent products and the matrix adjoint rules, as the module docstring states them (lines)."""
     forward, backward = storage.forward, storage.backward
     early = ", ".join(storage.spec.gates[k].name for k in storage.early_gates)
@@ -138,7 +138,7 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         what = spec.name if builtin else f"--spec <the spec file of {spec.name}>"
         regenerate = f"lstmgen generate {what}{flag} --out {'generated/' if builtin else 'DIR'}"
     plan = lower(kernel)
-    storage = _Storage(kernel)
+    storage = CellStorage(kernel)
     printer = KernelPrinter()
     forward_kernel = printer.kernel(plan.forward)
     backward_kernel = printer.kernel(plan.backward)
