@@ -9,7 +9,8 @@ with gradient mode "full". Do not edit: regenerate with
 Shapes: x (T, B, I) time-major; y (T, B, H) holds h_1..h_T; every state (B, H).
 Padded batches: lengths (B,) as in ONNX; past its length a sequence keeps its state and outputs zeros.
 Parameters: W (I, 3H), R (H, 3H), b (3H,), p_f (H,), p_o (H,);
-column block k of W, R and b belongs to GATES[k]. xW_k = x_t W_k + b_k and
+column block k of W, R and b belongs to GATES[k].
+xW_k = x_t W_k + b_k and
 hR_k = h_{t-1} R_k.
 In the kernels, <value>__<role> is the buffer or row that holds a value of the equations below (c__seq: c at
 every step; c_prev__row: c_{t-1} at the current batch row); names without "__" are the kernels' own.
@@ -54,6 +55,7 @@ DESCRIPTION = "peephole LSTM without input gate (i = 1)"
 PAPER = "Greff, Srivastava, Koutník, Steunebrink & Schmidhuber (2015), LSTM: A Search Space Odyssey"
 GRADIENT = "full"
 GATES = ("f", "g", "o")
+RECURRENT_GATES = ("f", "g", "o")
 STATE = ("h", "c")
 PARAMS = ("W", "R", "b", "p_f", "p_o")
 # Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
@@ -142,7 +144,7 @@ def _tanh(x, real):
 @_jit
 def _forward_kernel(x, lengths, W, R, b, p_f__vec, p_o__vec, h__seq, c__seq, gate_seq, tanh_c__seq):
     steps, batch, n_in = x.shape
-    hidden = R.shape[0]
+    hidden = h__seq.shape[2]
     real = x.dtype.type
     rec_buf = np.empty((batch, 3 * hidden), dtype=x.dtype)
     a_f__scratch = np.empty(hidden, dtype=x.dtype)
@@ -214,7 +216,7 @@ def _backward_kernel(
     d_gate_seq, p_f__grad, p_o__grad
 ):
     steps, batch, n_in = x.shape
-    hidden = R.shape[0]
+    hidden = h__seq.shape[2]
     real = x.dtype.type
     gemm_h_buf = np.empty((hidden, batch), dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
@@ -350,7 +352,7 @@ def forward(x, params, state=None, *, lengths=None, reverse=False):
     """
     x, params, initial, lengths, order, padded = _prepare_forward(x, params, state, lengths, reverse)
     steps, batch, _ = x.shape
-    hidden = params["R"].shape[0]
+    hidden = _hidden(params)
     alloc = np.zeros if padded else np.empty  # rows past a length stay zero
     h__seq = np.empty((steps + 1, batch, hidden), dtype=x.dtype)
     h__seq[0] = initial[0]
@@ -382,7 +384,7 @@ def backward(dy, tape, dstate=None):
     dy, final, alloc = _prepare_backward(dy, tape, dstate)
     x, params, lengths = tape.x, tape.params, tape.lengths
     steps, batch, _ = x.shape
-    hidden = params["R"].shape[0]
+    hidden = _hidden(params)
     h__seq, c__seq = tape.states
     tanh_c__seq, = tape.extra
     gate_seq = tape.gate_seq
@@ -441,7 +443,7 @@ def _prepare_forward(x, params, state, lengths, reverse):
     if steps == 0 or batch == 0:
         raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {x.shape}")
     params = _check_params(params, n_in, x.dtype)
-    hidden = params["R"].shape[0]
+    hidden = _hidden(params)
     initial = _check_state(state, "state", batch, hidden, x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)
@@ -475,7 +477,7 @@ def _prepare_backward(dy, tape, dstate):
     _check_tape(tape)
     x, params = tape.x, tape.params
     steps, batch, _ = x.shape
-    hidden = params["R"].shape[0]
+    hidden = _hidden(params)
     dy = _check_array(dy, "dy", 3, x.dtype)
     if dy.shape != (steps, batch, hidden):
         raise ValueError(f"dy: expected shape {(steps, batch, hidden)}, got {dy.shape}")
@@ -489,6 +491,11 @@ def _prepare_backward(dy, tape, dstate):
 def _input_order(dx, order):
     """dx in the order of the input sequence."""
     return dx if order is None else np.take_along_axis(dx, order[:, :, None], axis=0)
+
+
+def _hidden(params):
+    """The hidden size H of checked parameters."""
+    return params["R"].shape[0] if RECURRENT_GATES else params["b"].shape[0] // len(GATES)
 
 
 def _run(kernel, *args):
@@ -549,7 +556,7 @@ def _check_tape(tape):
             ok = False
     if ok:
         steps, batch, _ = x.shape
-        hidden = params["R"].shape[0]
+        hidden = _hidden(params)
         seq = (steps + 1, batch, hidden)
         arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
         arrays += [
@@ -602,10 +609,21 @@ def _check_params(params, n_in, dtype):
     extra = [k for k in params if k not in PARAMS]
     if missing or extra:
         raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
-    R = params["R"]
-    hidden = R.shape[0] if isinstance(R, np.ndarray) and R.ndim == 2 else None
-    if hidden is None or hidden == 0:
-        raise ValueError(f"params['R']: expected shape (H, {len(GATES)}*H) with H >= 1, got {getattr(R, 'shape', R)!r}")
+    # The hidden size comes from R, or from b in a cell without R.
+    if RECURRENT_GATES:
+        R = params["R"]
+        hidden = R.shape[0] if isinstance(R, np.ndarray) and R.ndim == 2 else None
+        if hidden is None or hidden == 0:
+            got = getattr(R, "shape", R)
+            raise ValueError(f"params['R']: expected shape (H, {len(RECURRENT_GATES)}*H) with H >= 1, got {got!r}")
+    else:
+        b = params["b"]
+        ok = isinstance(b, np.ndarray) and b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % len(GATES) == 0
+        if not ok:
+            raise ValueError(
+                f"params['b']: expected shape ({len(GATES)}*H,) with H >= 1, got {getattr(b, 'shape', b)!r}"
+            )
+        hidden = b.shape[0] // len(GATES)
     checked = {}
     for name, shape in param_shapes(n_in, hidden).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)

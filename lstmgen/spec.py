@@ -159,7 +159,20 @@ class CellSpec:
     @property
     def params(self) -> tuple[str, ...]:
         """Parameter names of the generated module: W, R, b, Q (with feedback), then the unit parameters."""
-        return ("W", "R", "b", *(("Q",) if self.feedback else ()), *self.unit_params)
+        return (
+            "W",
+            *(("R",) if self.recurrent_gates else ()),
+            "b",
+            *(("Q",) if self.feedback else ()),
+            *self.unit_params,
+        )
+
+    @property
+    def recurrent_gates(self) -> tuple[str, ...]:
+        """The gates whose pre-activation takes a recurrent product ``hR_<gate>``, in gate order: the column
+        blocks of R. A cell with none has no R."""
+        texts = [g.preactivation_text for g in self.gates] + [text for _, text in self.equations]
+        return tuple(g.name for g in self.gates if any(re.search(rf"\bhR_{g.name}\b", t) for t in texts))
 
     def fingerprint(self) -> str:
         """A stable hash of everything that defines the cell (printed in the generated module's banner)."""

@@ -216,6 +216,8 @@ class Kernel:
     after: tuple[Statement, ...] = ()
     returns: tuple[str, ...] = ()
     allocated: tuple[Buffer, ...] = field(default=())
+    #: The expression of the hidden size in the kernel's arguments.
+    hidden: str = "R.shape[0]"
 
     @property
     def locals(self) -> tuple[Buffer, ...]:

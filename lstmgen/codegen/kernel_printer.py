@@ -167,7 +167,7 @@ class KernelPrinter:
         lines = wrap(f"def {node.name}(", ", ".join(b.name for b in node.args), "):", "")
         lines += [
             f"{INDENT}steps, batch, n_in = x.shape",
-            f"{INDENT}hidden = R.shape[0]",
+            f"{INDENT}hidden = {node.hidden}",
             f"{INDENT}real = x.dtype.type",
         ]
         lines += [f"{INDENT}{buffer.name} = {allocation(buffer)}" for buffer in node.locals]

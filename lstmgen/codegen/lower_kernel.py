@@ -64,8 +64,10 @@ class CellStorage:
         self.gate_column = {unit_symbol(g.name): k for k, g in enumerate(spec.gates)}
         self.xW_column = {sym: k for k, (_, sym) in enumerate(forward.xW)}
         late_gates = {gate for gate, _ in forward.sources}
-        self.early_gates = tuple(k for k, g in enumerate(spec.gates) if g.name not in late_gates)
         self.hR = dict(forward.hR)
+        #: Column block of R of each recurrent gate (RECURRENT_GATES order).
+        self.rec_block = {gate: r for r, (gate, _) in enumerate(forward.hR)}
+        self.early_gates = tuple(k for k, g in enumerate(spec.gates) if g.name in self.hR and g.name not in late_gates)
         self.early_column = {self.hR[spec.gates[k].name]: e for e, k in enumerate(self.early_gates)}
         names = [g.name for g in spec.gates]
         self.late = tuple((names.index(gate), gate, src) for gate, src in forward.sources)
@@ -79,7 +81,9 @@ class CellStorage:
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
         self.h_prev = dict(forward.prev)[spec.output_state]
-        self.elementwise_and_gemm_h = backward.recurrent_gemm and backward.output(self.h_prev) != 0
+        #: Whether backward carries the error through h_{t-1} R (a full gradient of a cell that has R).
+        self.recurrent = backward.recurrent_gemm and bool(self.early_gates)
+        self.elementwise_and_gemm_h = self.recurrent and backward.output(self.h_prev) != 0
         self.n_gates = len(spec.gates)
         self.n_feedback = len(spec.feedback)
         self.rec_matrix = "R_early" if self.late else "R"
@@ -343,7 +347,7 @@ def _backward_outputs(storage: CellStorage, p: int) -> dict[Row, tuple[str, symp
     if p == 0:  # the carries for step t-1 are written last: the seeds of step t are read from them first
         for s, prev in forward.prev:
             adjoint = backward.output(prev)
-            if s != spec.output_state or not backward.recurrent_gemm:
+            if s != spec.output_state or not storage.recurrent:
                 outputs[storage.buf_view(s, "grad_row", "grad_buf")] = ("=", adjoint, f"d_{prev}")
             elif storage.elementwise_and_gemm_h:
                 outputs[storage.buf_view(adjoint_symbol(prev))] = ("=", adjoint, f"d_{prev}")
@@ -359,7 +363,7 @@ def output_text(storage: CellStorage) -> list[str]:
     blocks = ", ".join(spec.gates[k].name for k in storage.early_gates)
     gemm = f"d_hR R^T  (one GEMM per step over the blocks {blocks} of R, after the loop)"
     for sym, expr in backward.outputs:
-        if sym == storage.h_prev and backward.recurrent_gemm:
+        if sym == storage.h_prev and storage.recurrent:
             if adjoint_symbol(sym) in defined:  # its elementwise part is printed above
                 text.append(f"d_{sym} += {gemm}")
             else:
@@ -376,12 +380,13 @@ def _matrix_blocks(storage: CellStorage, transposed: bool) -> tuple[list[Buffer]
     if not storage.late:
         return [], []
     allocated = [Buffer("R_early", ("hidden", width(len(storage.early_gates))), "the blocks of R applied to h_{t-1}")]
+    names = [g.name for g in storage.spec.gates]
     setup = [
-        Assign(Slice("R_early", (":", Block(e))), Slice("R", (":", Block(k))))
+        Assign(Slice("R_early", (":", Block(e))), Slice("R", (":", Block(storage.rec_block[names[k]]))))
         for e, k in enumerate(storage.early_gates)
     ]
-    for k, gate, _src in storage.late:
-        block: Slice | Transposed = Slice("R", (":", Block(k)))
+    for _k, gate, _src in storage.late:
+        block: Slice | Transposed = Slice("R", (":", Block(storage.rec_block[gate])))
         block = Transposed(block) if transposed else block
         setup.append(Assign(kernel_name(gate, "RT" if transposed else "R"), Contiguous(block)))
     return allocated, setup
@@ -390,10 +395,14 @@ def _matrix_blocks(storage: CellStorage, transposed: bool) -> tuple[list[Buffer]
 def lower(kernel: KernelExpressions) -> ModulePlan:
     """Both kernels of one cell and gradient mode, and what the module's wrappers allocate for them."""
     storage = CellStorage(kernel)
-    spec, forward, backward = storage.spec, storage.forward, storage.backward
+    spec, forward = storage.spec, storage.forward
     G, F = storage.n_gates, storage.n_feedback
     n_early = len(storage.early_gates)
-    recurrent = backward.recurrent_gemm
+    recurrent = storage.recurrent
+    R_blocks = len(forward.hR)
+    names = [g.name for g in spec.gates]
+    if F and not storage.early_gates:
+        raise ValueError(f"spec {spec.name}: gate feedback needs a gate with a recurrent product hR_k at step start")
 
     state_seqs = tuple(
         Buffer(kernel_name(s, "seq"), SEQ_PLUS_ONE, f"state {s} at steps 0..T", "initial", k)
@@ -407,7 +416,8 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
     )
     tape_extra = ((fb_seq,) if F else ()) + saved
     matrices = tuple(
-        Buffer(name, (), f"parameter {name}", "param", param=name) for name in ("W", "R", "b", *(["Q"] if F else []))
+        Buffer(name, (), f"parameter {name}", "param", param=name)
+        for name in ("W", *(["R"] if R_blocks else []), "b", *(["Q"] if F else []))
     )
     vectors = tuple(storage.unit_vector(sym) for _, sym in forward.unit_params)
     x = Buffer("x", ("steps", "batch", "n_in"), "the input", "input")
@@ -420,15 +430,17 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
     allocated += [
         Buffer(kernel_name(storage.hR[gate], "buf"), ROW, f"hR_{gate} of the step") for _, gate, _ in storage.late
     ]
-    allocated += [rec_buf] + ([fbq_buf] if F else [])
-    step: list = [
-        Gemm(
-            Slice(output_seq.name, ("t",)),
-            Slice(storage.rec_matrix),
-            Slice("rec_buf"),
-            f"Recurrent projection: one GEMM (B, H) x (H, {width(n_early, 'H').replace(' * ', '')}) per step.",
+    allocated += ([rec_buf] if n_early else []) + ([fbq_buf] if F else [])
+    step: list = []
+    if n_early:
+        step.append(
+            Gemm(
+                Slice(output_seq.name, ("t",)),
+                Slice(storage.rec_matrix),
+                Slice("rec_buf"),
+                f"Recurrent projection: one GEMM (B, H) x (H, {width(n_early, 'H').replace(' * ', '')}) per step.",
+            )
         )
-    ]
     if F:
         step.append(
             Gemm(
@@ -451,6 +463,7 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         (InputProjection("gate_seq", G), *setup),
         TimeLoop(False, tuple(step)),
         allocated=tuple(allocated),
+        hidden=f"{output_seq.name}.shape[2]",
     )
 
     # ------------------------------------------------------------------ backward kernel
@@ -567,27 +580,32 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
             "db sums d_xW over steps and batch rows, as a GEMV: 4-7x faster here than numba's column sum, and BLAS's\n"
             "blocked summation is more accurate than its sequential one.",
         ),
-        Assign("h_prev_2d", Flat(Contiguous(Slice(output_seq.name, (":steps",))), "hidden")),
     ]
+    if n_early:
+        after.append(Assign("h_prev_2d", Flat(Contiguous(Slice(output_seq.name, (":steps",))), "hidden")))
     if storage.late:
-        allocated.append(Buffer("dR", ("hidden", width(G)), "the gradient of R"))
-        after.append(Assign("dR_early", Dot(Transposed(Slice("h_prev_2d")), Flat(Slice("d_rec_seq"), width(n_early)))))
+        allocated.append(Buffer("dR", ("hidden", width(R_blocks)), "the gradient of R"))
+        if n_early:
+            after.append(
+                Assign("dR_early", Dot(Transposed(Slice("h_prev_2d")), Flat(Slice("d_rec_seq"), width(n_early))))
+            )
         after += [
-            Assign(Slice("dR", (":", Block(k))), Slice("dR_early", (":", Block(e))))
+            Assign(Slice("dR", (":", Block(storage.rec_block[names[k]]))), Slice("dR_early", (":", Block(e))))
             for e, k in enumerate(storage.early_gates)
         ]
-        for k, gate, src in storage.late:
+        for _k, gate, src in storage.late:
             after.append(
                 Assign(
-                    Slice("dR", (":", Block(k))),
+                    Slice("dR", (":", Block(storage.rec_block[gate]))),
                     Dot(
                         Transposed(Flat(Slice(kernel_name(src, "seq")), "hidden")),
                         Flat(Slice(d_hR_seqs[gate].name), "hidden"),
                     ),
                 )
             )
-    else:
-        after.append(Assign("dR", Dot(Transposed(Slice("h_prev_2d")), Flat(Slice(storage.d_rec_seq), width(G)))))
+    elif R_blocks:
+        d_rec = Flat(Slice(storage.d_rec_seq), width(R_blocks))
+        after.append(Assign("dR", Dot(Transposed(Slice("h_prev_2d")), d_rec)))
     if F:
         after.append(Assign("fb_prev_2d", Flat(Contiguous(Slice("fb_seq", (":steps",))), width(F))))
         after.append(Assign("dQ", Dot(Transposed(Slice("fb_prev_2d")), Flat(Slice("d_fbq_seq"), width(F)))))
@@ -610,7 +628,8 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         tuple(setup),
         TimeLoop(True, tuple(step)),
         tuple(after),
-        ("dx", "dW", "dR", "db", *(["dQ"] if F else [])),
+        ("dx", "dW", *(["dR"] if R_blocks else []), "db", *(["dQ"] if F else [])),
+        hidden=f"{output_seq.name}.shape[2]",
         allocated=tuple(allocated),
     )
     return ModulePlan(

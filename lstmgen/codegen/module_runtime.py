@@ -16,6 +16,7 @@ import numpy as np
 # Stand-ins for what every generated module defines itself (not inlined).
 VARIANT = "cell"
 GATES: tuple[str, ...] = ("a",)
+RECURRENT_GATES: tuple[str, ...] = ("a",)
 STATE: tuple[str, ...] = ("h",)
 PARAMS: tuple[str, ...] = ("W", "R", "b")
 #: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
@@ -73,7 +74,7 @@ def _prepare_forward(x, params, state, lengths, reverse):
     if steps == 0 or batch == 0:
         raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {x.shape}")
     params = _check_params(params, n_in, x.dtype)
-    hidden = params["R"].shape[0]
+    hidden = _hidden(params)
     initial = _check_state(state, "state", batch, hidden, x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)
@@ -107,7 +108,7 @@ def _prepare_backward(dy, tape, dstate):
     _check_tape(tape)
     x, params = tape.x, tape.params
     steps, batch, _ = x.shape
-    hidden = params["R"].shape[0]
+    hidden = _hidden(params)
     dy = _check_array(dy, "dy", 3, x.dtype)
     if dy.shape != (steps, batch, hidden):
         raise ValueError(f"dy: expected shape {(steps, batch, hidden)}, got {dy.shape}")
@@ -121,6 +122,11 @@ def _prepare_backward(dy, tape, dstate):
 def _input_order(dx, order):
     """dx in the order of the input sequence."""
     return dx if order is None else np.take_along_axis(dx, order[:, :, None], axis=0)
+
+
+def _hidden(params):
+    """The hidden size H of checked parameters."""
+    return params["R"].shape[0] if RECURRENT_GATES else params["b"].shape[0] // len(GATES)
 
 
 def _run(kernel, *args):
@@ -181,7 +187,7 @@ def _check_tape(tape):
             ok = False
     if ok:
         steps, batch, _ = x.shape
-        hidden = params["R"].shape[0]
+        hidden = _hidden(params)
         seq = (steps + 1, batch, hidden)
         arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
         arrays += [
@@ -234,10 +240,21 @@ def _check_params(params, n_in, dtype):
     extra = [k for k in params if k not in PARAMS]
     if missing or extra:
         raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
-    R = params["R"]
-    hidden = R.shape[0] if isinstance(R, np.ndarray) and R.ndim == 2 else None
-    if hidden is None or hidden == 0:
-        raise ValueError(f"params['R']: expected shape (H, {len(GATES)}*H) with H >= 1, got {getattr(R, 'shape', R)!r}")
+    # The hidden size comes from R, or from b in a cell without R.
+    if RECURRENT_GATES:
+        R = params["R"]
+        hidden = R.shape[0] if isinstance(R, np.ndarray) and R.ndim == 2 else None
+        if hidden is None or hidden == 0:
+            got = getattr(R, "shape", R)
+            raise ValueError(f"params['R']: expected shape (H, {len(RECURRENT_GATES)}*H) with H >= 1, got {got!r}")
+    else:
+        b = params["b"]
+        ok = isinstance(b, np.ndarray) and b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % len(GATES) == 0
+        if not ok:
+            raise ValueError(
+                f"params['b']: expected shape ({len(GATES)}*H,) with H >= 1, got {getattr(b, 'shape', b)!r}"
+            )
+        hidden = b.shape[0] // len(GATES)
     checked = {}
     for name, shape in param_shapes(n_in, hidden).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)

@@ -23,6 +23,7 @@ from lstmgen.codegen.lower_kernel import CellStorage, lower, output_text, str_as
 from lstmgen.codegen.numba_printer import print_text
 from lstmgen.codegen.user_text import in_docstring, python_literal
 from lstmgen.functions import helper_closure, helper_source
+from lstmgen.spec import CellSpec
 from lstmgen.symbolic.derive_backward import adjoint_symbol
 from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
@@ -101,6 +102,20 @@ def _call(kernel: Kernel, result: str) -> list[str]:
     return wrap(f"{result}_run(", f"{kernel.name}, {args}", ")", INDENT)
 
 
+def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
+    """The docstring's parameter shapes and which gate owns each column block."""
+    G, F = len(spec.gates), len(spec.feedback)
+    shapes = [f"W (I, {G}H)", *([f"R (H, {len(recurrent)}H)"] if recurrent else []), f"b ({G}H,)"]
+    shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} (H,)" for p in spec.unit_params]
+    if len(recurrent) == G:
+        blocks = "column block k of W, R and b belongs to GATES[k]."
+    elif recurrent:
+        blocks = "column block k of W and b belongs to GATES[k], of R to RECURRENT_GATES[k]."
+    else:
+        blocks = "column block k of W and b belongs to GATES[k]; no gate has a recurrent matrix."
+    return [f"Parameters: {', '.join(shapes)};", blocks]
+
+
 def _docstring_products(storage: CellStorage) -> tuple[list[str], list[str]]:
     """The recurrent products and the matrix adjoint rules, as the module docstring states them (lines)."""
     forward, backward = storage.forward, storage.backward
@@ -145,15 +160,16 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     products, rules = _docstring_products(storage)
     G, F = len(spec.gates), len(spec.feedback)
     wide, feedback = width(G, "hidden_size"), width(F, "hidden_size")
+    recurrent = [gate for gate, _ in forward.hR]
     shapes = [
         f'"W": (input_size, {wide})',
-        f'"R": (hidden_size, {wide})',
+        *([f'"R": (hidden_size, {width(len(recurrent), "hidden_size")})'] if recurrent else []),
         f'"b": ({wide},)',
         *([f'"Q": ({feedback}, {feedback})'] if F else []),
         *(f"{python_literal(p)}: (hidden_size,)" for p in spec.unit_params),
     ]
     extra = [b.name for b in plan.tape_extra]
-    grads = ['"W": dW', '"R": dR', '"b": db', *(['"Q": dQ'] if F else [])]
+    grads = ['"W": dW', *(['"R": dR'] if recurrent else []), '"b": db', *(['"Q": dQ'] if F else [])]
     grads += [f"{python_literal(name)}: {buffer.name}" for name, buffer in plan.unit_grads]
     context = {
         "variant": spec.name,
@@ -168,6 +184,8 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "gradient": backward.gradient,
         "regenerate": in_docstring(regenerate),
         "gates": _tuple_literal(g.name for g in spec.gates),
+        "recurrent_gates": _tuple_literal(recurrent),
+        "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),
         "tape_extra": _tuple_of(_tuple_of(map(str, shape)) for shape in plan.tape_extra_shapes),

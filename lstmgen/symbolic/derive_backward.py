@@ -99,7 +99,7 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
         """Σ over readers of ∂(reader's rhs)/∂value · d_reader, plus the outside gradient for new states."""
         total = seed_of.get(value, sympy.Integer(0))
         for reader in readers.get(value, ()):
-            if value == cut and reader.role == "source":
+            if value == cut and reader.role in ("source", "preactivation"):
                 continue  # truncated: h_{t-1} is a constant where it enters a pre-activation
             total += _local_partial(reader, value) * adjoint_symbol(reader.lhs)
         return total

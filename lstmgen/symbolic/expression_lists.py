@@ -139,9 +139,13 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
         for a in backward.adjoints
         if any(a.lhs in b.rhs.free_symbols and backward_phase[b.lhs] < backward_phase[a.lhs] for b in backward.adjoints)
     )
-    separate = any(
-        backward.output(xw) != backward.output(hr) for (_, xw), (_, hr) in zip(forward.xW, forward.hR, strict=True)
-    ) or bool(forward.sources)
+    xW = dict(forward.xW)
+    # d_gate_seq serves as the recurrent adjoints only when R has every gate's block and each δhR_k = δxW_k.
+    separate = bool(forward.hR) and (
+        len(forward.hR) != len(forward.xW)
+        or any(backward.output(xW[gate]) != backward.output(hr) for gate, hr in forward.hR)
+        or bool(forward.sources)
+    )
 
     def split(assignments: AssignmentList, phase_of: dict[sympy.Symbol, int]) -> tuple[AssignmentList, ...]:
         """One CSE'd list per phase; temporaries numbered across the phases, so each name means one value."""

@@ -66,7 +66,7 @@ class ForwardEquations:
 def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     """Parse and order the spec's equations into the forward step of one unit."""
     xW = tuple((g.name, unit_symbol(f"xW_{g.name}")) for g in spec.gates)
-    hR = tuple((g.name, unit_symbol(f"hR_{g.name}")) for g in spec.gates)
+    hR = tuple((name, unit_symbol(f"hR_{name}")) for name in spec.recurrent_gates)
     gQ = tuple((name, unit_symbol(f"gQ_{name}")) for name in spec.feedback)
     sources = tuple((g.name, unit_symbol(f"src_{g.name}")) for g in spec.gates if g.recurrent_source)
     prev = tuple((s, unit_symbol(f"{s}_prev")) for s in spec.state)
@@ -90,6 +90,11 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         activation = parse_expression(f"{gate.activation}(a_{gate.name})", names, f"gates[{k}].activation")
         declared.append(Assignment(names[gate.name], activation, "gate"))
         if gate.recurrent_source:
+            if gate.name not in spec.recurrent_gates:
+                raise SpecError(
+                    f"gates[{k}].recurrent_source: gate {gate.name} has no recurrent product "
+                    f"(its pre-activation does not read hR_{gate.name})"
+                )
             source = parse_expression(gate.recurrent_source, names, f"gates[{k}].recurrent_source")
             declared.append(Assignment(unit_symbol(f"src_{gate.name}"), source, "source"))
     state_names = set(spec.state)
