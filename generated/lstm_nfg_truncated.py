@@ -57,6 +57,7 @@ PAPER = "Greff, Srivastava, Koutník, Steunebrink & Schmidhuber (2015), LSTM: A 
 GRADIENT = "truncated"
 GATES = ("i", "g", "o")
 RECURRENT_GATES = ("i", "g", "o")
+INPUT_ROW = False
 STATE = ("h", "c")
 PARAMS = ("W", "R", "b", "p_i", "p_o")
 # Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
@@ -437,6 +438,10 @@ def _prepare_forward(x, params, state, lengths, reverse):
         raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {x.shape}")
     params = _check_params(params, n_in, x.dtype)
     hidden = _hidden(params)
+    if INPUT_ROW and n_in != hidden:
+        raise ValueError(
+            f"x: this cell reads the input row x_t itself, so I must equal H; got I = {n_in}, H = {hidden}"
+        )
     initial = _check_state(state, "state", batch, hidden, x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)

@@ -43,6 +43,7 @@ PAPER = "Elman (1990), Finding Structure in Time"
 GRADIENT = "truncated"
 GATES = ("g",)
 RECURRENT_GATES = ("g",)
+INPUT_ROW = False
 STATE = ("h",)
 PARAMS = ("W", "R", "b")
 # Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
@@ -310,6 +311,10 @@ def _prepare_forward(x, params, state, lengths, reverse):
         raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {x.shape}")
     params = _check_params(params, n_in, x.dtype)
     hidden = _hidden(params)
+    if INPUT_ROW and n_in != hidden:
+        raise ValueError(
+            f"x: this cell reads the input row x_t itself, so I must equal H; got I = {n_in}, H = {hidden}"
+        )
     initial = _check_state(state, "state", batch, hidden, x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)

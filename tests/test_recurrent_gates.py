@@ -115,3 +115,90 @@ def test_a_stack_of_cells_without_R_runs_both_ways(tmp_path):
     dx, grads, _ = layer.backward(np.ones_like(out), tape)
     assert dx.shape == x.shape and set(grads[1][1]) == {"W", "b", "u"}
     assert all(np.all(np.isfinite(g)) for row in grads for p in row for g in p.values())
+
+
+#: An RG-LRU-form cell (De et al. 2024): the input row x_t itself enters (I = H), no R.
+INPUT_ROW_CELL = CellSpec(
+    "lru_test",
+    "a gated linear recurrence that reads x_t",
+    "",
+    (Gate("r", "sigmoid", "xW_r"), Gate("i", "sigmoid", "xW_i")),
+    ("h",),
+    (("decay", "exp(-8*r*softplus(lam))"), ("h", "decay*h_prev + sqrt(1 - decay*decay)*(i*x)")),
+    unit_params=("lam",),
+)
+
+
+def _input_row_reference(p, x, state, truncated):
+    (h,) = state
+    H = h.shape[-1]
+    a_r, a_i = (x @ p["W"] + p["b"]).split(H, dim=-1)
+    r, i = torch.sigmoid(a_r), torch.sigmoid(a_i)
+    decay = torch.exp(-8 * r * torch.nn.functional.softplus(p["lam"]))
+    return (decay * h + torch.sqrt(1 - decay * decay) * (i * x),)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+def test_the_input_row_enters_and_gets_its_gradient(gradient, dtype, tmp_path):
+    module = _plain_module(INPUT_ROW_CELL, gradient, tmp_path)
+    assert module.INPUT_ROW and "R" not in module.PARAMS
+    rng = np.random.default_rng(5)
+    T, B, H = 4, 3, 3
+    params = module.init_params(H, H, dtype=dtype, seed=1)
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    state = ((0.5 * rng.standard_normal((B, H))).astype(dtype),)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    current, ys = (torch.tensor(state[0], dtype=torch.float64),), []
+    for t in range(T):
+        current = _input_row_reference(tp, tx[t], current, gradient == "truncated")
+        ys.append(current[0])
+    (torch.stack(ys) * torch.tensor(dy, dtype=torch.float64)).sum().backward()
+    y, _, tape = module.forward(x, params, state)
+    dx, grads, _ = module.backward(dy, tape)
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(y, torch.stack(ys).detach().numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=rtol, atol=rtol)  # x W and the row x_t itself
+    for k in module.PARAMS:
+        np.testing.assert_allclose(grads[k], tp[k].grad.numpy(), rtol=rtol, atol=rtol, err_msg=k)
+
+
+def test_a_cell_that_reads_the_input_row_needs_I_equal_H(tmp_path):
+    module = _plain_module(INPUT_ROW_CELL, "full", tmp_path)
+    params = module.init_params(2, 3, seed=0)
+    with pytest.raises(
+        ValueError, match=r"x: this cell reads the input row x_t itself, so I must equal H; got I = 2, H = 3"
+    ):
+        module.forward(np.zeros((2, 1, 2)), params)
+    p = plan(INPUT_ROW_CELL)
+    views = {v.name: v.source for loop in p.forward.loop.body if hasattr(loop, "rows") for v in loop.rows.views}
+    assert views["x__row"].buffer == "x"
+
+
+@pytest.mark.parametrize("spec", [INDRNN, PARTIAL, INPUT_ROW_CELL], ids=lambda s: s.name)
+def test_their_derivations_print_and_compile(spec, tmp_path):
+    import shutil
+    import subprocess
+
+    from lstmgen.analysis.derivation import build_derivation
+    from lstmgen.analysis.derivation_printer import render_derivation
+
+    derivation = build_derivation(spec)
+    text = render_derivation(derivation, "text")
+    assert ("dL/dR" in text) == bool(spec.recurrent_gates)
+    if spec is INPUT_ROW_CELL:  # dx_t has the elementwise term of the row x_t besides δxW Wᵀ
+        (line,) = [row for row in text.splitlines() if row.strip().startswith("dL/dx_t")]
+        assert line.strip() == "dL/dx_t = δa_r[t]·W_rᵀ + δa_i[t]·W_iᵀ + δx[t]"
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed here (.ci/run installs it)")
+    (tmp_path / "doc.tex").write_text(render_derivation(derivation, "latex", standalone=True))
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]

@@ -85,6 +85,7 @@ class Names:
                 h_prev = value(spec.output_state, "t-1")
                 name(unit_symbol(f"hR_{k}"), f"{h_prev[0]} R_{{{gk}}}", f"{h_prev[1]}·R_{gt}")
             name(unit_symbol(f"gQ_{k}"), rf"\gamma_{{t-1}} Q_{{{gk}}}", f"γ[t-1]·Q_{gt}")
+        name(unit_symbol("x"), *(("x^{t}", "x(t)") if graves else ("x_t", "x[t]")))
         for s in spec.state:
             name(unit_symbol(s), *value(s))
             name(unit_symbol(f"{s}_prev"), *value(s, "t-1"))
@@ -348,12 +349,11 @@ class DocumentBuilder:
         graves = self.names.graves
         x_t = Name("x^{t}", "x(t)") if graves else Name("x_t", "x_t")
         inputs = [g for g in self.d.weight_gradients if g.kind == "input" and g.adjoint != 0]
-        lines = [
-            Equation(
-                GradientOf(x_t),
-                Terms(tuple(TimesTransposed(self.expr(g.adjoint), "W", self.gate(g.gate)) for g in inputs)),
-            )
-        ]
+        terms: list[Math] = [TimesTransposed(self.expr(g.adjoint), "W", self.gate(g.gate)) for g in inputs]
+        elementwise = dict(self.d.outputs).get(unit_symbol("d_x"), 0)
+        if elementwise != 0:  # the input row x_t read by the equations themselves
+            terms.append(self.expr(elementwise))
+        lines = [Equation(GradientOf(x_t), Terms(tuple(terms)))]
         for g in self.d.weight_gradients:
             if g.adjoint != 0:
                 lines.append(self._gradient(g))

@@ -103,7 +103,15 @@ class Dot:
     shape: tuple[str, ...] | None = None
 
 
-Operand = Slice | Transposed | Flat | Contiguous | Ones | Dot
+@dataclass(frozen=True)
+class Plus:
+    """``a + b`` (arrays of one shape)."""
+
+    a: Operand
+    b: Operand
+
+
+Operand = Slice | Transposed | Flat | Contiguous | Ones | Dot | Plus
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from lstmgen.codegen.kernel_ir import (
     Ones,
     Operand,
     Phase,
+    Plus,
     RowLoop,
     Slice,
     Statement,
@@ -88,6 +89,8 @@ class KernelPrinter:
             return f"np.ascontiguousarray({self.operand(node.operand)})"
         if isinstance(node, Ones):
             return f"np.ones({node.length}, dtype=x.dtype)"
+        if isinstance(node, Plus):
+            return f"{self.operand(node.a)} + {self.operand(node.b)}"
         if isinstance(node, Dot):
             product = f"np.dot({self.operand(node.a)}, {self.operand(node.b)})"
             return f"{product}.reshape({', '.join(node.shape)})" if node.shape else product

@@ -27,6 +27,7 @@ from lstmgen.codegen.kernel_ir import (
     ModulePlan,
     Ones,
     Phase,
+    Plus,
     Row,
     RowLoop,
     Slice,
@@ -77,6 +78,7 @@ class CellStorage:
         self.prev_state = {sym: name for name, sym in forward.prev}
         self.new_state = {sym: name for name, sym in forward.new}
         self.unit_param = {sym: name for name, sym in forward.unit_params}
+        self.input_row = {sym for _, sym in forward.input_row}
         self.saved = tuple(kernel.saved)
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
@@ -138,6 +140,8 @@ class CellStorage:
             return self.seq_view(sym, self.new_state[sym], "t + 1")
         if sym in self.unit_param:
             return self.unit_vector(sym)
+        if sym in self.input_row:
+            return self.view(sym, "row", "x", "t", "nb")
         if sym in self.seeds:
             name = self.seeds[sym]
             if name in self.spec.state:
@@ -341,6 +345,10 @@ def _backward_outputs(storage: CellStorage, p: int) -> dict[Row, tuple[str, symp
         if here(backward.output(sym)):
             row = storage.view(adjoint_symbol(sym), "row", "d_fbq_seq", "t", "nb", Block(pos))
             outputs[row] = ("=", backward.output(sym), f"d_{sym}")
+    for _name, sym in forward.input_row:
+        if backward.output(sym) != 0 and here(backward.output(sym)):
+            row = storage.seq_view(adjoint_symbol(sym), adjoint_symbol(sym), "t")
+            outputs[row] = ("=", backward.output(sym), f"d_{sym}")
     for name, sym in forward.unit_params:
         if here(backward.output(sym)):
             outputs[storage.unit_gradient(sym)] = ("+=", backward.output(sym), f"gradient of {name}")
@@ -499,6 +507,12 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
                 "d_fbq_seq", ("steps", "batch", width(F)), "the adjoints of the feedback products", "zeros_if_padded"
             )
         )
+    d_x_rows = [
+        Buffer(kernel_name(adjoint_symbol(sym), "seq"), SEQ, "the elementwise adjoint of x_t", "zeros_if_padded")
+        for _, sym in forward.input_row
+        if storage.backward.output(sym) != 0
+    ]
+    adjoint_seqs += d_x_rows
     unit_grads = tuple((name, storage.unit_gradient(sym)) for name, sym in forward.unit_params)
     dy = Buffer("dy", SEQ, "the gradient on every output", "input")
 
@@ -572,7 +586,12 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
             Flat(Slice("d_gate_seq"), width(G)),
             "Weight gradients over all steps at once: single large GEMMs.",
         ),
-        Assign("dx", Dot(flat_d_gates, Transposed(Slice("W")), ("steps", "batch", "n_in"))),
+        Assign(
+            "dx",
+            Plus(Dot(flat_d_gates, Transposed(Slice("W")), ("steps", "batch", "n_in")), Slice(d_x_rows[0].name))
+            if d_x_rows
+            else Dot(flat_d_gates, Transposed(Slice("W")), ("steps", "batch", "n_in")),
+        ),
         Assign("dW", Dot(Transposed(Flat(Slice("x"), "n_in")), flat_d_gates)),
         Assign(
             "db",

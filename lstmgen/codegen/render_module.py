@@ -185,6 +185,7 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "regenerate": in_docstring(regenerate),
         "gates": _tuple_literal(g.name for g in spec.gates),
         "recurrent_gates": _tuple_literal(recurrent),
+        "input_row": str(bool(forward.input_row)),
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),

@@ -127,7 +127,9 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
         backward_phase[a.lhs] = first_reader[value] if value in first_reader else phase[value]
 
     stored_elsewhere = {unit_symbol(g.name) for g in forward.spec.gates}
-    stored_elsewhere |= {s for group in (forward.new, forward.prev, forward.unit_params) for _, s in group}
+    stored_elsewhere |= {
+        s for group in (forward.new, forward.prev, forward.unit_params, forward.input_row) for _, s in group
+    }
     # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
     inputs = set(forward.inputs())
     crossing = {s for a in equations for s in a.rhs.free_symbols - inputs if phase[s] < phase[a.lhs]}

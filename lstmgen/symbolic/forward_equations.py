@@ -50,10 +50,11 @@ class ForwardEquations:
     prev: tuple[tuple[str, sympy.Symbol], ...]
     new: tuple[tuple[str, sympy.Symbol], ...]
     unit_params: tuple[tuple[str, sympy.Symbol], ...]
+    input_row: tuple[tuple[str, sympy.Symbol], ...] = ()
 
     def inputs(self) -> tuple[sympy.Symbol, ...]:
-        """Every symbol the step reads: projections, previous states, unit parameters."""
-        groups = (self.xW, self.hR, self.gQ, self.prev, self.unit_params)
+        """Every symbol the step reads: projections, previous states, unit parameters, the input row x_t."""
+        groups = (self.xW, self.hR, self.gQ, self.prev, self.unit_params, self.input_row)
         return tuple(s for group in groups for _, s in group)
 
     @property
@@ -81,6 +82,8 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         names[f"a_{gate.name}"] = unit_symbol(f"a_{gate.name}")
     for lhs, _ in spec.equations:
         names[lhs] = unit_symbol(lhs)
+    # The input row x_t itself (unit j of x_t: the cell then needs I = H).
+    x_row = names["x"] = unit_symbol("x")
 
     declared: list[Assignment] = []
     for k, gate in enumerate(spec.gates):
@@ -103,7 +106,8 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         declared.append(Assignment(names[lhs], rhs, "state" if lhs in state_names else "intermediate"))
 
     late = {dict(hR)[gate]: src for gate, src in sources}
-    ordered = _topological_order(declared, _input_set(xW, hR, gQ, prev, unit_params) - set(late), late)
+    input_row = (("x", x_row),) if any(x_row in a.rhs.free_symbols for a in declared) else ()
+    ordered = _topological_order(declared, _input_set(xW, hR, gQ, prev, unit_params, input_row) - set(late), late)
     return ForwardEquations(
         spec=spec,
         equations=AssignmentList.of(_hoist_activations(ordered, set(names))),
@@ -114,6 +118,7 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         prev=prev,
         new=new,
         unit_params=unit_params,
+        input_row=input_row,
     )
 
 
