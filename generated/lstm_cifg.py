@@ -614,21 +614,19 @@ def _check_params(params, n_in, dtype):
     extra = [k for k in params if k not in PARAMS]
     if missing or extra:
         raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
-    # The hidden size comes from R, or from b in a cell without R.
+    # The hidden size comes from R, or from b in a cell without R: check that one before reading it.
     if RECURRENT_GATES:
         R = params["R"]
-        hidden = R.shape[0] if isinstance(R, np.ndarray) and R.ndim == 2 else None
-        if hidden is None or hidden == 0:
+        if not (isinstance(R, np.ndarray) and R.ndim == 2 and R.shape[0] > 0):
             got = getattr(R, "shape", R)
             raise ValueError(f"params['R']: expected shape (H, {len(RECURRENT_GATES)}*H) with H >= 1, got {got!r}")
     else:
         b = params["b"]
-        ok = isinstance(b, np.ndarray) and b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % len(GATES) == 0
-        if not ok:
+        if not (isinstance(b, np.ndarray) and b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % len(GATES) == 0):
             raise ValueError(
                 f"params['b']: expected shape ({len(GATES)}*H,) with H >= 1, got {getattr(b, 'shape', b)!r}"
             )
-        hidden = b.shape[0] // len(GATES)
+    hidden = _hidden(params)
     checked = {}
     for name, shape in param_shapes(n_in, hidden).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)

@@ -221,11 +221,11 @@ class Kernel:
     args: tuple[Buffer, ...]
     before: tuple[Statement, ...]
     loop: TimeLoop
+    #: The expression of the hidden size in the kernel's arguments.
+    hidden: str
     after: tuple[Statement, ...] = ()
     returns: tuple[str, ...] = ()
     allocated: tuple[Buffer, ...] = field(default=())
-    #: The expression of the hidden size in the kernel's arguments.
-    hidden: str = "R.shape[0]"
 
     @property
     def locals(self) -> tuple[Buffer, ...]:

@@ -141,12 +141,11 @@ class KernelPrinter:
         lines = [line for c in node.comments for line in comment_lines(c, indent)]
         lines.append(f"{indent}for nb in range(batch):")
         inner = indent + INDENT
+        lines.append(f"{inner}if t >= lengths[nb]:")
         if node.past:
-            lines.append(f"{inner}if t >= lengths[nb]:")
             for item in node.body:
                 lines += self.statement(item, inner + INDENT)
             return lines
-        lines.append(f"{inner}if t >= lengths[nb]:")
         lines.append(f"{inner}{INDENT}continue" + (f"  # {node.skip_note}" if node.skip_note else ""))
         lines += [f"{inner}{view.name} = {self.operand(view.source)}" for view in node.views]
         for item in node.body:
@@ -184,12 +183,9 @@ class KernelPrinter:
         return "\n".join(lines)
 
 
-def allocation(buffer: Buffer, fill: str = "np.empty") -> str:
+def allocation(buffer: Buffer) -> str:
     """The expression that allocates ``buffer`` with the kernel's dtype."""
-    if buffer.init == "zeros":
-        fill = "np.zeros"
-    elif buffer.init == "zeros_if_padded":
-        fill = "alloc"
+    fill = {"zeros": "np.zeros", "zeros_if_padded": "alloc"}.get(buffer.init, "np.empty")
     shape = buffer.shape[0] if len(buffer.shape) == 1 else f"({', '.join(buffer.shape)})"
     return f"{fill}({shape}, dtype=x.dtype)"
 

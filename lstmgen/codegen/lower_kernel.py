@@ -70,6 +70,8 @@ class CellStorage:
         self.rec_block = {gate: r for r, (gate, _) in enumerate(forward.hR)}
         self.early_gates = tuple(k for k, g in enumerate(spec.gates) if g.name in self.hR and g.name not in late_gates)
         self.early_column = {self.hR[spec.gates[k].name]: e for e, k in enumerate(self.early_gates)}
+        #: The column block of R of each step-start gate, in R_early's order.
+        self.early_R_blocks = tuple(self.rec_block[spec.gates[k].name] for k in self.early_gates)
         names = [g.name for g in spec.gates]
         self.late = tuple((names.index(gate), gate, src) for gate, src in forward.sources)
         self.late_projection = {self.hR[gate]: gate for _, gate, _ in self.late}
@@ -388,10 +390,9 @@ def _matrix_blocks(storage: CellStorage, transposed: bool) -> tuple[list[Buffer]
     if not storage.late:
         return [], []
     allocated = [Buffer("R_early", ("hidden", width(len(storage.early_gates))), "the blocks of R applied to h_{t-1}")]
-    names = [g.name for g in storage.spec.gates]
     setup = [
-        Assign(Slice("R_early", (":", Block(e))), Slice("R", (":", Block(storage.rec_block[names[k]]))))
-        for e, k in enumerate(storage.early_gates)
+        Assign(Slice("R_early", (":", Block(e))), Slice("R", (":", Block(r))))
+        for e, r in enumerate(storage.early_R_blocks)
     ]
     for _k, gate, _src in storage.late:
         block: Slice | Transposed = Slice("R", (":", Block(storage.rec_block[gate])))
@@ -400,15 +401,18 @@ def _matrix_blocks(storage: CellStorage, transposed: bool) -> tuple[list[Buffer]
     return allocated, setup
 
 
-def lower(kernel: KernelExpressions) -> ModulePlan:
-    """Both kernels of one cell and gradient mode, and what the module's wrappers allocate for them."""
-    storage = CellStorage(kernel)
+def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
+    """Both kernels of one cell and gradient mode, and what the module's wrappers allocate for them.
+
+    ``kernel``: the expression lists, or their :class:`CellStorage` when the caller has it already.
+    """
+    storage = kernel if isinstance(kernel, CellStorage) else CellStorage(kernel)
+    kernel = storage.kernel
     spec, forward = storage.spec, storage.forward
     G, F = storage.n_gates, storage.n_feedback
     n_early = len(storage.early_gates)
     recurrent = storage.recurrent
     R_blocks = len(forward.hR)
-    names = [g.name for g in spec.gates]
     if F and not storage.early_gates:
         raise ValueError(f"spec {spec.name}: gate feedback needs a gate with a recurrent product hR_k at step start")
 
@@ -609,8 +613,8 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
                 Assign("dR_early", Dot(Transposed(Slice("h_prev_2d")), Flat(Slice("d_rec_seq"), width(n_early))))
             )
         after += [
-            Assign(Slice("dR", (":", Block(storage.rec_block[names[k]]))), Slice("dR_early", (":", Block(e))))
-            for e, k in enumerate(storage.early_gates)
+            Assign(Slice("dR", (":", Block(r))), Slice("dR_early", (":", Block(e))))
+            for e, r in enumerate(storage.early_R_blocks)
         ]
         for _k, gate, src in storage.late:
             after.append(
@@ -646,9 +650,9 @@ def lower(kernel: KernelExpressions) -> ModulePlan:
         ),
         tuple(setup),
         TimeLoop(True, tuple(step)),
-        tuple(after),
-        ("dx", "dW", *(["dR"] if R_blocks else []), "db", *(["dQ"] if F else [])),
         hidden=f"{output_seq.name}.shape[2]",
+        after=tuple(after),
+        returns=("dx", "dW", *(["dR"] if R_blocks else []), "db", *(["dQ"] if F else [])),
         allocated=tuple(allocated),
     )
     return ModulePlan(

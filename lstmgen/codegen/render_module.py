@@ -152,8 +152,8 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         builtin = VARIANTS.get(spec.name) == spec
         what = spec.name if builtin else f"--spec <the spec file of {spec.name}>"
         regenerate = f"lstmgen generate {what}{flag} --out {'generated/' if builtin else 'DIR'}"
-    plan = lower(kernel)
     storage = CellStorage(kernel)
+    plan = lower(storage)
     printer = KernelPrinter()
     forward_kernel = printer.kernel(plan.forward)
     backward_kernel = printer.kernel(plan.backward)
