@@ -13,7 +13,8 @@ Vocabulary of the equations, for gate ``k`` and state ``s``:
     ``a_k``    the gate's pre-activation (defined by ``Gate.preactivation``)
     ``k``      the gate's value, ``activation(a_k)``
     ``s_prev`` the carried state at t-1; ``s`` is its new value
-    unit parameters (``p_i``...) and intermediate names defined in ``equations``.
+    ``x``      the input row x_t itself, unit j (the cell then needs I = H)
+    unit parameters (``p_i``...), per-step inputs (``inputs``) and intermediate names defined in ``equations``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class CellSpec:
         unit_params: per-unit parameter vectors of shape (H,), e.g. the peepholes ``p_i``.
         feedback: gates whose previous-step values feed back into every one of them through the matrix
             ``Q`` (F·H, F·H) — row block = source gate, column block = target gate; they start at 0.
+        inputs: per-step inputs (T, B, H) the caller passes to ``forward(..., inputs={...})``, such as zoneout
+            or dropout masks: read at unit j of step t, saved on the tape, given no gradient.
     """
 
     name: str
@@ -104,6 +107,7 @@ class CellSpec:
     equations: tuple[tuple[str, str], ...]
     unit_params: tuple[str, ...] = field(default=())
     feedback: tuple[str, ...] = field(default=())
+    inputs: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         check_identifier(self.name, "name")
@@ -136,6 +140,8 @@ class CellSpec:
             claim(s, f"state[{k}]")
         for k, p in enumerate(self.unit_params):
             claim(p, f"unit_params[{k}]")
+        for k, name in enumerate(self.inputs):
+            claim(name, f"inputs[{k}]")
         defined = set()
         for k, (lhs, _rhs) in enumerate(self.equations):
             where = f"equations[{k}] ({lhs})"

@@ -6,6 +6,7 @@
     state = ["h", "c"]                  # the hidden output first
     unit_params = []                    # optional: per-unit vectors such as peepholes
     feedback = []                       # optional: gates fed back through Q
+    inputs = []                         # optional: per-step (T, B, H) inputs such as zoneout masks
 
     [[gates]]                           # one table per gate, in column order
     name = "i"
@@ -40,6 +41,7 @@ _TOP_LEVEL = {
     "equations": True,
     "unit_params": False,
     "feedback": False,
+    "inputs": False,
 }
 _GATE_FIELDS = {"name": True, "activation": True, "preactivation": False, "recurrent_source": False}
 MAX_SPEC_BYTES = 100_000
@@ -94,6 +96,7 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         equations=tuple((lhs, _string(rhs, f"equations.{lhs}")) for lhs, rhs in equations.items()),
         unit_params=_strings(table.get("unit_params", []), "unit_params"),
         feedback=_strings(table.get("feedback", []), "feedback"),
+        inputs=_strings(table.get("inputs", []), "inputs"),
     )
 
 

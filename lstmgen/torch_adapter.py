@@ -26,17 +26,28 @@ def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
 
 
 class GeneratedCellFunction(torch.autograd.Function):
-    """One layer, one direction: ``apply(cell, lengths, reverse, x, *params_in_PARAMS_order, *state)``.
+    """One layer, one direction: ``apply(cell, lengths, reverse, inputs, x, *params_in_PARAMS_order, *state)``.
 
+    ``inputs`` is the dict of the cell's per-step inputs (numpy, time-major) or None; they get no gradient.
     Returns the output (T, B, H) followed by the final state tensors in STATE order.
     """
 
     @staticmethod
-    def forward(ctx: Any, cell: ModuleType, lengths: np.ndarray | None, reverse: bool, x: torch.Tensor, *rest: Any):
+    def forward(
+        ctx: Any,
+        cell: ModuleType,
+        lengths: np.ndarray | None,
+        reverse: bool,
+        inputs: dict[str, np.ndarray] | None,
+        x: torch.Tensor,
+        *rest: Any,
+    ):
         n_params = len(cell.PARAMS)
         params = {name: _to_numpy(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
         state = tuple(_to_numpy(t, "state") for t in rest[n_params:]) or None
-        y, final, tape = cell.forward(_to_numpy(x, "x"), params, state, lengths=lengths, reverse=reverse)
+        y, final, tape = cell.forward(
+            _to_numpy(x, "x"), params, state, inputs=inputs, lengths=lengths, reverse=reverse
+        )
         ctx.cell, ctx.tape, ctx.n_state = cell, tape, len(rest) - n_params
         return (torch.from_numpy(y), *(torch.from_numpy(f) for f in final))
 
@@ -55,7 +66,7 @@ class GeneratedCellFunction(torch.autograd.Function):
         dx, grads, dstate0 = cell.backward(_to_numpy(dy, "dy"), ctx.tape, dstate)
         dparams = tuple(torch.from_numpy(grads[n]) for n in cell.PARAMS)
         dstate_grads = tuple(torch.from_numpy(d) for d in dstate0) if ctx.n_state else ()
-        return (None, None, None, torch.from_numpy(dx), *dparams, *dstate_grads)
+        return (None, None, None, None, torch.from_numpy(dx), *dparams, *dstate_grads)
 
 
 class TorchRecurrent(torch.nn.Module):
@@ -68,8 +79,10 @@ class TorchRecurrent(torch.nn.Module):
         seed: seed of the initialisation (the generated ``init_params``: uniform in ±1/sqrt(H)).
 
     Parameters are named ``<param>_l<layer>[_reverse]`` with the generated module's layouts (W (I, G*H), ...).
-    ``forward(x, state=None, lengths=None)`` returns ``(output, final_state)``; ``final_state`` is a tuple in
-    STATE order of (L*D, B, H) tensors (for a one-state cell like the GRU, the tensor itself, as torch does).
+    ``forward(x, state=None, lengths=None, inputs=None)`` returns ``(output, final_state)``; ``final_state`` is a
+    tuple in STATE order of (L*D, B, H) tensors (for a one-state cell like the GRU, the tensor itself, as torch
+    does). ``inputs``: the cell's per-step inputs (its INPUTS, such as zoneout masks), a dict of (L*D, T, B, H)
+    tensors ((L*D, B, T, H) with batch_first), index ``layer * D + direction``; they get no gradient.
     """
 
     def __init__(
@@ -109,12 +122,37 @@ class TorchRecurrent(torch.nn.Module):
                     parameter = torch.nn.Parameter(torch.from_numpy(params[name]))
                     setattr(self, self._name(name, index, direction), parameter)
 
+    def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, np.ndarray] | None]:
+        """Per (layer, direction) per-step inputs as time-major numpy arrays (the generated forward checks them)."""
+        names = tuple(self.cell.INPUTS)
+        count = self.num_layers * self.num_directions
+        if inputs is None and not names:
+            return [None] * count
+        if not isinstance(inputs, dict) or set(inputs) != set(names):
+            got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(f"inputs: expected a dict with keys {names} (the cell's INPUTS), got {got}")
+        per_step = (batch, steps) if self.batch_first else (steps, batch)
+        expected = (count, *per_step, self.hidden_size)
+        for name in names:
+            value = inputs[name]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"inputs[{name!r}]: expected a tensor of shape {expected}, got {got}")
+        arrays = {name: _to_numpy(inputs[name], f"inputs[{name!r}]") for name in names}
+        if self.batch_first:
+            arrays = {name: a.transpose(0, 2, 1, 3) for name, a in arrays.items()}
+        return [{name: a[k] for name, a in arrays.items()} for k in range(count)]
+
     @staticmethod
     def _name(param: str, layer: int, direction: int) -> str:
         return f"{param}_l{layer}" + ("_reverse" if direction else "")
 
     def forward(
-        self, x: torch.Tensor, state: Any = None, lengths: np.ndarray | torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        state: Any = None,
+        lengths: np.ndarray | torch.Tensor | None = None,
+        inputs: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Any]:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor (T, B, I), got {type(x).__name__}")
@@ -136,6 +174,7 @@ class TorchRecurrent(torch.nn.Module):
                 raise ValueError(
                     f"state: expected {n_states} tensor(s) of shape {expected} in {self.cell.STATE}, got {got}"
                 )
+        step_inputs = self._step_inputs(inputs, x.shape[0], batch)
         finals = []
         inputs = x
         for layer in range(self.num_layers):
@@ -144,7 +183,9 @@ class TorchRecurrent(torch.nn.Module):
                 k = layer * self.num_directions + direction
                 params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
                 initial = [] if state is None else [s[k] for s in state]
-                y, *final = GeneratedCellFunction.apply(self.cell, lengths, direction == 1, inputs, *params, *initial)
+                y, *final = GeneratedCellFunction.apply(
+                    self.cell, lengths, direction == 1, step_inputs[k], inputs, *params, *initial
+                )
                 outputs.append(y)
                 finals.append(final)
             inputs = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)

@@ -165,6 +165,99 @@ GRU_V3 = CellSpec(
     equations=(("h", "(1 - z)*n + z*h_prev"),),
 )
 
+MODERN = "Feng, Tung, Ahmed, Bengio & Hajimirsadeghi (2024), Were RNNs All We Needed?"
+
+INDRNN = CellSpec(
+    name="indrnn",
+    description="independently recurrent network: h = relu(x W + b + u*h_prev), a diagonal recurrence, no R",
+    paper="Li, Li, Cook, Zhu & Gao (2018), Independently Recurrent Neural Network (IndRNN)",
+    gates=(Gate("n", "relu", "xW_n + u*h_prev"),),
+    state=("h",),
+    equations=(("h", "n"),),
+    unit_params=("u",),
+)
+
+SRU = CellSpec(
+    name="sru",
+    description="simple recurrent unit: gates see c_prev through vectors v_f, v_r; a highway block s; no R",
+    paper="Lei, Zhang, Wang, Dai & Artzi (2018), Simple Recurrent Units for Highly Parallelizable Recurrence",
+    gates=(
+        Gate("n", "identity", "xW_n"),
+        Gate("f", "sigmoid", "xW_f + v_f*c_prev"),
+        Gate("r", "sigmoid", "xW_r + v_r*c_prev"),
+        Gate("s", "identity", "xW_s"),
+    ),
+    # h first: it is the output (h_prev itself is never read, so dh_0 = 0).
+    state=("h", "c"),
+    equations=(("c", "f*c_prev + (1 - f)*n"), ("h", "r*c + (1 - r)*s")),
+    unit_params=("v_f", "v_r"),
+)
+
+MINGRU = CellSpec(
+    name="mingru",
+    description="minimal GRU: gates from the input only, h = (1 - z)*h_prev + z*(x W_n + b_n); no R",
+    paper=MODERN,
+    gates=(Gate("z", "sigmoid", "xW_z"), Gate("n", "identity", "xW_n")),
+    state=("h",),
+    equations=(("h", "(1 - z)*h_prev + z*n"),),
+)
+
+MINLSTM = CellSpec(
+    name="minlstm",
+    description="minimal LSTM: normalised input-only gates, h = (f*h_prev + i*n)/(f + i); no R",
+    paper=MODERN,
+    gates=(Gate("f", "sigmoid", "xW_f"), Gate("i", "sigmoid", "xW_i"), Gate("n", "identity", "xW_n")),
+    state=("h",),
+    equations=(("h", "(f*h_prev + i*n)/(f + i)"),),
+)
+
+JANET = CellSpec(
+    name="janet",
+    description="just another network: a forget gate only, its complement shifted by beta = 1 as the input gate",
+    paper="van der Westhuizen & Lasenby (2018), The unreasonable effectiveness of the forget gate",
+    gates=(Gate("f", "sigmoid"), Gate("g", "tanh")),
+    state=("h",),
+    equations=(("h", "f*h_prev + (1 - sigmoid(a_f - 1))*g"),),
+)
+
+LIGRU = CellSpec(
+    name="ligru",
+    description="light GRU: no reset gate, a relu candidate (without the paper's batch norm)",
+    paper="Ravanelli, Brakel, Omologo & Bengio (2018), Light Gated Recurrent Units for Speech Recognition",
+    gates=(Gate("z", "sigmoid"), Gate("n", "relu")),
+    state=("h",),
+    equations=(("h", "z*h_prev + (1 - z)*n"),),
+)
+
+RG_LRU = CellSpec(
+    name="rg_lru",
+    description="real-gated linear recurrent unit of Griffin (I = H): gate a is the paper's recurrence gate r_t",
+    paper="De et al. (2024), Griffin: Mixing Gated Linear Recurrences with Local Attention",
+    gates=(Gate("a", "sigmoid", "xW_a"), Gate("i", "sigmoid", "xW_i")),
+    state=("h",),
+    equations=(
+        ("log_decay", "-8*a*softplus(lam)"),
+        ("decay", "exp(log_decay)"),
+        ("h", "decay*h_prev + sqrt(1 - decay*decay)*(i*x)"),
+    ),
+    unit_params=("lam",),
+)
+
+ZONEOUT_LSTM = CellSpec(
+    name="zoneout_lstm",
+    description="LSTM with zoneout: per-step masks keep_c, keep_h (1 keeps the previous value) given by the caller",
+    paper="Krueger et al. (2017), Zoneout: Regularizing RNNs by Randomly Preserving Hidden Activations",
+    gates=LSTM.gates,
+    state=("h", "c"),
+    equations=(
+        ("c_new", "f*c_prev + i*g"),
+        ("c", "keep_c*c_prev + (1 - keep_c)*c_new"),
+        ("h", "keep_h*h_prev + (1 - keep_h)*(o*tanh(c_new))"),
+    ),
+    # The masks are inputs of the step without gradient (at inference: the keep probabilities).
+    inputs=("keep_c", "keep_h"),
+)
+
 #: Built-in variants by name, in the order ``lstmgen list`` shows them.
 VARIANTS: dict[str, CellSpec] = {
     spec.name: spec
@@ -183,6 +276,14 @@ VARIANTS: dict[str, CellSpec] = {
         LSTM_FGR,
         GRU,
         GRU_V3,
+        INDRNN,
+        SRU,
+        MINGRU,
+        MINLSTM,
+        JANET,
+        LIGRU,
+        RG_LRU,
+        ZONEOUT_LSTM,
     )
 }
 

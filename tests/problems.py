@@ -8,6 +8,8 @@ import numpy as np
 def random_problem(module, sizes, dtype, seed):
     """Random x, params, initial state and cotangents (on every h_t and on the final state)."""
     T, B, I, H = sizes
+    if getattr(module, "INPUT_ROW", False):
+        I = H  # the cell reads x_t itself
     rng = np.random.default_rng(seed)
     params = module.init_params(I, H, dtype=np.float64, seed=seed)
     # Wider than the default init so that saturation and peephole terms matter.
@@ -17,3 +19,10 @@ def random_problem(module, sizes, dtype, seed):
     dy = rng.standard_normal((T, B, H)).astype(dtype)
     dstate = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in module.STATE)
     return x, params, state, dy, dstate
+
+
+def random_step_inputs(module, x, hidden, seed):
+    """The module's per-step inputs (masks) for x: values in [0, 1], the caller's (T, B, H) arrays."""
+    rng = np.random.default_rng(seed + 1000)
+    steps, batch, _ = x.shape
+    return {name: rng.uniform(0, 1, (steps, batch, hidden)).astype(x.dtype) for name in module.INPUTS}

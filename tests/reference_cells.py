@@ -1,4 +1,5 @@
-"""Independent references: every cell written directly from shared/reference/variants.md in PyTorch.
+"""Independent references: every cell written directly from shared/reference/variants.md and
+modern-cells.md in PyTorch.
 
 Nothing here comes from lstmgen: torch's autograd differentiates these, and the tests compare the generated
 kernels' gradients with it. ``truncated=True`` detaches h_{t-1} where it enters a pre-activation, which is
@@ -97,6 +98,71 @@ def gru_v3(p, x, state, truncated):
     return ((1 - z) * n + z * h,)
 
 
+# The modern cells, from shared/reference/modern-cells.md. "No R": their only recurrence is elementwise.
+
+
+def _blocks(p, x, count):
+    return (x @ p["W"] + p["b"]).chunk(count, dim=-1)
+
+
+def indrnn(p, x, state, truncated):
+    (h,) = state
+    return (torch.relu(_blocks(p, x, 1)[0] + p["u"] * _recurrent_input(h, truncated)),)
+
+
+def sru(p, x, state, truncated):
+    _h, c = state  # h_{t-1} is never read
+    xw_n, xw_f, xw_r, xw_s = _blocks(p, x, 4)
+    f = sigmoid(xw_f + p["v_f"] * c)
+    r = sigmoid(xw_r + p["v_r"] * c)
+    c = f * c + (1 - f) * xw_n
+    return r * c + (1 - r) * xw_s, c
+
+
+def mingru(p, x, state, truncated):
+    (h,) = state
+    xw_z, xw_n = _blocks(p, x, 2)
+    z = sigmoid(xw_z)
+    return ((1 - z) * h + z * xw_n,)
+
+
+def minlstm(p, x, state, truncated):
+    (h,) = state
+    xw_f, xw_i, xw_n = _blocks(p, x, 3)
+    f, i = sigmoid(xw_f), sigmoid(xw_i)
+    return ((f * h + i * xw_n) / (f + i),)
+
+
+def janet(p, x, state, truncated, beta=1.0):
+    (h,) = state
+    a_f, a_g = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(2, dim=-1)
+    return (sigmoid(a_f) * h + (1 - sigmoid(a_f - beta)) * tanh(a_g),)
+
+
+def ligru(p, x, state, truncated):
+    (h,) = state
+    a_z, a_n = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(2, dim=-1)
+    z = sigmoid(a_z)
+    return (z * h + (1 - z) * torch.relu(a_n),)
+
+
+def rg_lru(p, x, state, truncated):
+    (h,) = state
+    xw_a, xw_i = _blocks(p, x, 2)
+    r, i = sigmoid(xw_a), sigmoid(xw_i)
+    log_a = -8 * r * torch.nn.functional.softplus(p["lam"])
+    a = torch.exp(log_a)
+    return (a * h + torch.sqrt(1 - a**2) * (i * x),)
+
+
+def zoneout_lstm(p, x, state, truncated, keep_c, keep_h):
+    h, c = state
+    a_i, a_f, a_g, a_o = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(4, dim=-1)
+    c_new = sigmoid(a_f) * c + sigmoid(a_i) * tanh(a_g)
+    h_new = sigmoid(a_o) * tanh(c_new)
+    return keep_h * h + (1 - keep_h) * h_new, keep_c * c + (1 - keep_c) * c_new
+
+
 STEPS = {
     "rnn_tanh": rnn_tanh,
     "lstm_1997": lstm_1997,
@@ -112,23 +178,34 @@ STEPS = {
     "lstm_fgr": None,  # unrolled by lstm_fgr_unroll: it carries the previous gate values
     "gru": gru,
     "gru_v3": gru_v3,
+    "indrnn": indrnn,
+    "sru": sru,
+    "mingru": mingru,
+    "minlstm": minlstm,
+    "janet": janet,
+    "ligru": ligru,
+    "rg_lru": rg_lru,
+    "zoneout_lstm": zoneout_lstm,
 }
 
 
-def run_reference(variant, x, params, state, truncated=False):
-    """Unroll the reference cell: returns (y (T, B, H), final state tuple)."""
+def run_reference(variant, x, params, state, truncated=False, inputs=None):
+    """Unroll the reference cell: returns (y (T, B, H), final state tuple). ``inputs``: the per-step inputs
+    (T, B, H) by name, passed to the step as keywords."""
     if variant == "lstm_fgr":
         return lstm_fgr_unroll(params, x, state, truncated)
     step = STEPS[variant]
+    inputs = inputs or {}
     ys = []
     for t in range(x.shape[0]):
-        state = step(params, x[t], state, truncated)
+        state = step(params, x[t], state, truncated, **{k: v[t] for k, v in inputs.items()})
         ys.append(state[0])
     return torch.stack(ys), state
 
 
-def reference_gradients(variant, x, params, state, dy, dstate, truncated=False):
-    """Outputs and gradients of L = Σ y·dy + Σ final·dstate by torch autograd, all as float64 numpy arrays."""
+def reference_gradients(variant, x, params, state, dy, dstate, truncated=False, inputs=None):
+    """Outputs and gradients of L = Σ y·dy + Σ final·dstate by torch autograd, all as float64 numpy arrays
+    (``inputs``: the per-step inputs, constants of the loss)."""
     # torch.tensor refuses negative strides, which numpy keeps even on "contiguous" arrays of size-1 axes: copy.
     x, dy = np.array(x), np.array(dy)
     params = {k: np.array(v) for k, v in params.items()}
@@ -136,7 +213,8 @@ def reference_gradients(variant, x, params, state, dy, dstate, truncated=False):
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
     ts = tuple(torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in state)
-    y, final = run_reference(variant, tx, tp, ts, truncated)
+    tinputs = {k: torch.tensor(np.array(v), dtype=torch.float64) for k, v in (inputs or {}).items()}
+    y, final = run_reference(variant, tx, tp, ts, truncated, tinputs)
     loss = (y * torch.tensor(dy, dtype=torch.float64)).sum()
     for f, d in zip(final, dstate, strict=True):
         loss = loss + (f * torch.tensor(d, dtype=torch.float64)).sum()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from problems import random_problem
+from problems import random_problem, random_step_inputs
 from reference_cells import STEPS, reference_gradients
 
 from lstmgen.variants import VARIANTS
@@ -33,6 +33,7 @@ def assert_close(actual, expected, rtol, atol_scale, name, atol_floor=1.0):
 
 def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
     x, params, state, dy, dstate = random_problem(module, sizes, dtype, seed)
+    inputs = random_step_inputs(module, x, dy.shape[2], seed)
     assert module.GRADIENT in MODES
     ref = reference_gradients(
         variant,
@@ -42,8 +43,9 @@ def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
         dy.astype(np.float64),
         tuple(d.astype(np.float64) for d in dstate),
         truncated=module.GRADIENT == "truncated",
+        inputs={k: v.astype(np.float64) for k, v in inputs.items()},
     )
-    y, final, tape = module.forward(x, params, state)
+    y, final, tape = module.forward(x, params, state, inputs=inputs)
     dx, grads, dstate0 = module.backward(dy, tape, dstate)
     outputs = {
         "y": y,
@@ -129,12 +131,13 @@ def test_float64_matches_finite_differences(generated_module, variant):
     """A second oracle that shares nothing with torch: central differences, ε = 1e-6."""
     module = generated_module(variant)
     x, params, state, dy, dstate = random_problem(module, (3, 2, 2, 3), np.float64, seed=11)
+    masks = random_step_inputs(module, x, dy.shape[2], 11)
 
     def loss(x, params, state):
-        y, final, _ = module.forward(x, params, state)
+        y, final, _ = module.forward(x, params, state, inputs=masks)
         return float(np.sum(y * dy) + sum(np.sum(f * d) for f, d in zip(final, dstate, strict=True)))
 
-    _, _, tape = module.forward(x, params, state)
+    _, _, tape = module.forward(x, params, state, inputs=masks)
     dx, grads, dstate0 = module.backward(dy, tape, dstate)
     analytic = {"x": dx, **grads, **{f"state{k}": g for k, g in enumerate(dstate0)}}
     inputs = {"x": x, **params, **{f"state{k}": s for k, s in enumerate(state)}}

@@ -45,8 +45,8 @@ class Buffer:
     ``init`` says how the module's wrapper (arguments) or the kernel (locals) makes it: ``"empty"``,
     ``"zeros"``, ``"zeros_if_padded"`` (rows past a length must read zero), ``"initial"`` (the initial state
     ``index``, at step 0), ``"final"`` (the gradient on the final state ``index``), ``"tape"`` (read back from
-    the tape), ``"param"`` (the parameter ``param``), ``"input"`` (x, dy, lengths), ``"scratch"`` (a (H,) row
-    the kernel reuses for every batch row).
+    the tape), ``"param"`` (the parameter ``param``), ``"input"`` (x, dy, lengths), ``"step_input"`` (the
+    per-step input ``param``), ``"scratch"`` (a (H,) row the kernel reuses for every batch row).
     """
 
     name: str

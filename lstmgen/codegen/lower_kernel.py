@@ -81,6 +81,7 @@ class CellStorage:
         self.new_state = {sym: name for name, sym in forward.new}
         self.unit_param = {sym: name for name, sym in forward.unit_params}
         self.input_row = {sym for _, sym in forward.input_row}
+        self.step_input = {sym: name for name, sym in forward.step_inputs}
         self.saved = tuple(kernel.saved)
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
@@ -144,6 +145,8 @@ class CellStorage:
             return self.unit_vector(sym)
         if sym in self.input_row:
             return self.view(sym, "row", "x", "t", "nb")
+        if sym in self.step_input:
+            return self.seq_view(sym, sym, "t")
         if sym in self.seeds:
             name = self.seeds[sym]
             if name in self.spec.state:
@@ -434,6 +437,10 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     vectors = tuple(storage.unit_vector(sym) for _, sym in forward.unit_params)
     x = Buffer("x", ("steps", "batch", "n_in"), "the input", "input")
     lengths = Buffer("lengths", ("batch",), "the length of each sequence", "input")
+    step_inputs = tuple(
+        Buffer(kernel_name(sym, "seq"), SEQ, f"the per-step input {name}", "step_input", param=name)
+        for name, sym in forward.step_inputs
+    )
 
     # ------------------------------------------------------------------ forward kernel
     rec_buf = Buffer("rec_buf", ("batch", width(len(storage.early_gates))), "h_{t-1} R of the step")
@@ -471,7 +478,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     )
     forward_kernel = Kernel(
         "_forward_kernel",
-        (x, lengths, *matrices, *vectors, *state_seqs, gate_seq, *tape_extra),
+        (x, lengths, *step_inputs, *matrices, *vectors, *state_seqs, gate_seq, *tape_extra),
         (InputProjection("gate_seq", G), *setup),
         TimeLoop(False, tuple(step)),
         allocated=tuple(allocated),
@@ -638,6 +645,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             dy,
             x,
             lengths,
+            *step_inputs,
             *(m for m in matrices if m.name != "b"),
             *vectors,
             *state_seqs,

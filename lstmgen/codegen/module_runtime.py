@@ -19,6 +19,8 @@ GATES: tuple[str, ...] = ("a",)
 RECURRENT_GATES: tuple[str, ...] = ("a",)
 #: Whether the equations read the input row x_t itself (then I must equal H).
 INPUT_ROW = False
+#: The per-step inputs (T, B, H) forward takes in ``inputs`` (masks...), without gradient.
+INPUTS: tuple[str, ...] = ()
 STATE: tuple[str, ...] = ("h",)
 PARAMS: tuple[str, ...] = ("W", "R", "b")
 #: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
@@ -35,13 +37,14 @@ INLINE_MARKER = "# ---- generated modules inline this file from here ----"
 
 
 class Tape:
-    """What forward saved for backward: inputs, parameters, every state, the stored gate values, the lengths
-    and the time order of each sequence."""
+    """What forward saved for backward: x, the per-step inputs (a dict keyed by INPUTS), parameters, every
+    state, the stored gate values, the lengths and the time order of each sequence."""
 
-    __slots__ = ("extra", "gate_seq", "lengths", "order", "params", "states", "x")
+    __slots__ = ("extra", "gate_seq", "inputs", "lengths", "order", "params", "states", "x")
 
-    def __init__(self, x, params, states, gate_seq, extra, lengths, order):
+    def __init__(self, x, inputs, params, states, gate_seq, extra, lengths, order):
         self.x = x
+        self.inputs = inputs
         self.params = params
         self.states = states
         self.gate_seq = gate_seq
@@ -66,10 +69,11 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
     }
 
 
-def _prepare_forward(x, params, state, lengths, reverse):
-    """Check forward's arguments; x in the order the kernel runs it, padding zeroed.
+def _prepare_forward(x, params, state, lengths, reverse, inputs):
+    """Check forward's arguments; x and the per-step inputs in the order the kernel runs them, padding zeroed.
 
-    Returns x, params, initial state, lengths (int64), the time order (or None) and whether the batch is padded.
+    Returns x, the per-step inputs (dict keyed by INPUTS), params, initial state, lengths (int64), the time
+    order (or None) and whether the batch is padded.
     """
     x = _check_array(x, "x", 3, None)
     steps, batch, n_in = x.shape
@@ -82,6 +86,7 @@ def _prepare_forward(x, params, state, lengths, reverse):
             f"x: this cell reads the input row x_t itself, so I must equal H; got I = {n_in}, H = {hidden}"
         )
     initial = _check_state(state, "state", batch, hidden, x.dtype)
+    step_inputs = _check_inputs(inputs, (steps, batch, hidden), x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)
     if not isinstance(reverse, (bool, np.bool_)):
@@ -89,10 +94,34 @@ def _prepare_forward(x, params, state, lengths, reverse):
     order = _time_order(lengths, steps, bool(reverse))
     if order is not None:
         x = np.take_along_axis(x, order[:, :, None], axis=0)
+        step_inputs = {k: np.take_along_axis(v, order[:, :, None], axis=0) for k, v in step_inputs.items()}
     if padded:
         # Padding may hold anything (NaN included): zero it so that no gradient GEMM reads it.
-        x = np.where(_valid(lengths, steps)[:, :, None], x, x.dtype.type(0))
-    return x, params, initial, lengths, order, padded
+        valid = _valid(lengths, steps)[:, :, None]
+        x = np.where(valid, x, x.dtype.type(0))
+        step_inputs = {k: np.where(valid, v, x.dtype.type(0)) for k, v in step_inputs.items()}
+    return x, step_inputs, params, initial, lengths, order, padded
+
+
+def _check_inputs(inputs, shape, dtype):
+    """The per-step inputs as a dict keyed by INPUTS, each a C-contiguous (T, B, H) array of x's dtype."""
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise TypeError(f"inputs: expected a dict keyed by {INPUTS}, got {type(inputs).__name__}")
+    missing = [k for k in INPUTS if k not in inputs]
+    extra = [k for k in inputs if k not in INPUTS]
+    if missing or extra:
+        raise ValueError(
+            f"inputs: expected the per-step inputs {INPUTS}, each of shape (T, B, H) = {shape}; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    checked = {}
+    for name in INPUTS:
+        checked[name] = _check_array(inputs[name], f"inputs[{name!r}]", 3, dtype)
+        if checked[name].shape != shape:
+            raise ValueError(f"inputs[{name!r}]: expected shape (T, B, H) = {shape}, got {checked[name].shape}")
+    return checked
 
 
 def _outputs(output_seq, lengths, order, padded):
@@ -200,9 +229,12 @@ def _check_tape(tape):
             (e, (steps + more, batch, blocks * hidden))
             for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA, strict=False)
         ]
+        inputs_ok = isinstance(tape.inputs, dict) and set(tape.inputs) == set(INPUTS)
+        arrays += [(tape.inputs[k], (steps, batch, hidden)) for k in INPUTS] if inputs_ok else []
         arrays.append((tape.lengths, (batch,)))
         ok = (
-            len(tape.states) == len(STATE)
+            inputs_ok
+            and len(tape.states) == len(STATE)
             and len(tape.extra) == len(TAPE_EXTRA)
             and all(isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays)
         )

@@ -29,7 +29,7 @@ from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 5
+TEMPLATE_VERSION = 6
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -92,13 +92,17 @@ def owners(kernel: KernelExpressions) -> set[str]:
         names |= {str(s) for a in assignments for s in (a.lhs, *a.rhs.free_symbols)}
     names |= {str(adjoint_symbol(s)) for s in forward.inputs()}
     names |= {str(s) for _, s in backward.seeds}
-    names |= {g.name for g in spec.gates} | set(spec.state) | set(spec.unit_params)
+    names |= {g.name for g in spec.gates} | set(spec.state) | set(spec.unit_params) | set(spec.inputs)
     return names
 
 
 def _call(kernel: Kernel, result: str) -> list[str]:
-    """The wrapper's call of a kernel through ``_run``, parameters read from ``params``."""
-    args = ", ".join(f"params[{python_literal(b.param)}]" if b.init == "param" else b.name for b in kernel.args)
+    """The wrapper's call of a kernel through ``_run``, parameters read from ``params``, per-step inputs from
+    ``step_inputs``."""
+    source = {"param": "params", "step_input": "step_inputs"}
+    args = ", ".join(
+        f"{source[b.init]}[{python_literal(b.param)}]" if b.init in source else b.name for b in kernel.args
+    )
     return wrap(f"{result}_run(", f"{kernel.name}, {args}", ")", INDENT)
 
 
@@ -186,6 +190,8 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "gates": _tuple_literal(g.name for g in spec.gates),
         "recurrent_gates": _tuple_literal(recurrent),
         "input_row": str(bool(forward.input_row)),
+        "inputs": _tuple_literal(spec.inputs),
+        "has_step_inputs": bool(spec.inputs),
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),
@@ -207,8 +213,13 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "forward_call": _call(plan.forward, ""),
         "output_seq": plan.output_seq.name,
         "final_state": _tuple_of(f"{b.name}[steps].copy()" for b in plan.state_seqs),
-        "state_seqs_tuple": _tuple_of(b.name for b in plan.state_seqs),
-        "extra_seqs_tuple": _tuple_of(extra),
+        "tape_call": wrap(
+            "tape = Tape(",
+            f"x, step_inputs, params, {_tuple_of(b.name for b in plan.state_seqs)}, gate_seq, {_tuple_of(extra)}, "
+            "lengths, order",
+            ")",
+            INDENT,
+        ),
         "state_seqs_unpack": _unpack([b.name for b in plan.state_seqs]),
         "extra_seqs_unpack": _unpack(extra) if extra else "",
         "backward_allocations": [line for b in plan.backward_buffers for line in wrapper_allocation(b)],

@@ -42,8 +42,8 @@ class BackwardEquations:
         gradient: "full", or "truncated" (no error through h_{t−1} where it enters a pre-activation).
         adjoints: assignments ``d_v = ...`` in evaluation order; their right-hand sides read saved forward
             values, unit parameters, the seeds and earlier adjoints.
-        outputs: for every input of the step (xW_k, hR_k, s_prev, unit parameters), the expression of its
-            adjoint: an adjoint symbol defined in ``adjoints``, or 0.
+        outputs: for every differentiable input of the step (xW_k, hR_k, s_prev, unit parameters, x_t), the
+            expression of its adjoint: an adjoint symbol defined in ``adjoints``, or 0.
         seeds: the gradients arriving from outside the elementwise step, as (name, symbol): ``dnext_<state>``
             on each new state, ``dnext_src_<k>`` on each mid-step source, ``dnext_<gate>`` on each fed-back
             gate (full gradient only).
@@ -71,7 +71,7 @@ class BackwardEquations:
 
     def saved_values(self) -> tuple[sympy.Symbol, ...]:
         """Forward values the backward step reads (sorted by name): what the forward pass must keep."""
-        exclude = {s for _, s in self.seeds} | {s for _, s in self.forward.unit_params}
+        exclude = {s for _, s in self.seeds} | {s for _, s in (*self.forward.unit_params, *self.forward.step_inputs)}
         return tuple(s for s in self.adjoints.free_inputs() if s not in exclude)
 
 
@@ -105,13 +105,15 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
         return total
 
     raw = [Assignment(adjoint_symbol(a.lhs), pull(a.lhs), a.role) for a in reversed(equations)]
-    raw += [Assignment(adjoint_symbol(v), pull(v), "input") for v in forward.inputs()]
-    adjoints, outputs = _simplify_adjoints(raw, {adjoint_symbol(v) for v in forward.inputs()})
+    # The per-step inputs (masks) get no gradient: they are constants of the step.
+    differentiable = forward.differentiable_inputs()
+    raw += [Assignment(adjoint_symbol(v), pull(v), "input") for v in differentiable]
+    adjoints, outputs = _simplify_adjoints(raw, {adjoint_symbol(v) for v in differentiable})
     return BackwardEquations(
         forward=forward,
         gradient=gradient,
         adjoints=adjoints,
-        outputs=tuple((v, outputs[adjoint_symbol(v)]) for v in forward.inputs()),
+        outputs=tuple((v, outputs[adjoint_symbol(v)]) for v in differentiable),
         seeds=seeds,
     )
 

@@ -128,7 +128,9 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
 
     stored_elsewhere = {unit_symbol(g.name) for g in forward.spec.gates}
     stored_elsewhere |= {
-        s for group in (forward.new, forward.prev, forward.unit_params, forward.input_row) for _, s in group
+        s
+        for group in (forward.new, forward.prev, forward.unit_params, forward.input_row, forward.step_inputs)
+        for _, s in group
     }
     # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
     inputs = set(forward.inputs())

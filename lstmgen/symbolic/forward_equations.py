@@ -39,6 +39,8 @@ class ForwardEquations:
             of R is applied mid-step, so ``hR_k`` becomes available only after ``src_k`` is computed.
         prev, new: per state name, the symbols of the carried state at t−1 and t.
         unit_params: per unit-parameter name, its symbol.
+        input_row: ("x", symbol) when the equations read the input row x_t itself, else empty.
+        step_inputs: per declared per-step input (a mask...), its symbol: read, never differentiated.
     """
 
     spec: CellSpec
@@ -51,9 +53,15 @@ class ForwardEquations:
     new: tuple[tuple[str, sympy.Symbol], ...]
     unit_params: tuple[tuple[str, sympy.Symbol], ...]
     input_row: tuple[tuple[str, sympy.Symbol], ...] = ()
+    step_inputs: tuple[tuple[str, sympy.Symbol], ...] = ()
 
     def inputs(self) -> tuple[sympy.Symbol, ...]:
-        """Every symbol the step reads: projections, previous states, unit parameters, the input row x_t."""
+        """Every symbol the step reads: projections, previous states, unit parameters, the input row x_t and
+        the per-step inputs."""
+        return (*self.differentiable_inputs(), *(s for _, s in self.step_inputs))
+
+    def differentiable_inputs(self) -> tuple[sympy.Symbol, ...]:
+        """The inputs that get a gradient: all but the per-step inputs."""
         groups = (self.xW, self.hR, self.gQ, self.prev, self.unit_params, self.input_row)
         return tuple(s for group in groups for _, s in group)
 
@@ -73,9 +81,10 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     prev = tuple((s, unit_symbol(f"{s}_prev")) for s in spec.state)
     new = tuple((s, unit_symbol(s)) for s in spec.state)
     unit_params = tuple((p, unit_symbol(p)) for p in spec.unit_params)
+    step_inputs = tuple((name, unit_symbol(name)) for name in spec.inputs)
 
     names: dict[str, sympy.Symbol] = {}
-    for group in (xW, hR, gQ, prev, new, unit_params):
+    for group in (xW, hR, gQ, prev, new, unit_params, step_inputs):
         names.update({str(sym): sym for _, sym in group})
     for gate in spec.gates:
         names[gate.name] = unit_symbol(gate.name)
@@ -107,7 +116,8 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
 
     late = {dict(hR)[gate]: src for gate, src in sources}
     input_row = (("x", x_row),) if any(x_row in a.rhs.free_symbols for a in declared) else ()
-    ordered = _topological_order(declared, _input_set(xW, hR, gQ, prev, unit_params, input_row) - set(late), late)
+    inputs = _input_set(xW, hR, gQ, prev, unit_params, input_row, step_inputs)
+    ordered = _topological_order(declared, inputs - set(late), late)
     return ForwardEquations(
         spec=spec,
         equations=AssignmentList.of(_hoist_activations(ordered, set(names))),
@@ -119,6 +129,7 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         new=new,
         unit_params=unit_params,
         input_row=input_row,
+        step_inputs=step_inputs,
     )
 
 
