@@ -45,9 +45,7 @@ class GeneratedCellFunction(torch.autograd.Function):
         n_params = len(cell.PARAMS)
         params = {name: _to_numpy(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
         state = tuple(_to_numpy(t, "state") for t in rest[n_params:]) or None
-        y, final, tape = cell.forward(
-            _to_numpy(x, "x"), params, state, inputs=inputs, lengths=lengths, reverse=reverse
-        )
+        y, final, tape = cell.forward(_to_numpy(x, "x"), params, state, inputs=inputs, lengths=lengths, reverse=reverse)
         ctx.cell, ctx.tape, ctx.n_state = cell, tape, len(rest) - n_params
         return (torch.from_numpy(y), *(torch.from_numpy(f) for f in final))
 

@@ -81,3 +81,14 @@ def test_per_step_gemm_study_blocked_gemm_matches_numpy_with_leftover_rows_and_c
     out = np.full((rows, cols), np.nan, np.float32)
     blocked_steps(h, RT, out, 2)
     np.testing.assert_allclose(out, h.astype(np.float64) @ RT.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_quick_modern_cells_benchmark_reports_every_cell(tmp_path):
+    bench = _load_benchmark("modern_cells.py")
+    out = tmp_path / "modern.json"
+    bench.main(["--quick", "--dtypes", "float32", "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert {r["cell"] for r in rows} == set(bench.CELLS)
+    for r in rows:
+        assert r["ours_ms"] > 0 and r["eager_ms"] > 0 and r["script_ms"] > 0 and r["speedup"] > 0
+        assert ("of_lstm" in r) == (r["cell"] in bench.NO_R)

@@ -175,7 +175,7 @@ def test_printed_backward_is_what_the_kernel_computes(spec, gradient):
         assert by_lhs[a.lhs].elementwise == a.rhs
     h_prev = dict(forward.prev)[spec.output_state]
     early = [g.name for g in spec.gates if g.name in spec.recurrent_gates and not g.recurrent_source]
-    for value in forward.inputs():
+    for value in forward.differentiable_inputs():
         # The kernel: the elementwise adjoint, plus for h_{t-1} (full gradient) the GEMM over the blocks of R
         # that multiply h_{t-1}.
         expected = backward.expanded(value)

@@ -155,7 +155,7 @@ def test_fuzz_forward_and_backward(generated_module, data):
         expected_values = [ref["y"], *ref["final"], ref["dx"], *ref["grads"].values(), *ref["dstate0"]]
     else:
         m64 = m  # the same module in float64: each sequence alone, unpadded
-        ey, ef, edx, eg, ed0 = one_at_a_time(m64, xr, f64, s64, dy64, ds64, lengths, reverse=False)
+        ey, ef, edx, eg, ed0 = one_at_a_time(m64, xr, f64, s64, dy64, ds64, lengths, False, {})
         expected_values = [ey, *ef, edx, *(eg[k] for k in m.PARAMS), *ed0]
     got = [y, *final, dx, *(grads[k] for k in m.PARAMS), *dstate0]
     rtol, atol = (1e-9, 1e-11) if real == np.float64 else (1e-4, 1e-4)

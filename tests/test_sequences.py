@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from problems import random_problem
+from problems import random_problem, random_step_inputs
 
 from lstmgen.variants import VARIANTS
 
 # Every mechanism the kernels have: plain, peepholes, mid-step source (gru_v3), gate feedback (lstm_fgr), unit
-# parameters (gru's b_rn), and the truncated gradient.
+# parameters (gru's b_rn), the truncated gradient, cells without R (one reading x_t itself) and per-step inputs.
 MODULES = ["lstm", "lstm_peephole", "gru", "gru_v3", "gru_v3_truncated", "lstm_fgr", "lstm_fgr_truncated", "rnn_tanh"]
+MODULES += ["indrnn", "sru", "rg_lru", "zoneout_lstm"]
 
 
-def one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse):
+def one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse, inputs):
     """Expected results: each sequence alone, cut to its length (reversed if asked), through the unpadded path."""
-    T, B, _ = x.shape
-    H = params["R"].shape[0]
+    T, B, H = dy.shape
     y = np.zeros((T, B, H))
     dx = np.zeros_like(x)
     final = [np.zeros((B, H)) for _ in m.STATE]
@@ -32,7 +32,8 @@ def one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse):
                 final[k][b], dstate0[k][b] = s0[k][0], ds[k][0]
             continue
         steps = slice(n - 1, None, -1) if reverse else slice(0, n)
-        yb, fb, tape = m.forward(np.ascontiguousarray(x[steps, b : b + 1]), params, s0)
+        alone = {k: np.ascontiguousarray(v[steps, b : b + 1]) for k, v in inputs.items()}
+        yb, fb, tape = m.forward(np.ascontiguousarray(x[steps, b : b + 1]), params, s0, inputs=alone)
         dxb, gb, d0 = m.backward(np.ascontiguousarray(dy[steps, b : b + 1]), tape, ds)
         y[steps, b] = yb[:, 0]
         dx[steps, b] = dxb[:, 0]
@@ -48,12 +49,15 @@ def one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse):
 def test_padded_batch_equals_each_sequence_alone(generated_module, name, reverse):
     m = generated_module(name)
     x, params, state, dy, dstate = random_problem(m, (6, 5, 3, 4), np.float64, seed=11)
+    inputs = random_step_inputs(m, x, 4, 11)
     lengths = np.array([6, 3, 1, 0, 5])
     x[5:, 4] = np.nan  # padding is never read, whatever it holds
     x[3:, 1] = 1e30
-    y, final, tape = m.forward(x, params, state, lengths=lengths, reverse=reverse)
+    for value in inputs.values():
+        value[5:, 4] = np.nan
+    y, final, tape = m.forward(x, params, state, inputs=inputs, lengths=lengths, reverse=reverse)
     dx, grads, dstate0 = m.backward(dy, tape, dstate)
-    ey, efinal, edx, egrads, edstate0 = one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse)
+    ey, efinal, edx, egrads, edstate0 = one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse, inputs)
     np.testing.assert_allclose(y, ey, rtol=1e-12, atol=1e-14)
     assert np.all(y[np.arange(6)[:, None] >= lengths[None, :]] == 0)
     np.testing.assert_allclose(dx, edx, rtol=1e-12, atol=1e-14)
@@ -119,5 +123,6 @@ def test_every_variant_takes_lengths(generated_module):
     for name in VARIANTS:
         m = generated_module(name)
         x, params, state, dy, _ = random_problem(m, (3, 2, 2, 2), np.float64, seed=1)
-        y, _, tape = m.forward(x, params, state, lengths=np.array([2, 3]))
+        inputs = random_step_inputs(m, x, 2, 1)
+        y, _, tape = m.forward(x, params, state, inputs=inputs, lengths=np.array([2, 3]))
         assert np.all(y[2, 0] == 0) and np.all(np.isfinite(m.backward(dy, tape)[0]))

@@ -45,7 +45,34 @@ def mgu(p, x, state, truncated):
     return ((1 - f) * h + f * n,)
 
 
-REFERENCES = {"lstm_hard_sigmoid.toml": hard_sigmoid_lstm, "mgu.toml": mgu}
+def slstm_exp_forget(p, x, state, truncated):
+    """sLSTM with exponential input and forget gates (Beck et al. 2024), dense R, stabilised by m."""
+    h, c, n, m = state
+    hr = h.detach() if truncated else h
+    a_i, a_f, a_z, a_o = (x @ p["W"] + hr @ p["R"] + p["b"]).chunk(4, dim=-1)
+    m_new = torch.maximum(a_f + m, a_i)
+    i, f = torch.exp(a_i - m_new), torch.exp(a_f + m - m_new)
+    c = f * c + i * torch.tanh(a_z)
+    n = f * n + i
+    return torch.sigmoid(a_o) * c / n, c, n, m_new
+
+
+def indrnn_hard_sigmoid(p, x, state, truncated):
+    """A hard-sigmoid keep gate over the IndRNN's relu6 candidate; the recurrences are elementwise."""
+    (h,) = state
+    hr = h.detach() if truncated else h
+    xw_f, xw_n = (x @ p["W"] + p["b"]).chunk(2, dim=-1)
+    f = torch.clamp((xw_f + p["w_f"] * hr) / 6 + 0.5, 0, 1)
+    n = torch.clamp(xw_n + p["u"] * hr, 0, 6)
+    return (f * h + (1 - f) * n,)
+
+
+REFERENCES = {
+    "lstm_hard_sigmoid.toml": hard_sigmoid_lstm,
+    "mgu.toml": mgu,
+    "slstm_exp_forget.toml": slstm_exp_forget,
+    "indrnn_hard_sigmoid.toml": indrnn_hard_sigmoid,
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +95,9 @@ def test_every_example_is_tested():
 def test_example_matches_autograd(example_modules, name, mode, dtype):
     module = example_modules[(name, mode)]
     x, params, state, dy, dstate = random_problem(module, (6, 3, 4, 5), dtype, seed=7)
+    if "n" in module.STATE:  # the sLSTM's normaliser starts positive, as it stays
+        k = module.STATE.index("n")
+        state = (*state[:k], np.abs(state[k]) + dtype(0.5), *state[k + 1 :])
     tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     ts = tuple(torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in state)

@@ -29,7 +29,7 @@ def test_gradcheck_passes(generated_module, name, lengths, reverse):
     state = [torch.tensor(0.5 * rng.standard_normal((B, H)), requires_grad=True) for _ in cell.STATE]
 
     def f(x, *rest):
-        return GeneratedCellFunction.apply(cell, lengths, reverse, x, *rest)
+        return GeneratedCellFunction.apply(cell, lengths, reverse, None, x, *rest)
 
     assert torch.autograd.gradcheck(f, (x, *tensors, *state), eps=1e-6, atol=1e-7, rtol=1e-6)
 

@@ -1,0 +1,271 @@
+"""Side-by-side benchmark of the modern built-ins (modern-cells.md) against the best PyTorch a user would write.
+
+    python benchmarks/modern_cells.py                         # every cell, size and dtype (long)
+    python benchmarks/modern_cells.py --cells indrnn,sru --sizes S2,S3 --dtypes float32
+    python benchmarks/modern_cells.py --quick                 # seconds: keeps the harness alive in tests
+
+For each cell, size (T, B, I, H) and dtype, forward+backward (loss = sum(y * A), gradients to every parameter
+and x), interleaved in one process after warm-up, median of repeated runs (the timing of run.py):
+  * the generated module;
+  * the PyTorch loop a user would write for it (input projection of all steps at once, then the time loop),
+    eager and TorchScript, both with autograd; the faster of the two is the one compared;
+  * the generated `lstm` at the same size: a cell without R should take at most half its time.
+The RG-LRU reads x_t itself, so it runs with I = H.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _run_py():
+    """benchmarks/run.py (a script, not a package module): its sizes, machine facts and timing."""
+    spec = importlib.util.spec_from_file_location("lstmgen_benchmark_run", Path(__file__).with_name("run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_RUN = _run_py()
+SIZES, machine, time_interleaved = _RUN.SIZES, _RUN.machine, _RUN.time_interleaved
+
+CELLS = ("indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm")
+NO_R = ("indrnn", "sru", "mingru", "minlstm", "rg_lru")
+QUICK_SIZES = {"tiny": (12, 2, 8, 8)}
+
+
+# ------------------------------------------------------------------- the PyTorch loops (TorchScript-able)
+def indrnn_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    u = p[0]
+    ys = []
+    for t in range(xw.shape[0]):
+        h = torch.relu(xw[t] + u * h)
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def sru_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    v_f, v_r = p[0], p[1]
+    c = h
+    ys = []
+    for t in range(xw.shape[0]):
+        n, f, r, s = xw[t].chunk(4, 1)
+        f = torch.sigmoid(f + v_f * c)
+        r = torch.sigmoid(r + v_r * c)
+        c = f * c + (1 - f) * n
+        ys.append(r * c + (1 - r) * s)
+    return torch.stack(ys)
+
+
+def mingru_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    ys = []
+    for t in range(xw.shape[0]):
+        z, n = xw[t].chunk(2, 1)
+        z = torch.sigmoid(z)
+        h = (1 - z) * h + z * n
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def minlstm_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    ys = []
+    for t in range(xw.shape[0]):
+        f, i, n = xw[t].chunk(3, 1)
+        f, i = torch.sigmoid(f), torch.sigmoid(i)
+        h = (f * h + i * n) / (f + i)
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def janet_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    R = p[0]
+    ys = []
+    for t in range(xw.shape[0]):
+        a_f, a_g = (xw[t] + h @ R).chunk(2, 1)
+        h = torch.sigmoid(a_f) * h + (1 - torch.sigmoid(a_f - 1)) * torch.tanh(a_g)
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def ligru_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    R = p[0]
+    ys = []
+    for t in range(xw.shape[0]):
+        a_z, a_n = (xw[t] + h @ R).chunk(2, 1)
+        z = torch.sigmoid(a_z)
+        h = z * h + (1 - z) * torch.relu(a_n)
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def rg_lru_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    softplus_lam = torch.nn.functional.softplus(p[0])
+    ys = []
+    for t in range(xw.shape[0]):
+        a, i = xw[t].chunk(2, 1)
+        decay = torch.exp(-8 * torch.sigmoid(a) * softplus_lam)
+        h = decay * h + torch.sqrt(1 - decay * decay) * (torch.sigmoid(i) * x[t])
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def zoneout_lstm_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    R = p[0]
+    keep_c, keep_h = masks[0], masks[1]
+    c = h
+    ys = []
+    for t in range(xw.shape[0]):
+        a_i, a_f, a_g, a_o = (xw[t] + h @ R).chunk(4, 1)
+        c_new = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        h = keep_h[t] * h + (1 - keep_h[t]) * (torch.sigmoid(a_o) * torch.tanh(c_new))
+        c = keep_c[t] * c + (1 - keep_c[t]) * c_new
+        ys.append(h)
+    return torch.stack(ys)
+
+
+LOOPS = {name: globals()[f"{name}_loop"] for name in CELLS}
+
+
+# ----------------------------------------------------------------------------------------------- runners
+def _problem(name: str, size, dtype):
+    T, B, I, H = size
+    if name == "rg_lru":
+        I = H
+    module = importlib.import_module(f"generated.{name}")
+    rng = np.random.default_rng(0)
+    params = module.init_params(I, H, dtype=dtype, seed=0)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    a = rng.standard_normal((T, B, H)).astype(dtype)
+    masks = {m: (rng.uniform(0, 1, (T, B, H)) < 0.15).astype(dtype) for m in module.INPUTS}
+    return module, params, x, a, masks
+
+
+def generated_runner(name: str, size, dtype):
+    module, params, x, a, masks = _problem(name, size, dtype)
+
+    def run():
+        _y, _, tape = module.forward(x, params, inputs=masks or None)
+        module.backward(a, tape)
+
+    return run
+
+
+def torch_runner(name: str, size, dtype, scripted: bool):
+    module, params, x, a, masks = _problem(name, size, dtype)
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    ta = torch.tensor(a)
+    tmasks = [torch.tensor(masks[m]) for m in module.INPUTS]
+    rest = [tensors[k] for k in module.PARAMS if k not in ("W", "b")]
+    h0 = torch.zeros(x.shape[1], a.shape[2], dtype=ta.dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = torch.jit.script(LOOPS[name]) if scripted else LOOPS[name]
+
+    def run():
+        for t in (tx, *tensors.values()):
+            t.grad = None
+        xw = torch.matmul(tx, tensors["W"]) + tensors["b"]
+        (loop(tx, xw, rest, tmasks, h0) * ta).sum().backward()
+
+    return run
+
+
+def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
+    rows = []
+    for dtype in dtypes:
+        for label, size in sizes.items():
+            for name in cells:
+                runners = {
+                    "lstmgen": generated_runner(name, size, dtype),
+                    "torch eager": torch_runner(name, size, dtype, scripted=False),
+                    "torch TorchScript": torch_runner(name, size, dtype, scripted=True),
+                    "lstmgen lstm": generated_runner("lstm", size, dtype) if name in NO_R else None,
+                }
+                runners = {k: v for k, v in runners.items() if v is not None}
+                times = time_interleaved(runners, repeats, min_seconds)
+                best = min(("torch eager", "torch TorchScript"), key=times.__getitem__)
+                row = {
+                    "cell": name,
+                    "size": label,
+                    "shape": size,
+                    "dtype": np.dtype(dtype).name,
+                    "ours_ms": 1e3 * times["lstmgen"],
+                    "eager_ms": 1e3 * times["torch eager"],
+                    "script_ms": 1e3 * times["torch TorchScript"],
+                    "best_torch": best,
+                    "speedup": times[best] / times["lstmgen"],
+                }
+                if "lstmgen lstm" in times:
+                    row["lstm_ms"] = 1e3 * times["lstmgen lstm"]
+                    row["of_lstm"] = times["lstmgen"] / times["lstmgen lstm"]
+                rows.append(row)
+                extra = f", {row['of_lstm']:.2f} of lstm's time" if "of_lstm" in row else ""
+                print(
+                    f"{name:13s} {label:6s} {row['dtype']:7s} lstmgen {row['ours_ms']:9.2f} ms  "
+                    f"{best} {1e3 * times[best]:9.2f} ms  speedup {row['speedup']:6.1f}x{extra}",
+                    flush=True,
+                )
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| cell | size | dtype | lstmgen ms | best torch ms (which) | speedup | of `lstm`'s time |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        torch_ms = r["eager_ms"] if r["best_torch"] == "torch eager" else r["script_ms"]
+        which = "eager" if r["best_torch"] == "torch eager" else "TorchScript"
+        of_lstm = f"{r['of_lstm']:.2f}" if "of_lstm" in r else "–"
+        lines.append(
+            f"| `{r['cell']}` | {r['size']} | {r['dtype']} | {r['ours_ms']:.2f} | {torch_ms:.2f} ({which}) "
+            f"| {r['speedup']:.1f}× | {of_lstm} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a tiny size and few repeats (seconds)")
+    parser.add_argument("--cells", help=f"comma-separated subset of {', '.join(CELLS)}")
+    parser.add_argument("--sizes", help=f"comma-separated subset of {', '.join(SIZES)}")
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--markdown", action="store_true", help="also print the results as a markdown table")
+    args = parser.parse_args(argv)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads)
+    cells = args.cells.split(",") if args.cells else list(CELLS)
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        parser.error(f"--cells: unknown {unknown} (expected some of {', '.join(CELLS)})")
+    sizes = QUICK_SIZES if args.quick else {k: SIZES[k] for k in (args.sizes.split(",") if args.sizes else SIZES)}
+    repeats, min_seconds = (2, 0.0) if args.quick else (args.repeats, 1.0)
+    dtypes = [np.dtype(d).type for d in args.dtypes.split(",")]
+    rows = bench(cells, sizes, dtypes, repeats, min_seconds)
+    result = {"machine": machine(), "threads": torch.get_num_threads(), "results": rows}
+    if args.markdown:
+        print(markdown_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The modern built-ins (modern-cells.md) beyond the autograd comparison every built-in gets: their structure
+in the kernel plan, the closed forms of their error flow, zoneout's masks, stacked layers and TorchRecurrent
+against a stack of the torch references, and the errors their inputs get."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy
+import torch
+from problems import random_problem, random_step_inputs
+from reference_cells import STEPS
+
+from lstmgen.analysis.error_flow import state_jacobian
+from lstmgen.codegen.lower_kernel import lower
+from lstmgen.functions import BY_NAME
+from lstmgen.layers import RecurrentLayer
+from lstmgen.symbolic.derive_backward import derive_backward
+from lstmgen.symbolic.expression_lists import build_kernel_expressions
+from lstmgen.symbolic.forward_equations import build_forward_equations
+from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
+from lstmgen.variants import VARIANTS
+
+NO_R = ["indrnn", "sru", "mingru", "minlstm", "rg_lru"]
+MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm"]
+
+
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+@pytest.mark.parametrize("name", NO_R)
+def test_cells_without_R_have_no_recurrent_gemm_in_their_plan(name, gradient):
+    spec = VARIANTS[name]
+    plan = lower(build_kernel_expressions(derive_backward(build_forward_equations(spec), gradient)))
+    assert spec.recurrent_gates == () and "R" not in spec.params
+    assert plan.forward.gemms() == () and plan.backward.gemms() == ()
+    assert "dR" not in plan.backward.returns
+
+
+def carried(name, source=None, gradient="truncated"):
+    spec = VARIANTS[name]
+    blocks = {(b.target, b.source): b for b in state_jacobian(spec, gradient)}
+    state = spec.state[-1]
+    return blocks[(state, source or state)]
+
+
+def test_error_flow_closed_forms_of_the_modern_cells():
+    S = sympy.Symbol
+    z, f, i, u, n, keep_c, decay = (S(v, real=True) for v in ("z", "f", "i", "u", "n", "keep_c", "decay"))
+    c_prev, v_f = S("c_prev", real=True), S("v_f", real=True)
+    # IndRNN: diag(relu'(a) ⊙ u), relu' written through the saved output n; no recurrent product.
+    block = carried("indrnn", gradient="full")
+    assert not block.recurrent and sympy.simplify(block.diagonal - u * BY_NAME["positive"].cls(n)) == 0
+    assert sympy.simplify(carried("mingru", gradient="full").diagonal - (1 - z)) == 0
+    assert sympy.simplify(carried("minlstm", gradient="full").diagonal - f / (f + i)) == 0
+    assert sympy.simplify(carried("rg_lru", gradient="full").diagonal - decay) == 0
+    # SRU: c_t = f c_{t-1} + (1 - f) n with f = σ(xW_f + v_f c_{t-1}).
+    expected = f + (c_prev - n) * f * (1 - f) * v_f
+    assert sympy.simplify(carried("sru", gradient="full").diagonal - expected) == 0
+    # Zoneout: the kept share passes unchanged, the rest through the forget gate.
+    assert sympy.simplify(carried("zoneout_lstm").diagonal - (keep_c + (1 - keep_c) * f)) == 0
+
+
+def test_zoneout_with_masks_zero_is_the_lstm(generated_module):
+    lstm, zoneout = generated_module("lstm"), generated_module("zoneout_lstm")
+    x, params, state, dy, dstate = random_problem(lstm, (5, 3, 2, 4), np.float64, 4)
+    zeros = {name: np.zeros_like(dy) for name in zoneout.INPUTS}
+    y, final, tape = lstm.forward(x, params, state)
+    zy, zfinal, ztape = zoneout.forward(x, params, state, inputs=zeros)
+    np.testing.assert_array_equal(zy, y)
+    for a, b in zip(zfinal, final, strict=True):
+        np.testing.assert_array_equal(a, b)
+    dx, grads, d0 = lstm.backward(dy, tape, dstate)
+    zdx, zgrads, zd0 = zoneout.backward(dy, ztape, dstate)
+    # The derived adjoints are the LSTM's plus terms multiplied by the zero masks: equal up to rounding.
+    np.testing.assert_allclose(zdx, dx, rtol=1e-13, atol=1e-15)
+    for k in grads:
+        np.testing.assert_allclose(zgrads[k], grads[k], rtol=1e-13, atol=1e-15, err_msg=k)
+    for a, b in zip(zd0, d0, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_zoneout_with_masks_one_carries_the_state_unchanged(generated_module):
+    zoneout = generated_module("zoneout_lstm")
+    x, params, state, dy, dstate = random_problem(zoneout, (5, 3, 2, 4), np.float64, 6)
+    ones = {name: np.ones_like(dy) for name in zoneout.INPUTS}
+    y, final, tape = zoneout.forward(x, params, state, inputs=ones)
+    for t in range(5):
+        np.testing.assert_array_equal(y[t], state[0])
+    for a, b in zip(final, state, strict=True):
+        np.testing.assert_array_equal(a, b)
+    dx, grads, d0 = zoneout.backward(dy, tape, dstate)
+    # Nothing of the step is used: no gradient reaches x or the weights; dh_0 collects every dy_t.
+    assert not np.any(dx) and not any(np.any(g) for g in grads.values())
+    np.testing.assert_allclose(d0[0], dstate[0] + dy.sum(axis=0), rtol=1e-13)
+    np.testing.assert_array_equal(d0[1], dstate[1])
+
+
+def test_zoneout_masks_are_checked_by_name(generated_module):
+    zoneout = generated_module("zoneout_lstm")
+    x, params, state, dy, _ = random_problem(zoneout, (3, 2, 2, 4), np.float64, 0)
+    masks = {name: np.full_like(dy, 0.5) for name in zoneout.INPUTS}
+    assert zoneout.INPUTS == ("keep_c", "keep_h")
+    with pytest.raises(ValueError, match=r"inputs: expected the per-step inputs \('keep_c', 'keep_h'\).*missing \["):
+        zoneout.forward(x, params, state)
+    with pytest.raises(ValueError, match=r"missing \['keep_h'\], unexpected \['d_h'\]"):
+        zoneout.forward(x, params, state, inputs={"keep_c": masks["keep_c"], "d_h": masks["keep_h"]})
+    shape = r"inputs\['keep_h'\]: expected shape \(T, B, H\) = \(3, 2, 4\), got \(3, 2, 3\)"
+    with pytest.raises(ValueError, match=shape):
+        zoneout.forward(x, params, state, inputs={**masks, "keep_h": masks["keep_h"][:, :, :3]})
+    with pytest.raises(TypeError, match=r"inputs\['keep_c'\]: expected dtype float64 \(the dtype of x\), got float32"):
+        zoneout.forward(x, params, state, inputs={**masks, "keep_c": masks["keep_c"].astype(np.float32)})
+    with pytest.raises(TypeError, match=r"inputs: expected a dict keyed by \('keep_c', 'keep_h'\), got list"):
+        zoneout.forward(x, params, state, inputs=[masks["keep_c"]])
+    lstm = generated_module("lstm")
+    with pytest.raises(ValueError, match=r"inputs: expected the per-step inputs \(\).*unexpected \['keep_c'\]"):
+        lstm.forward(x, lstm.init_params(2, 4), inputs={"keep_c": masks["keep_c"]})
+    # The tape keeps the masks: replacing them after forward is refused.
+    _, _, tape = zoneout.forward(x, params, state, inputs=masks)
+    tape.inputs["keep_c"] = masks["keep_c"][:2]
+    with pytest.raises(ValueError, match="tape: its arrays do not match"):
+        zoneout.backward(dy, tape)
+
+
+def test_the_masks_follow_lengths_and_reverse(generated_module):
+    """A padded, reversed batch equals each sequence alone, its masks cut and reversed with it."""
+    m = generated_module("zoneout_lstm")
+    x, params, state, dy, dstate = random_problem(m, (5, 3, 2, 4), np.float64, 2)
+    masks = random_step_inputs(m, x, 4, 2)
+    masks["keep_c"][4:, 2] = np.nan  # padding of a mask is never read either
+    lengths = np.array([5, 2, 4])
+    y, _final, tape = m.forward(x, params, state, inputs=masks, lengths=lengths, reverse=True)
+    dx, grads, _ = m.backward(dy, tape, dstate)
+    total = {k: np.zeros_like(v) for k, v in params.items()}
+    for b, n in enumerate(lengths):
+        steps = slice(n - 1, None, -1)
+        alone = {k: np.ascontiguousarray(v[steps, b : b + 1]) for k, v in masks.items()}
+        s0 = tuple(s[b : b + 1] for s in state)
+        yb, _fb, tb = m.forward(np.ascontiguousarray(x[steps, b : b + 1]), params, s0, inputs=alone)
+        dxb, gb, _ = m.backward(np.ascontiguousarray(dy[steps, b : b + 1]), tb, tuple(d[b : b + 1] for d in dstate))
+        np.testing.assert_allclose(y[steps, b], yb[:, 0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(dx[steps, b], dxb[:, 0], rtol=1e-12, atol=1e-14)
+        for k in total:
+            total[k] += gb[k]
+    for k in total:
+        np.testing.assert_allclose(grads[k], total[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def _stack_reference(name, x, params, num_layers, bidirectional, masks):
+    """torch: the reference step unrolled per layer and direction (the reverse one on the flipped sequence)."""
+    directions = 2 if bidirectional else 1
+    finals, inputs = [], x
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            k = layer * directions + direction
+            p = params[layer][direction]
+            H = p["b"].shape[0] // len(VARIANTS[name].gates)
+            state = tuple(torch.zeros(x.shape[1], H, dtype=x.dtype) for _ in VARIANTS[name].state)
+            steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
+            ys = {}
+            for t in steps:
+                extra = {m: v[k, t] for m, v in masks.items()}
+                state = STEPS[name](p, inputs[t], state, False, **extra)
+                ys[t] = state[0]
+            outputs.append(torch.stack([ys[t] for t in range(x.shape[0])]))
+            finals.append(state)
+        inputs = torch.cat(outputs, dim=2)
+    return inputs, finals
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_stacked_layers_match_a_stack_of_references(generated_module, name):
+    bidirectional = name != "rg_lru"  # the RG-LRU reads x_t itself: every layer needs I = H
+    layers, H = 2, 3
+    I = H if name == "rg_lru" else 2
+    cell = generated_module(name)
+    layer = RecurrentLayer(cell, I, H, num_layers=layers, bidirectional=bidirectional, seed=3)
+    D = layer.num_directions
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, I))
+    masks = {m: rng.uniform(0, 1, (layers * D, 4, 2, H)) for m in cell.INPUTS}
+    out, final, tape = layer.forward(x, inputs=masks or None)
+    dout = rng.standard_normal(out.shape)
+    dx, grads, _ = layer.backward(dout, tape)
+
+    tx = torch.tensor(x, requires_grad=True)
+    tp = [[{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} for p in row] for row in layer.params]
+    tmasks = {m: torch.tensor(v) for m, v in masks.items()}
+    ref_out, ref_final = _stack_reference(name, tx, tp, layers, bidirectional, tmasks)
+    (ref_out * torch.tensor(dout)).sum().backward()
+    np.testing.assert_allclose(out, ref_out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for s in range(len(cell.STATE)):
+        np.testing.assert_allclose(final[s], np.stack([f[s].detach().numpy() for f in ref_final]), atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for row, ref_row in zip(grads, tp, strict=True):
+        for g, ref in zip(row, ref_row, strict=True):
+            for k in g:
+                np.testing.assert_allclose(g[k], ref[k].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_torch_autograd_function_passes_gradcheck(generated_module, name):
+    cell = generated_module(name)
+    T, B, H = 3, 2, 3
+    I = H if cell.INPUT_ROW else 2
+    rng = np.random.default_rng(1)
+    params = cell.init_params(I, H, dtype=np.float64, seed=2)
+    tensors = [torch.tensor(params[n] * 1.5, requires_grad=True) for n in cell.PARAMS]
+    x = torch.tensor(rng.standard_normal((T, B, I)), requires_grad=True)
+    state = [torch.tensor(0.5 * rng.standard_normal((B, H)), requires_grad=True) for _ in cell.STATE]
+    masks = {m: rng.uniform(0, 1, (T, B, H)) for m in cell.INPUTS} or None
+
+    def f(x, *rest):
+        return GeneratedCellFunction.apply(cell, np.array([3, 2]), True, masks, x, *rest)
+
+    assert torch.autograd.gradcheck(f, (x, *tensors, *state), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_torch_module_takes_the_masks_of_every_layer(generated_module):
+    cell = generated_module("zoneout_lstm")
+    rnn = TorchRecurrent(cell, 2, 3, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64, seed=0)
+    layer = RecurrentLayer(cell, 2, 3, num_layers=2, bidirectional=True, batch_first=True, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 3 - 1))
+    masks = {m: rng.uniform(0, 1, (4, 2, 5, 3)) for m in cell.INPUTS}
+    out, (_h_n, c_n) = rnn(torch.tensor(x), inputs={m: torch.tensor(v) for m, v in masks.items()})
+    expected, final, _ = layer.forward(x, inputs=masks)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(c_n.detach().numpy(), final[1], rtol=1e-12)
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in rnn.parameters())
+    with pytest.raises(ValueError, match=r"inputs: expected a dict with keys \('keep_c', 'keep_h'\)"):
+        rnn(torch.tensor(x))
+    with pytest.raises(ValueError, match=r"inputs\['keep_h'\]: expected a tensor of shape \(4, 2, 5, 3\)"):
+        rnn(torch.tensor(x), inputs={"keep_c": torch.tensor(masks["keep_c"]), "keep_h": torch.zeros(2, 5, 3)})
+    with pytest.raises(ValueError, match=r"inputs\['keep_c'\]: expected shape \(4, 2, 5, 3\) \(L\*D, B, T, H\)"):
+        layer.forward(x, inputs={**masks, "keep_c": masks["keep_c"][:2]})
+
+
+def test_the_rg_lru_needs_I_equal_H(generated_module):
+    cell = generated_module("rg_lru")
+    with pytest.raises(ValueError, match=r"x: this cell reads the input row x_t itself, so I must equal H; got I = 2"):
+        cell.forward(np.zeros((3, 1, 2)), cell.init_params(2, 4))
