@@ -101,10 +101,21 @@ class minimum(sympy.Function):  # noqa: N801
     nargs = 2
 
 
+class select(sympy.Function):  # noqa: N801
+    """select(c, a, b) = a where c > 0, else b: a switch on c's sign. Its gradient goes to the branch taken and
+    none to c (the switch is piecewise constant in c), as torch.where's."""
+
+    nargs = 3
+
+
 class positive(sympy.Function):  # noqa: N801
     """The indicator [y > 0] (relu's derivative)."""
 
     nargs = 1
+
+    def _eval_power(self, exponent: sympy.Expr) -> sympy.Expr | None:
+        # An indicator is 0 or 1: [y > 0]^k = [y > 0] for every positive integer k.
+        return self if exponent.is_integer and exponent.is_positive else None
 
 
 class inside_unit(sympy.Function):  # noqa: N801
@@ -259,6 +270,19 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         "_minimum",
         gate=False,
         hoisted=False,
+    ),
+    FunctionRecord(
+        "select",
+        select,
+        3,
+        lambda call, k: (
+            sympy.Integer(0) if k == 1 else positive(call.args[0]) if k == 2 else 1 - positive(call.args[0])
+        ),
+        r"\operatorname{{select}}\left({0} > 0,\, {1},\, {2}\right)",
+        "_select",
+        gate=False,
+        hoisted=False,
+        text="select({0} > 0, {1}, {2})",
     ),
     # Produced by derivatives only.
     FunctionRecord(

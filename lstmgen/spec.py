@@ -97,6 +97,9 @@ class CellSpec:
             ``Q`` (F·H, F·H) — row block = source gate, column block = target gate; they start at 0.
         inputs: per-step inputs (T, B, H) the caller passes to ``forward(..., inputs={...})``, such as zoneout
             or dropout masks: read at unit j of step t, saved on the tape, given no gradient.
+        heads: None for a dense R; K for a block-diagonal one stored compactly as (K, H/K, G_r·H/K) (head k's
+            units h[k·d:(k+1)·d] feed units k·d…(k+1)·d of every recurrent gate); K is the default number of heads,
+            the module reads the actual one from R's shape.
     """
 
     name: str
@@ -108,6 +111,7 @@ class CellSpec:
     unit_params: tuple[str, ...] = field(default=())
     feedback: tuple[str, ...] = field(default=())
     inputs: tuple[str, ...] = field(default=())
+    heads: int | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.name, "name")
@@ -151,6 +155,13 @@ class CellSpec:
                 defined.add(lhs)
                 continue
             claim(lhs, where)
+        if self.heads is not None:
+            if isinstance(self.heads, bool) or not isinstance(self.heads, int) or self.heads < 1:
+                raise SpecError(f"heads: expected a positive integer (the default number of heads), got {self.heads!r}")
+            if not self.recurrent_gates:
+                raise SpecError("heads: a block-diagonal R needs a gate whose pre-activation reads hR_k")
+            if self.feedback or any(g.recurrent_source for g in self.gates):
+                raise SpecError("heads: not supported together with feedback or a gate's recurrent_source")
         missing = [s for s in self.state if s not in defined]
         if missing:
             raise SpecError(

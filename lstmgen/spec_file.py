@@ -7,6 +7,7 @@
     unit_params = []                    # optional: per-unit vectors such as peepholes
     feedback = []                       # optional: gates fed back through Q
     inputs = []                         # optional: per-step (T, B, H) inputs such as zoneout masks
+    heads = 4                           # optional: a block-diagonal R of 4 heads (default: dense)
 
     [[gates]]                           # one table per gate, in column order
     name = "i"
@@ -42,6 +43,7 @@ _TOP_LEVEL = {
     "unit_params": False,
     "feedback": False,
     "inputs": False,
+    "heads": False,
 }
 _GATE_FIELDS = {"name": True, "activation": True, "preactivation": False, "recurrent_source": False}
 MAX_SPEC_BYTES = 100_000
@@ -97,6 +99,7 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         unit_params=_strings(table.get("unit_params", []), "unit_params"),
         feedback=_strings(table.get("feedback", []), "feedback"),
         inputs=_strings(table.get("inputs", []), "inputs"),
+        heads=_heads(table.get("heads")),
     )
 
 
@@ -107,6 +110,12 @@ def _check_fields(table: dict[str, object], fields: dict[str, bool], prefix: str
     for key, required in fields.items():
         if required and key not in table:
             raise SpecError(f"{prefix}{key}: missing field")
+
+
+def _heads(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise SpecError(f"heads: expected an integer, got {type(value).__name__}")
+    return value
 
 
 def _string(value: object, where: str) -> str:

@@ -75,6 +75,7 @@ class TorchRecurrent(torch.nn.Module):
         input_size, hidden_size, num_layers, bidirectional, batch_first: as in torch.nn.LSTM.
         dtype: torch.float32 or torch.float64.
         seed: seed of the initialisation (the generated ``init_params``: uniform in ±1/sqrt(H)).
+        heads: the number of heads of a cell with a block-diagonal R (its HEADS when None).
 
     Parameters are named ``<param>_l<layer>[_reverse]`` with the generated module's layouts (W (I, G*H), ...).
     ``forward(x, state=None, lengths=None, inputs=None)`` returns ``(output, final_state)``; ``final_state`` is a
@@ -94,6 +95,7 @@ class TorchRecurrent(torch.nn.Module):
         batch_first: bool = False,
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
+        heads: int | None = None,
     ) -> None:
         super().__init__()
         from lstmgen.layers import RecurrentLayer
@@ -109,6 +111,7 @@ class TorchRecurrent(torch.nn.Module):
             batch_first=batch_first,
             dtype=np.float32 if dtype == torch.float32 else np.float64,
             seed=seed,
+            heads=heads,
         )
         self.cell = layer.cell
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers

@@ -258,6 +258,28 @@ ZONEOUT_LSTM = CellSpec(
     inputs=("keep_c", "keep_h"),
 )
 
+SLSTM = CellSpec(
+    name="slstm",
+    description="sLSTM: exponential input gate, sigmoid forget gate in log space, normaliser n, stabiliser m; 4 heads",
+    paper="Beck et al. (2024), xLSTM: Extended Long Short-Term Memory (sLSTM)",
+    gates=(Gate("i", "identity"), Gate("f", "identity"), Gate("z", "tanh"), Gate("o", "sigmoid")),
+    state=("h", "c", "n", "m"),
+    equations=(
+        ("log_f", "logsigmoid(f)"),
+        # The authors' rule: from an empty normaliser (the zero state) m = i, so the first step has i_exp = 1.
+        ("m", "select(n_prev, max(log_f + m_prev, i), i)"),
+        ("i_exp", "exp(i - m)"),
+        # Nothing is carried from an empty normaliser: f_exp = 0 there. (The formula's exp(log_f + m_prev - i)
+        # would multiply the zero c_prev and n_prev, and overflows to inf * 0 = NaN for i << 0.)
+        ("log_f_exp", "select(n_prev, log_f + m_prev - m, 0)"),
+        ("f_exp", "select(n_prev, exp(log_f_exp), 0)"),
+        ("c", "f_exp*c_prev + i_exp*z"),
+        ("n", "f_exp*n_prev + i_exp"),
+        ("h", "o*c/n"),
+    ),
+    heads=4,
+)
+
 #: Built-in variants by name, in the order ``lstmgen list`` shows them.
 VARIANTS: dict[str, CellSpec] = {
     spec.name: spec
@@ -284,6 +306,7 @@ VARIANTS: dict[str, CellSpec] = {
         LIGRU,
         RG_LRU,
         ZONEOUT_LSTM,
+        SLSTM,
     )
 }
 

@@ -11,11 +11,17 @@ def random_problem(module, sizes, dtype, seed):
     if getattr(module, "INPUT_ROW", False):
         I = H  # the cell reads x_t itself
     rng = np.random.default_rng(seed)
-    params = module.init_params(I, H, dtype=np.float64, seed=seed)
+    heads = None
+    if getattr(module, "HEADS", None) is not None:  # the most heads up to the default that divide H
+        heads = max(k for k in range(1, module.HEADS + 1) if H % k == 0)
+    params = module.init_params(I, H, dtype=np.float64, seed=seed, heads=heads)
     # Wider than the default init so that saturation and peephole terms matter.
     params = {k: (v * 1.5).astype(dtype) for k, v in params.items()}
     x = rng.standard_normal((T, B, I)).astype(dtype)
     state = tuple((0.5 * rng.standard_normal((B, H))).astype(dtype) for _ in module.STATE)
+    if module.VARIANT.startswith("slstm"):  # the sLSTM's normaliser n is positive once it has run a step
+        k = module.STATE.index("n")
+        state = (*state[:k], np.abs(state[k]) + dtype(0.5), *state[k + 1 :])
     dy = rng.standard_normal((T, B, H)).astype(dtype)
     dstate = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in module.STATE)
     return x, params, state, dy, dstate

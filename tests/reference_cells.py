@@ -163,6 +163,32 @@ def zoneout_lstm(p, x, state, truncated, keep_c, keep_h):
     return keep_h * h + (1 - keep_h) * h_new, keep_c * c + (1 - keep_c) * c_new
 
 
+def block_diagonal_product(h, R):
+    """h R for the compact block-diagonal R (K, d, G·d) of modern-cells.md: head k's units h[:, k·d:(k+1)·d]
+    times R[k], whose column block g feeds units k·d…(k+1)·d of gate g. Returns (B, G·H), gate-major."""
+    K, d, Gd = R.shape
+    per_head = [h[:, k * d : (k + 1) * d] @ R[k] for k in range(K)]
+    return torch.cat([per_head[k][:, g * d : (g + 1) * d] for g in range(Gd // d) for k in range(K)], dim=-1)
+
+
+def slstm(p, x, state, truncated):
+    """xLSTM's sLSTM with the authors' stabilisation; m = ã_i where the normaliser n_{t-1} is 0."""
+    h, c, n, m = state
+    a_i, a_f, a_z, a_o = (x @ p["W"] + p["b"] + block_diagonal_product(_recurrent_input(h, truncated), p["R"])).chunk(
+        4, dim=-1
+    )
+    log_f = torch.nn.functional.logsigmoid(a_f)
+    empty = n == 0
+    m_new = torch.where(empty, a_i, torch.maximum(log_f + m, a_i))
+    # From an empty normaliser nothing is carried (lstmgen's rule: f = 0 there, where the formula would give
+    # exp(log_f + m - a_i) times the zero c and n, inf * 0 in float32 for a_i << 0).
+    zero = torch.zeros_like(a_f)
+    i, f = torch.exp(a_i - m_new), torch.where(empty, zero, torch.exp(torch.where(empty, zero, log_f + m - m_new)))
+    c = f * c + i * tanh(a_z)
+    n = f * n + i
+    return sigmoid(a_o) * c / n, c, n, m_new
+
+
 STEPS = {
     "rnn_tanh": rnn_tanh,
     "lstm_1997": lstm_1997,
@@ -186,6 +212,7 @@ STEPS = {
     "ligru": ligru,
     "rg_lru": rg_lru,
     "zoneout_lstm": zoneout_lstm,
+    "slstm": slstm,
 }
 
 

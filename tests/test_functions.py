@@ -43,7 +43,7 @@ def test_every_record_is_complete():
             assert hasattr(kernel_helpers, record.helper), record.name
             assert record.helper in helper_closure({record.helper})
         assert record.latex.format(*["a"] * record.arity)  # the template has one field per argument
-    assert {"exp", "log", "softplus", "logsigmoid", "sqrt", "abs", "max", "min"} <= set(VOCABULARY)
+    assert {"exp", "log", "softplus", "logsigmoid", "sqrt", "abs", "max", "min", "select"} <= set(VOCABULARY)
     assert "positive" not in VOCABULARY and "tie_step" not in VOCABULARY
 
 
@@ -73,6 +73,14 @@ def test_derivatives_equal_the_textbook_ones(name, textbook):
     derivative = sympy.diff(call, X).xreplace({call: closed})
     derivative = derivative.replace(BY_NAME["expm1"].cls, lambda u: sympy.exp(u) - 1)
     assert sympy.simplify(derivative - textbook) == 0
+
+
+def test_select_sends_the_gradient_to_the_branch_taken():
+    c, a, b = sympy.symbols("c a b", real=True)
+    call = BY_NAME["select"].make(c, a * a, b)
+    positive = BY_NAME["positive"].cls
+    assert sympy.diff(call, c) == 0
+    assert sympy.diff(call, a) == 2 * a * positive(c) and sympy.diff(call, b) == 1 - positive(c)
 
 
 def test_max_and_min_split_the_gradient_at_a_tie():
@@ -112,7 +120,7 @@ EVERY_FUNCTION = CellSpec(
     (Gate("a", "identity"), Gate("u", "softplus"), Gate("g", "tanh")),
     ("h",),
     (
-        ("m", "max(a, u) + min(a, g)"),
+        ("m", "max(a, u) + min(a, g) + select(g, a, u)"),
         ("h", "0.5*tanh(m) + g*sqrt(1 + a*a)/4 - log(1 + abs(g))/8 + exp(-u)/8 + logsigmoid(a)/8"),
     ),
 )
@@ -179,6 +187,11 @@ def test_max_min_and_the_tie_share(compiled, dtype):
         share = compiled._tie_step(a, b, dtype)
         expected = 1.0 if a > b else 0.5 if a == b else 0.0
         assert share == expected, (a, b)
+    # select(c, a, b): a where c > 0, else b (NaN, -0 and 0 select b, as torch.where(c > 0, a, b)).
+    for c in (1e-45, 1.0, inf, 0.0, -0.0, -1.0, -inf, nan):
+        c = dtype(c)
+        expected = dtype(2) if c > 0 else dtype(3)
+        assert compiled._select(c, dtype(2), dtype(3), dtype) == expected, c
 
 
 # ------------------------------------------------------------------------------------- cells vs autograd
@@ -207,7 +220,7 @@ def _every_function_reference(p, x, state, truncated):
     hr = h.detach() if truncated else h
     a, a_u, a_g = (x @ p["W"] + hr @ p["R"] + p["b"]).chunk(3, dim=-1)
     u, g = torch.nn.functional.softplus(a_u, threshold=1e9), torch.tanh(a_g)
-    m = torch.maximum(a, u) + torch.minimum(a, g)
+    m = torch.maximum(a, u) + torch.minimum(a, g) + torch.where(g > 0, a, u)
     h = (
         0.5 * torch.tanh(m)
         + g * torch.sqrt(1 + a * a) / 4

@@ -22,7 +22,7 @@ from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
 from lstmgen.variants import VARIANTS
 
 NO_R = ["indrnn", "sru", "mingru", "minlstm", "rg_lru"]
-MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm"]
+MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm", "slstm"]
 
 
 @pytest.mark.parametrize("gradient", ["full", "truncated"])
@@ -170,10 +170,11 @@ def _stack_reference(name, x, params, num_layers, bidirectional, masks):
 @pytest.mark.parametrize("name", MODERN)
 def test_stacked_layers_match_a_stack_of_references(generated_module, name):
     bidirectional = name != "rg_lru"  # the RG-LRU reads x_t itself: every layer needs I = H
-    layers, H = 2, 3
+    layers, H = 2, 4 if name == "slstm" else 3
     I = H if name == "rg_lru" else 2
     cell = generated_module(name)
-    layer = RecurrentLayer(cell, I, H, num_layers=layers, bidirectional=bidirectional, seed=3)
+    heads = 2 if name == "slstm" else None
+    layer = RecurrentLayer(cell, I, H, num_layers=layers, bidirectional=bidirectional, seed=3, heads=heads)
     D = layer.num_directions
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 2, I))
@@ -200,13 +201,14 @@ def test_stacked_layers_match_a_stack_of_references(generated_module, name):
 @pytest.mark.parametrize("name", MODERN)
 def test_torch_autograd_function_passes_gradcheck(generated_module, name):
     cell = generated_module(name)
-    T, B, H = 3, 2, 3
+    T, B, H = 3, 2, 4 if name == "slstm" else 3
     I = H if cell.INPUT_ROW else 2
     rng = np.random.default_rng(1)
-    params = cell.init_params(I, H, dtype=np.float64, seed=2)
+    params = cell.init_params(I, H, dtype=np.float64, seed=2, heads=2 if cell.HEADS else None)
     tensors = [torch.tensor(params[n] * 1.5, requires_grad=True) for n in cell.PARAMS]
     x = torch.tensor(rng.standard_normal((T, B, I)), requires_grad=True)
-    state = [torch.tensor(0.5 * rng.standard_normal((B, H)), requires_grad=True) for _ in cell.STATE]
+    # Positive states: the sLSTM's normaliser n is (a zero one takes the zero-state rule, tested elsewhere).
+    state = [torch.tensor(0.5 + rng.random((B, H)), requires_grad=True) for _ in cell.STATE]
     masks = {m: rng.uniform(0, 1, (T, B, H)) for m in cell.INPUTS} or None
 
     def f(x, *rest):
@@ -240,3 +242,132 @@ def test_the_rg_lru_needs_I_equal_H(generated_module):
     cell = generated_module("rg_lru")
     with pytest.raises(ValueError, match=r"x: this cell reads the input row x_t itself, so I must equal H; got I = 2"):
         cell.forward(np.zeros((3, 1, 2)), cell.init_params(2, 4))
+
+
+# ------------------------------------------------------------------------------------------------ the sLSTM
+def test_the_compact_R_is_the_block_diagonal_of_the_reference_sheet():
+    """The torch reference's product (per head) equals h R_dense with R_dense built by the sheet's formula."""
+    from reference_cells import block_diagonal_product
+
+    K, d, G = 3, 2, 4
+    H = K * d
+    R = torch.randn(K, d, G * d, dtype=torch.float64)
+    dense = torch.zeros(H, G * H, dtype=torch.float64)
+    for k in range(K):
+        for g in range(G):
+            dense[k * d : (k + 1) * d, g * H + k * d : g * H + (k + 1) * d] = R[k][:, g * d : (g + 1) * d]
+    h = torch.randn(5, H, dtype=torch.float64)
+    torch.testing.assert_close(block_diagonal_product(h, R), h @ dense, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_slstm_matches_autograd_for_several_head_counts(generated_module, heads, gradient):
+    from reference_cells import reference_gradients
+    from test_kernels_vs_autograd import assert_close
+
+    module = generated_module("slstm" if gradient == "full" else "slstm_truncated")
+    T, B, I, H = 5, 3, 3, 8
+    rng = np.random.default_rng(heads)
+    params = {k: 1.5 * v for k, v in module.init_params(I, H, seed=heads, heads=heads).items()}
+    assert params["R"].shape == (heads, H // heads, 4 * H // heads)
+    x = rng.standard_normal((T, B, I))
+    state = (
+        0.5 * rng.standard_normal((B, H)),
+        rng.standard_normal((B, H)),
+        0.5 + rng.random((B, H)),
+        rng.random((B, H)),
+    )
+    dy, dstate = rng.standard_normal((T, B, H)), tuple(rng.standard_normal((B, H)) for _ in range(4))
+    ref = reference_gradients("slstm", x, params, state, dy, dstate, truncated=gradient == "truncated")
+    y, _, tape = module.forward(x, params, state)
+    dx, grads, dstate0 = module.backward(dy, tape, dstate)
+    assert_close(y, ref["y"], 1e-9, 1e-12, "y")
+    assert_close(dx, ref["dx"], 1e-9, 1e-12, "dx")
+    for k in grads:
+        assert_close(grads[k], ref["grads"][k], 1e-9, 1e-12, f"d{k}")
+    for s, a, b in zip(module.STATE, dstate0, ref["dstate0"], strict=True):
+        assert_close(a, b, 1e-9, 1e-12, f"dstate0[{s}]")
+
+
+def test_slstm_with_heads_does_one_small_product_per_head():
+    from lstmgen.codegen.kernel_ir import HeadProjection, HeadProjectionT, HeadWeightGradient
+
+    plan = lower(build_kernel_expressions(derive_backward(build_forward_equations(VARIANTS["slstm"]))))
+    (forward,) = plan.forward.gemms()
+    (backward,) = plan.backward.gemms()
+    assert isinstance(forward, HeadProjection) and isinstance(backward, HeadProjectionT)
+    assert forward.blocks == backward.blocks == 4 and plan.forward.heads and plan.backward.heads
+    assert any(isinstance(s, HeadWeightGradient) for s in plan.backward.after)
+    shapes = {b.name: b.shape for b in plan.forward.locals}
+    assert shapes["head_in"] == ("heads", "batch", "head_size")
+    assert shapes["head_out"] == ("heads", "batch", "4 * head_size")
+
+
+def test_slstm_from_the_zero_state_follows_the_authors_rule(generated_module):
+    """From the zero state m = ã_i, so the first step gives h = σ(ã_o) tanh(ã_z) even where exp(ã_i - m)
+    would underflow (ã_i = -120 in float32 made 0/0 = NaN of the whole sequence)."""
+    module = generated_module("slstm")
+    H = 4
+    params = module.init_params(2, H, dtype=np.float32, seed=0)
+    params["b"][:H] = -120.0  # ã_i of every unit
+    x = np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32)
+    y, final, tape = module.forward(x, params)
+    assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(f)) for f in final)
+    a = x[0] @ params["W"] + params["b"]  # step 1: h_0 = 0, so the pre-activations are x W + b
+    expected = 1 / (1 + np.exp(-a[:, 3 * H :])) * np.tanh(a[:, 2 * H : 3 * H])
+    np.testing.assert_allclose(y[0], expected, rtol=2e-6, atol=1e-7)
+    dx, grads, _ = module.backward(np.ones_like(y), tape)
+    assert np.all(np.isfinite(dx)) and all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_slstm_stays_finite_at_preactivations_of_1e4(generated_module, dtype):
+    """Pre-activations up to ±1e4: every exponential is stabilised, outputs and gradients are finite and equal
+    to the float64 torch reference."""
+    from reference_cells import reference_gradients
+
+    module = generated_module("slstm")
+    T, B, I, H = 6, 2, 3, 4
+    rng = np.random.default_rng(7)
+    params = module.init_params(I, H, seed=1, heads=2)
+    params = {k: (v * 2500 if k in ("W", "b") else v).astype(dtype) for k, v in params.items()}
+    x = (4 * rng.uniform(-1, 1, (T, B, I))).astype(dtype)
+    a = np.einsum("tbi,ig->tbg", x.astype(np.float64), params["W"].astype(np.float64))
+    assert 3e3 < np.abs(a).max() <= 1.1e4  # the pre-activations do reach the order of 1e4
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    f64 = {k: v.astype(np.float64) for k, v in params.items()}
+    zeros = tuple(np.zeros((B, H)) for _ in range(4))
+    ref = reference_gradients("slstm", x.astype(np.float64), f64, zeros, dy.astype(np.float64), zeros)
+    y, _, tape = module.forward(x, params)
+    dx, grads, dstate0 = module.backward(dy, tape)
+    results = {"y": y, "dx": dx, **{f"d{k}": g for k, g in grads.items()}}
+    expected = {"y": ref["y"], "dx": ref["dx"], **{f"d{k}": g for k, g in ref["grads"].items()}}
+    results.update({f"dstate0[{s}]": g for s, g in zip(module.STATE, dstate0, strict=True)})
+    expected.update({f"dstate0[{s}]": g for s, g in zip(module.STATE, ref["dstate0"], strict=True)})
+    rtol = 1e-9 if dtype == np.float64 else 2e-3
+    for name, value in results.items():
+        assert np.all(np.isfinite(value)), name
+        scale = max(1.0, float(np.abs(expected[name]).max()))
+        np.testing.assert_allclose(value, expected[name], rtol=rtol, atol=rtol * scale, err_msg=name)
+
+
+def test_heads_are_checked_by_name(generated_module):
+    module, lstm = generated_module("slstm"), generated_module("lstm")
+    assert module.HEADS == 4 and lstm.HEADS is None
+    with pytest.raises(ValueError, match=r"heads: H = 6 is not divisible by heads = 4 \(each head has H/heads units\)"):
+        module.init_params(2, 6)
+    with pytest.raises(
+        ValueError, match=r"heads: lstm has a dense R \(its spec declares no heads\); expected None, got 2"
+    ):
+        lstm.init_params(2, 4, heads=2)
+    params = module.init_params(2, 8, heads=2)
+    x = np.zeros((3, 1, 2))
+    with pytest.raises(ValueError, match=r"params\['R'\]: expected shape \(2, 4, 16\), got \(2, 4, 12\)"):
+        module.forward(x, {**params, "R": params["R"][:, :, :12]})
+    with pytest.raises(
+        ValueError, match=r"params\['R'\]: expected the block-diagonal shape \(heads, H/heads, 4\*H/heads\)"
+    ):
+        module.forward(x, {**params, "R": np.zeros((8, 32))})
+    with pytest.raises(ValueError, match=r"params\['W'\]: expected shape \(2, 16\), got \(2, 32\)"):
+        module.forward(x, {**params, "R": np.zeros((1, 4, 16))})  # H = 4 from R, 8 from the others

@@ -63,7 +63,8 @@ class Names:
                 return f"b_{{{_GREEK_GATE[n]}}}^{{{when}}}", f"b_{_GREEK_TEXT[n]}({when})"
             if graves and n == "g" and n in gates:
                 return rf"g\left(a_c^{{{when}}}\right)", f"g(a_c({when}))"
-            base = n if len(n) == 1 else rf"\mathrm{{{n}}}"
+            upright = n.replace("_", r"\_")  # log_f_exp is one name: its underscores are not subscripts
+            base = n if len(n) == 1 else rf"\mathrm{{{upright}}}"
             return f"{base}_{{{when}}}", f"{n}[{when}]"
 
         def preactivation(k: str) -> tuple[str, str]:

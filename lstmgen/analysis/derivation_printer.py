@@ -140,7 +140,15 @@ class LatexPrinter(TextPrinter):
         pieces = []
         for k, term in enumerate(printer._as_ordered_terms(e)):
             negative = term.could_extract_minus_sign()
-            body = printer._print(-term if negative else term)
+            term = -term if negative else term
+            body = printer._print(term)
+            factors = sympy.Mul.make_args(term)
+            if _glyphs(body) > _ROW_GLYPHS - 8 and any(isinstance(f, sympy.Add) for f in factors):
+                # A product too long for a row breaks between its factors (each in its own parentheses).
+                simple = sympy.Mul(*(f for f in factors if not isinstance(f, sympy.Add)))
+                printed = [] if simple == 1 else [printer.parenthesize(simple, PRECEDENCE["Mul"])]
+                printed += [printer.parenthesize(f, PRECEDENCE["Mul"]) for f in factors if isinstance(f, sympy.Add)]
+                body = f"{_BREAK}\\cdot ".join(printed)
             pieces.append(("- " if negative else "" if k == 0 else "+ ") + body)
         return _BREAK.join(pieces)
 

@@ -238,6 +238,11 @@ def _maximum(a, b, real):
     return a if a >= b else b
 
 
+def _select(c, a, b, real):
+    # NaN in c selects b (NaN > 0 is false), as torch.where(c > 0, a, b).
+    return a if c > real(0) else b
+
+
 def _minimum(a, b, real):
     if a != a or b != b:
         return a + b

@@ -167,6 +167,40 @@ class Gemm:
 
 
 @dataclass(frozen=True)
+class HeadProjection:
+    """The block-diagonal recurrent product of one step, one GEMM (B, d) x (d, blocks·d) per head k:
+    ``source[:, k·d:(k+1)·d] R[k]`` through the (heads, B, d) and (heads, B, blocks·d) buffers ``head_in`` and
+    ``head_out``, its column block g spread to ``out``'s units k·d…(k+1)·d of gate block g."""
+
+    source: Slice
+    out: str
+    blocks: int
+    comment: str
+
+
+@dataclass(frozen=True)
+class HeadProjectionT:
+    """Its adjoint in backward: per head k, the head's columns of every gate block of ``source`` gathered into
+    ``head_grad[k]`` (B, blocks·d), then ``out[k·d:(k+1)·d] = R[k] head_grad[k]^T`` (``out`` is (H, B))."""
+
+    source: Slice
+    out: str
+    blocks: int
+    comment: str
+
+
+@dataclass(frozen=True)
+class HeadWeightGradient:
+    """``dR[k] = left[:, k·d:(k+1)·d]^T right_k`` over all steps at once, ``right_k`` the head's columns of every
+    gate block of ``right`` (steps·batch, blocks·H)."""
+
+    left: str
+    right: str
+    blocks: int
+    comment: str
+
+
+@dataclass(frozen=True)
 class InputProjection:
     """x W + b for every step at once into ``out`` (steps, batch, blocks·H): one GEMM, then the bias."""
 
@@ -204,7 +238,7 @@ class Phase:
     rows: RowLoop
 
 
-Statement = Assign | Gemm | InputProjection | RowLoop | Phase
+Statement = Assign | Gemm | HeadProjection | HeadProjectionT | HeadWeightGradient | InputProjection | RowLoop | Phase
 
 
 @dataclass(frozen=True)
@@ -226,6 +260,8 @@ class Kernel:
     after: tuple[Statement, ...] = ()
     returns: tuple[str, ...] = ()
     allocated: tuple[Buffer, ...] = field(default=())
+    #: Whether R is block-diagonal: the kernel reads ``heads`` and ``head_size`` from R's shape.
+    heads: bool = False
 
     @property
     def locals(self) -> tuple[Buffer, ...]:
@@ -239,11 +275,14 @@ class Kernel:
                         seen.setdefault(row, None)
         return tuple(seen)
 
-    def gemms(self) -> tuple[Gemm, ...]:
-        """Every per-step GEMM of the time loop, in execution order."""
-        out: list[Gemm] = []
+    def gemms(self) -> tuple[Gemm | HeadProjection | HeadProjectionT, ...]:
+        """Every per-step product of the time loop (a GEMM, or one GEMM per head), in execution order."""
+        out: list[Gemm | HeadProjection | HeadProjectionT] = []
         for s in self.loop.body:
-            out += [s] if isinstance(s, Gemm) else list(s.gemms) if isinstance(s, Phase) else []
+            if isinstance(s, (Gemm, HeadProjection, HeadProjectionT)):
+                out.append(s)
+            elif isinstance(s, Phase):
+                out += s.gemms
         return tuple(out)
 
 

@@ -17,6 +17,9 @@ from lstmgen.codegen.kernel_ir import (
     Dot,
     Flat,
     Gemm,
+    HeadProjection,
+    HeadProjectionT,
+    HeadWeightGradient,
     IndexPart,
     InputProjection,
     Kernel,
@@ -112,6 +115,55 @@ class KernelPrinter:
         call = f"{self.operand(node.a)}, {self.operand(node.b)}, {self.operand(node.out)}"
         return comment_lines(node.comment, indent) + wrap("np.dot(", call, ")", indent)
 
+    @staticmethod
+    def _head_blocks(indent: str, blocks: int, assignment: str) -> list[str]:
+        """``for g``: column block g of a gate-major (…, blocks·H) array (from ``gate_lo``) against the same
+        block of a head-major (…, blocks·d) one (from ``head_lo``), for head k (its units from ``lo``)."""
+        inner = indent + INDENT
+        return [
+            f"{indent}for g in range({blocks}):",
+            f"{inner}gate_lo, head_lo = g * hidden + lo, g * head_size",
+            f"{inner}{assignment}",
+        ]
+
+    def _print_HeadProjection(self, node: HeadProjection, indent: str) -> list[str]:
+        inner = indent + INDENT
+        spread = f"{node.out}[:, gate_lo:gate_lo + head_size] = head_out[k, :, head_lo:head_lo + head_size]"
+        return [
+            *comment_lines(node.comment, indent),
+            f"{indent}for k in range(heads):",
+            f"{inner}lo = k * head_size",
+            f"{inner}head_in[k] = {self.operand(node.source)}[:, lo:lo + head_size]",
+            f"{inner}np.dot(head_in[k], R[k], head_out[k])",
+            *self._head_blocks(inner, node.blocks, spread),
+        ]
+
+    def _print_HeadProjectionT(self, node: HeadProjectionT, indent: str) -> list[str]:
+        inner = indent + INDENT
+        source = f"{self.operand(node.source)}[:, gate_lo:gate_lo + head_size]"
+        gather = f"head_grad[k, :, head_lo:head_lo + head_size] = {source}"
+        return [
+            *comment_lines(node.comment, indent),
+            f"{indent}for k in range(heads):",
+            f"{inner}lo = k * head_size",
+            *self._head_blocks(inner, node.blocks, gather),
+            f"{inner}np.dot(R[k], head_grad[k].T, {node.out}[lo:lo + head_size])",
+        ]
+
+    def _print_HeadWeightGradient(self, node: HeadWeightGradient, indent: str) -> list[str]:
+        inner = indent + INDENT
+        columns = width(node.blocks, "head_size")
+        gather = f"right_k[:, head_lo:head_lo + head_size] = {node.right}[:, gate_lo:gate_lo + head_size]"
+        return [
+            *comment_lines(node.comment, indent),
+            f"{indent}dR = np.empty((heads, head_size, {columns}), dtype=x.dtype)",
+            f"{indent}right_k = np.empty((steps * batch, {columns}), dtype=x.dtype)",
+            f"{indent}for k in range(heads):",
+            f"{inner}lo = k * head_size",
+            *self._head_blocks(inner, node.blocks, gather),
+            f"{inner}dR[k] = np.dot(np.ascontiguousarray({node.left}[:, lo:lo + head_size]).T, right_k)",
+        ]
+
     def _print_InputProjection(self, node: InputProjection, indent: str) -> list[str]:
         columns = width(node.blocks)
         return [
@@ -172,6 +224,8 @@ class KernelPrinter:
             f"{INDENT}hidden = {node.hidden}",
             f"{INDENT}real = x.dtype.type",
         ]
+        if node.heads:
+            lines.append(f"{INDENT}heads, head_size = R.shape[0], R.shape[1]")
         lines += [f"{INDENT}{buffer.name} = {allocation(buffer)}" for buffer in node.locals]
         for item in node.before:
             lines += self.statement(item, INDENT)

@@ -22,6 +22,9 @@ from lstmgen.codegen.kernel_ir import (
     Dot,
     Flat,
     Gemm,
+    HeadProjection,
+    HeadProjectionT,
+    HeadWeightGradient,
     InputProjection,
     Kernel,
     ModulePlan,
@@ -414,6 +417,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     spec, forward = storage.spec, storage.forward
     G, F = storage.n_gates, storage.n_feedback
     n_early = len(storage.early_gates)
+    heads = spec.heads is not None
+    head_rows = width(n_early, "head_size")
     recurrent = storage.recurrent
     R_blocks = len(forward.hR)
     if F and not storage.early_gates:
@@ -451,7 +456,21 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     ]
     allocated += ([rec_buf] if n_early else []) + ([fbq_buf] if F else [])
     step: list = []
-    if n_early:
+    if n_early and heads:
+        allocated += [
+            Buffer("head_in", ("heads", "batch", "head_size"), "each head's units of h_{t-1}"),
+            Buffer("head_out", ("heads", "batch", head_rows), "each head's h_{t-1} R[k]"),
+        ]
+        step.append(
+            HeadProjection(
+                Slice(output_seq.name, ("t",)),
+                "rec_buf",
+                n_early,
+                f"Recurrent projection, block-diagonal: one GEMM (B, d) x (d, {n_early}d) per head and step "
+                "(d = H/heads).",
+            )
+        )
+    elif n_early:
         step.append(
             Gemm(
                 Slice(output_seq.name, ("t",)),
@@ -483,6 +502,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         TimeLoop(False, tuple(step)),
         allocated=tuple(allocated),
         hidden=f"{output_seq.name}.shape[2]",
+        heads=heads and bool(n_early),
     )
 
     # ------------------------------------------------------------------ backward kernel
@@ -534,6 +554,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     ]
     if recurrent:
         allocated.append(Buffer("gemm_h_buf", ("hidden", "batch"), "d_hR R^T of the step, feature-major"))
+        if heads:
+            allocated.append(Buffer("head_grad", ("heads", "batch", head_rows), "each head's columns of d_hR"))
         if F:
             allocated.append(Buffer("gemm_fb_buf", (width(F), "batch"), "d_gQ Q^T of the step, feature-major"))
     if storage.elementwise_and_gemm_h:
@@ -544,15 +566,26 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     step = _backward_phases(storage)
     elementwise = "(its elementwise part) + " if storage.elementwise_and_gemm_h else ""
     if recurrent:
-        step.append(
-            Gemm(
-                Slice(storage.rec_matrix),
-                Transposed(Slice(storage.d_rec_seq, ("t",))),
-                Slice("gemm_h_buf"),
-                f"d_h_prev = {elementwise}d_hR R^T: one GEMM per step, computed transposed: "
-                f"(H, {n_early}H) x ({n_early}H, B).",
+        if heads:
+            step.append(
+                HeadProjectionT(
+                    Slice(storage.d_rec_seq, ("t",)),
+                    "gemm_h_buf",
+                    n_early,
+                    f"d_h_prev = {elementwise}d_hR R^T, block-diagonal: one GEMM per head and step, computed "
+                    f"transposed: (d, {n_early}d) x ({n_early}d, B).",
+                )
             )
-        )
+        else:
+            step.append(
+                Gemm(
+                    Slice(storage.rec_matrix),
+                    Transposed(Slice(storage.d_rec_seq, ("t",))),
+                    Slice("gemm_h_buf"),
+                    f"d_h_prev = {elementwise}d_hR R^T: one GEMM per step, computed transposed: "
+                    f"(H, {n_early}H) x ({n_early}H, B).",
+                )
+            )
         if F:
             step.append(
                 Gemm(
@@ -633,6 +666,12 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
                     ),
                 )
             )
+    elif R_blocks and heads:
+        right = "d_gates_2d"
+        if storage.d_rec_seq != "d_gate_seq":
+            right = "d_rec_2d"
+            after.append(Assign(right, Flat(Slice(storage.d_rec_seq), width(R_blocks))))
+        after.append(HeadWeightGradient("h_prev_2d", right, R_blocks, "dR[k] = sum_t h_{t-1}[head k]^T d_hR[head k]"))
     elif R_blocks:
         d_rec = Flat(Slice(storage.d_rec_seq), width(R_blocks))
         after.append(Assign("dR", Dot(Transposed(Slice("h_prev_2d")), d_rec)))
@@ -659,6 +698,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         tuple(setup),
         TimeLoop(True, tuple(step)),
         hidden=f"{output_seq.name}.shape[2]",
+        heads=heads and bool(n_early),
         after=tuple(after),
         returns=("dx", "dW", *(["dR"] if R_blocks else []), "db", *(["dQ"] if F else [])),
         allocated=tuple(allocated),

@@ -21,13 +21,15 @@ RECURRENT_GATES: tuple[str, ...] = ("a",)
 INPUT_ROW = False
 #: The per-step inputs (T, B, H) forward takes in ``inputs`` (masks...), without gradient.
 INPUTS: tuple[str, ...] = ()
+#: The default number of heads of a block-diagonal R (K, H/K, G_r·H/K); None: R is dense (H, G_r·H).
+HEADS: int | None = None
 STATE: tuple[str, ...] = ("h",)
 PARAMS: tuple[str, ...] = ("W", "R", "b")
 #: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
 TAPE_EXTRA: tuple[tuple[int, int], ...] = ()
 
 
-def param_shapes(input_size, hidden_size):
+def param_shapes(input_size, hidden_size, heads=None):
     """Shape of every parameter, keyed by PARAMS."""
     return {"W": (input_size, hidden_size), "R": (hidden_size, hidden_size), "b": (hidden_size,)}
 
@@ -53,8 +55,11 @@ class Tape:
         self.order = order
 
 
-def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
-    """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does; dict keyed by PARAMS."""
+def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None):
+    """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does; dict keyed by PARAMS.
+
+    ``heads``: the number of heads of a block-diagonal R (default HEADS); only None for a dense R.
+    """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
@@ -65,7 +70,7 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None):
     bound = 1.0 / np.sqrt(_check_size(hidden_size, "hidden_size"))
     return {
         name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-        for name, shape in param_shapes(input_size, hidden_size).items()
+        for name, shape in param_shapes(input_size, hidden_size, heads).items()
     }
 
 
@@ -161,7 +166,24 @@ def _input_order(dx, order):
 
 def _hidden(params):
     """The hidden size H of checked parameters."""
-    return params["R"].shape[0] if RECURRENT_GATES else params["b"].shape[0] // len(GATES)
+    if not RECURRENT_GATES:
+        return params["b"].shape[0] // len(GATES)
+    R = params["R"]
+    return R.shape[0] * R.shape[1] if HEADS is not None else R.shape[0]
+
+
+def _check_heads(heads, hidden):
+    """The number of heads (HEADS when None) of a block-diagonal R; refuses any for a dense one."""
+    if HEADS is None:
+        if heads is not None:
+            raise ValueError(
+                f"heads: {VARIANT} has a dense R (its spec declares no heads); expected None, got {heads!r}"
+            )
+        return None
+    heads = _check_size(HEADS if heads is None else heads, "heads")
+    if hidden % heads:
+        raise ValueError(f"heads: H = {hidden} is not divisible by heads = {heads} (each head has H/heads units)")
+    return heads
 
 
 def _run(kernel, *args):
@@ -279,7 +301,17 @@ def _check_params(params, n_in, dtype):
     if missing or extra:
         raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
     # The hidden size comes from R, or from b in a cell without R: check that one before reading it.
-    if RECURRENT_GATES:
+    heads = None
+    if RECURRENT_GATES and HEADS is not None:
+        R = params["R"]
+        if not (isinstance(R, np.ndarray) and R.ndim == 3 and R.shape[0] > 0 and R.shape[1] > 0):
+            got = getattr(R, "shape", R)
+            raise ValueError(
+                f"params['R']: expected the block-diagonal shape (heads, H/heads, {len(RECURRENT_GATES)}*H/heads) "
+                f"with both sizes >= 1, got {got!r}"
+            )
+        heads = R.shape[0]
+    elif RECURRENT_GATES:
         R = params["R"]
         if not (isinstance(R, np.ndarray) and R.ndim == 2 and R.shape[0] > 0):
             got = getattr(R, "shape", R)
@@ -292,7 +324,7 @@ def _check_params(params, n_in, dtype):
             )
     hidden = _hidden(params)
     checked = {}
-    for name, shape in param_shapes(n_in, hidden).items():
+    for name, shape in param_shapes(n_in, hidden, heads).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
         if checked[name].shape != shape:
             raise ValueError(f"params[{name!r}]: expected shape {shape}, got {checked[name].shape}")

@@ -80,6 +80,15 @@ class EquationTextPrinter(StrPrinter):
     def __init__(self) -> None:
         super().__init__({"order": "none"})
 
+    def _print_Function(self, expr: sympy.Function) -> str:
+        """Every function of the table by its name in the equations: ``max(a, b)``, not ``maximum(a, b)``."""
+        return f"{record_of(expr).name}({', '.join(self._print(arg) for arg in expr.args)})"
+
+
+for _record in FUNCTIONS:
+    if _record.cls is not None:
+        setattr(EquationTextPrinter, f"_print_{_record.cls.__name__}", EquationTextPrinter._print_Function)
+
 
 def print_text(expr: sympy.Expr) -> str:
     """An expression as readable text (used in the generated module's comments and docstring)."""

@@ -109,7 +109,12 @@ def _call(kernel: Kernel, result: str) -> list[str]:
 def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
     """The docstring's parameter shapes and which gate owns each column block."""
     G, F = len(spec.gates), len(spec.feedback)
-    shapes = [f"W (I, {G}H)", *([f"R (H, {len(recurrent)}H)"] if recurrent else []), f"b ({G}H,)"]
+    R = (
+        f"R (heads, H/heads, {len(recurrent)}H/heads), block-diagonal"
+        if spec.heads is not None
+        else f"R (H, {len(recurrent)}H)"
+    )
+    shapes = [f"W (I, {G}H)", *([R] if recurrent else []), f"b ({G}H,)"]
     shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} (H,)" for p in spec.unit_params]
     if len(recurrent) == G:
         blocks = "column block k of W, R and b belongs to GATES[k]."
@@ -167,7 +172,13 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     recurrent = [gate for gate, _ in forward.hR]
     shapes = [
         f'"W": (input_size, {wide})',
-        *([f'"R": (hidden_size, {width(len(recurrent), "hidden_size")})'] if recurrent else []),
+        *(
+            [f'"R": (heads, head_size, {width(len(recurrent), "head_size")})']
+            if recurrent and spec.heads is not None
+            else [f'"R": (hidden_size, {width(len(recurrent), "hidden_size")})']
+            if recurrent
+            else []
+        ),
         f'"b": ({wide},)',
         *([f'"Q": ({feedback}, {feedback})'] if F else []),
         *(f"{python_literal(p)}: (hidden_size,)" for p in spec.unit_params),
@@ -192,6 +203,9 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "input_row": str(bool(forward.input_row)),
         "inputs": _tuple_literal(spec.inputs),
         "has_step_inputs": bool(spec.inputs),
+        "heads_default": str(spec.heads),
+        "block_diagonal": spec.heads is not None,
+        "heads_doc": "; heads: of the block-diagonal R, default HEADS" if spec.heads is not None else "",
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),
