@@ -10,6 +10,8 @@ repeating the call for about 20 ms):
   * the generated module;
   * the PyTorch loop a user would write for it (input projection of all steps at once, then the time loop),
     eager and TorchScript, both with autograd; the faster of the two is the one compared;
+  * the GEMM floor: the cell's BLAS calls alone (input projection, per-step recurrent products, dx, dW, dR),
+    no elementwise work; the best PyTorch time over it bounds the speedup any kernel can reach;
   * the generated `lstm` at the same size: a cell without R should take at most half its time;
   * for the sLSTM's block-diagonal R (4 heads) at S3 and S4: its per-step recurrent products as the generated
     kernels do them (per head: a copy, a GEMM, the spread into gate order), against one dense GEMM.
@@ -194,6 +196,48 @@ def generated_runner(name: str, size, dtype):
     return run
 
 
+def _floor_kernels():
+    import numba
+
+    @numba.njit
+    def dense_calls(x2, W, R, h, gates, rec, grad_h, d_gates):
+        steps, batch, hidden = h.shape
+        np.dot(x2, W, gates)
+        for t in range(steps):
+            np.dot(h[t], R, rec)
+        d_seq = d_gates.reshape(steps, batch, d_gates.shape[1])
+        for t in range(steps - 1, -1, -1):
+            np.dot(R, d_seq[t][:, : R.shape[1]].T, grad_h)
+        return np.dot(d_gates, W.T), np.dot(x2.T, d_gates), np.dot(h.reshape(steps * batch, hidden).T, d_gates)
+
+    @numba.njit
+    def input_calls(x2, W, gates):
+        np.dot(x2, W, gates)
+        return np.dot(gates, W.T), np.dot(x2.T, gates)
+
+    return dense_calls, input_calls
+
+
+def floor_runner(name: str, size, dtype):
+    """The BLAS calls of the generated cell alone, on preallocated buffers, no elementwise work: the input
+    projection, the per-step recurrent GEMMs forward and backward (dense ones of the same size for the sLSTM's
+    heads, an upper bound), dx, dW and dR. No implementation built on these products can be faster; the best
+    PyTorch loop divided by this time bounds the speedup any kernel can reach."""
+    module, params, x, a, _ = _problem(name, size, dtype)
+    dense_calls, input_calls = _floor_kernels()
+    T, B, I = x.shape
+    H, G, Gr = a.shape[2], len(module.GATES), len(module.RECURRENT_GATES)
+    rng = np.random.default_rng(0)
+    x2, W = x.reshape(T * B, I), params["W"]
+    gates = np.empty((T * B, G * H), dtype)
+    if not Gr:
+        return lambda: input_calls(x2, W, gates)
+    R = rng.standard_normal((H, Gr * H)).astype(dtype)
+    h = rng.standard_normal((T, B, H)).astype(dtype)
+    rec, grad_h = np.empty((B, Gr * H), dtype), np.empty((H, B), dtype)
+    return lambda: dense_calls(x2, W, R, h, gates, rec, grad_h, gates)
+
+
 def torch_runner(name: str, size, dtype, scripted: bool):
     module, params, x, a, masks = _problem(name, size, dtype)
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
@@ -245,6 +289,7 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                     "torch eager": torch_runner(name, size, dtype, scripted=False),
                     "torch TorchScript": torch_runner(name, size, dtype, scripted=True),
                     "lstmgen lstm": generated_runner("lstm", size, dtype) if name in NO_R else None,
+                    "GEMM floor": floor_runner(name, size, dtype),
                 }
                 runners = {k: v for k, v in runners.items() if v is not None}
                 runners, counts = batched(runners, 0.02)
@@ -261,6 +306,8 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                     "best_torch": best,
                     "speedup": times[best] / times["lstmgen"],
                 }
+                row["floor_ms"] = 1e3 * times["GEMM floor"]
+                row["max_speedup"] = times[best] / times["GEMM floor"]
                 if "lstmgen lstm" in times:
                     row["lstm_ms"] = 1e3 * times["lstmgen lstm"]
                     row["of_lstm"] = times["lstmgen"] / times["lstmgen lstm"]
@@ -268,7 +315,8 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                 extra = f", {row['of_lstm']:.2f} of lstm's time" if "of_lstm" in row else ""
                 print(
                     f"{name:13s} {label:6s} {row['dtype']:7s} lstmgen {row['ours_ms']:9.2f} ms  "
-                    f"{best} {1e3 * times[best]:9.2f} ms  speedup {row['speedup']:6.1f}x{extra}",
+                    f"{best} {1e3 * times[best]:9.2f} ms  speedup {row['speedup']:6.1f}x  "
+                    f"(GEMM floor {row['floor_ms']:.2f} ms: at most {row['max_speedup']:.1f}x){extra}",
                     flush=True,
                 )
     return rows
@@ -362,8 +410,9 @@ def head_products(sizes, dtypes, heads: int, repeats: int, min_seconds: float) -
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| cell | size | dtype | lstmgen ms | best torch ms (which) | speedup | of `lstm`'s time |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| cell | size | dtype | lstmgen ms | best torch ms (which) | speedup | GEMM floor ms (bound) "
+        "| of `lstm`'s time |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         torch_ms = r["eager_ms"] if r["best_torch"] == "torch eager" else r["script_ms"]
@@ -371,7 +420,7 @@ def markdown_table(rows: list[dict]) -> str:
         of_lstm = f"{r['of_lstm']:.2f}" if "of_lstm" in r else "–"
         lines.append(
             f"| `{r['cell']}` | {r['size']} | {r['dtype']} | {r['ours_ms']:.2f} | {torch_ms:.2f} ({which}) "
-            f"| {r['speedup']:.1f}× | {of_lstm} |"
+            f"| {r['speedup']:.1f}× | {r['floor_ms']:.2f} ({r['max_speedup']:.1f}×) | {of_lstm} |"
         )
     return "\n".join(lines)
 

@@ -60,7 +60,7 @@ HEADS = None
 STATE = ("h",)
 PARAMS = ("W", "b", "lam")
 # Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
-TAPE_EXTRA = ((0, 1), (0, 1), (0, 1))
+TAPE_EXTRA = ((0, 1), (0, 1))
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
 # block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
@@ -236,13 +236,17 @@ def _sqrt(x, real):
 
 
 @_jit
-def _forward_kernel(x, lengths, W, b, lam__vec, h__seq, gate_seq, softplus_lam__seq, decay__seq, sqrt_h__seq):
+def _forward_kernel(x, lengths, W, b, lam__vec, h__seq, gate_seq, decay__seq, sqrt_h__seq):
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
     real = x.dtype.type
+    softplus_lam__vec = np.empty(hidden, dtype=x.dtype)
     a_a__scratch = np.empty(hidden, dtype=x.dtype)
     a_i__scratch = np.empty(hidden, dtype=x.dtype)
     log_decay__scratch = np.empty(hidden, dtype=x.dtype)
+    # softplus_lam = softplus(lam), the same at every step
+    for j in range(hidden):
+        softplus_lam__vec[j] = _softplus(lam__vec[j], real)
     # Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.
     gates_2d = gate_seq.reshape(steps * batch, 2 * hidden)
     np.dot(x.reshape(steps * batch, n_in), W, gates_2d)
@@ -258,7 +262,6 @@ def _forward_kernel(x, lengths, W, b, lam__vec, h__seq, gate_seq, softplus_lam__
             a__row = gate_seq[t, nb, 0:hidden]
             xW_i__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             i__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
-            softplus_lam__saved_row = softplus_lam__seq[t, nb]
             decay__saved_row = decay__seq[t, nb]
             sqrt_h__saved_row = sqrt_h__seq[t, nb]
             h_prev__row = h__seq[t, nb]
@@ -276,12 +279,9 @@ def _forward_kernel(x, lengths, W, b, lam__vec, h__seq, gate_seq, softplus_lam__
             # i = sigmoid(a_i)
             for j in range(hidden):
                 i__row[j] = _sigmoid(a_i__scratch[j], real)
-            # softplus_lam = softplus(lam)
-            for j in range(hidden):
-                softplus_lam__saved_row[j] = _softplus(lam__vec[j], real)
             # log_decay = -8*a*softplus_lam
             for j in range(hidden):
-                log_decay__scratch[j] = -real(8)*a__row[j]*softplus_lam__saved_row[j]
+                log_decay__scratch[j] = -real(8)*a__row[j]*softplus_lam__vec[j]
             # decay = exp(log_decay)
             for j in range(hidden):
                 decay__saved_row[j] = _exp(log_decay__scratch[j], real)
@@ -299,12 +299,12 @@ def _forward_kernel(x, lengths, W, b, lam__vec, h__seq, gate_seq, softplus_lam__
 
 @_jit
 def _backward_kernel(
-    dy, x, lengths, W, lam__vec, h__seq, gate_seq, softplus_lam__seq, decay__seq, sqrt_h__seq, h__grad_buf, d_gate_seq,
-    d_x__seq, lam__grad
+    dy, x, lengths, W, lam__vec, h__seq, gate_seq, decay__seq, sqrt_h__seq, h__grad_buf, d_gate_seq, d_x__seq, lam__grad
 ):
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
     real = x.dtype.type
+    softplus_lam__vec = np.empty(hidden, dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     tmp0__scratch = np.empty(hidden, dtype=x.dtype)
     d_log_decay__scratch = np.empty(hidden, dtype=x.dtype)
@@ -312,6 +312,9 @@ def _backward_kernel(
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     d_lam__scratch = np.empty(hidden, dtype=x.dtype)
+    # softplus_lam = softplus(lam), the same at every step
+    for j in range(hidden):
+        softplus_lam__vec[j] = _softplus(lam__vec[j], real)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_log_decay = decay*dnext_h*(h_prev - decay*i*x/sqrt_h)
@@ -334,7 +337,6 @@ def _backward_kernel(
             x__row = x[t, nb]
             d_xW_i__row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
             a__row = gate_seq[t, nb, 0:hidden]
-            softplus_lam__saved_row = softplus_lam__seq[t, nb]
             d_xW_a__row = d_gate_seq[t, nb, 0:hidden]
             d_x__row = d_x__seq[t, nb]
             # dnext_h = dy_t + (error carried from step t+1)
@@ -359,13 +361,13 @@ def _backward_kernel(
                 tmp2__scratch[j] = real(8)*a__row[j]*d_log_decay__scratch[j]
             # d_a_a = -8*a*d_log_decay*softplus_lam*(1 - a)
             for j in range(hidden):
-                d_xW_a__row[j] = -(real(1) - a__row[j])*softplus_lam__saved_row[j]*tmp2__scratch[j]
+                d_xW_a__row[j] = -(real(1) - a__row[j])*softplus_lam__vec[j]*tmp2__scratch[j]
             # d_h_prev = decay*dnext_h
             for j in range(hidden):
                 d_h_prev__scratch[j] = tmp0__scratch[j]
             # d_lam = 8*a*d_log_decay*expm1(-softplus_lam)
             for j in range(hidden):
-                d_lam__scratch[j] = _expm1(-softplus_lam__saved_row[j], real)*tmp2__scratch[j]
+                d_lam__scratch[j] = _expm1(-softplus_lam__vec[j], real)*tmp2__scratch[j]
             # d_x = dnext_h*i*sqrt_h
             for j in range(hidden):
                 d_x__row[j] = tmp1__scratch[j]
@@ -426,18 +428,14 @@ def forward(x, params, state=None, *, inputs=None, lengths=None, reverse=False):
     h__seq = np.empty((steps + 1, batch, hidden), dtype=x.dtype)
     h__seq[0] = initial[0]
     gate_seq = np.empty((steps, batch, 2 * hidden), dtype=x.dtype)
-    softplus_lam__seq = alloc((steps, batch, hidden), dtype=x.dtype)
     decay__seq = alloc((steps, batch, hidden), dtype=x.dtype)
     sqrt_h__seq = alloc((steps, batch, hidden), dtype=x.dtype)
     _run(
-        _forward_kernel, x, lengths, params["W"], params["b"], params["lam"], h__seq, gate_seq, softplus_lam__seq,
-        decay__seq, sqrt_h__seq
+        _forward_kernel, x, lengths, params["W"], params["b"], params["lam"], h__seq, gate_seq, decay__seq, sqrt_h__seq
     )
     y = _outputs(h__seq, lengths, order, padded)
     final_state = (h__seq[steps].copy(),)
-    tape = Tape(
-        x, step_inputs, params, (h__seq,), gate_seq, (softplus_lam__seq, decay__seq, sqrt_h__seq), lengths, order
-    )
+    tape = Tape(x, step_inputs, params, (h__seq,), gate_seq, (decay__seq, sqrt_h__seq), lengths, order)
     return y, final_state, tape
 
 
@@ -457,15 +455,15 @@ def backward(dy, tape, dstate=None):
     steps, batch, _ = x.shape
     hidden = _hidden(params)
     h__seq, = tape.states
-    softplus_lam__seq, decay__seq, sqrt_h__seq = tape.extra
+    decay__seq, sqrt_h__seq = tape.extra
     gate_seq = tape.gate_seq
     h__grad_buf = final[0].copy()
     d_gate_seq = alloc((steps, batch, 2 * hidden), dtype=x.dtype)
     d_x__seq = alloc((steps, batch, hidden), dtype=x.dtype)
     lam__grad = np.zeros(hidden, dtype=x.dtype)
     dx, dW, db = _run(
-        _backward_kernel, dy, x, lengths, params["W"], params["lam"], h__seq, gate_seq, softplus_lam__seq, decay__seq,
-        sqrt_h__seq, h__grad_buf, d_gate_seq, d_x__seq, lam__grad
+        _backward_kernel, dy, x, lengths, params["W"], params["lam"], h__seq, gate_seq, decay__seq, sqrt_h__seq,
+        h__grad_buf, d_gate_seq, d_x__seq, lam__grad
     )
     grads = {"W": dW, "b": db, "lam": lam__grad}
     return _input_order(dx, tape.order), grads, (h__grad_buf,)

@@ -253,7 +253,7 @@ class Kernel:
 
     name: str
     args: tuple[Buffer, ...]
-    before: tuple[Statement, ...]
+    before: tuple[Statement | UnitLoop, ...]
     loop: TimeLoop
     #: The expression of the hidden size in the kernel's arguments.
     hidden: str

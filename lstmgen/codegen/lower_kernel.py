@@ -85,6 +85,7 @@ class CellStorage:
         self.unit_param = {sym: name for name, sym in forward.unit_params}
         self.input_row = {sym for _, sym in forward.input_row}
         self.step_input = {sym: name for name, sym in forward.step_inputs}
+        self.invariant = {a.lhs for a in kernel.invariants}
         self.saved = tuple(kernel.saved)
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
@@ -126,8 +127,13 @@ class CellStorage:
     def unit_gradient(self, sym: sympy.Symbol) -> Buffer:
         return Buffer(kernel_name(sym, "grad"), ("hidden",), f"gradient of {self.unit_param[sym]}", "zeros")
 
+    def invariant_row(self, sym: sympy.Symbol) -> Buffer:
+        return Buffer(kernel_name(sym, "vec"), ("hidden",), f"{sym}, the same at every step")
+
     def read(self, sym: sympy.Symbol, backward: bool) -> Row:
         """The row that holds input or saved value ``sym`` for the current step and batch row."""
+        if sym in self.invariant:
+            return self.invariant_row(sym)
         if sym in self.saved and (backward or sym not in self.forward.inputs()):
             return self.seq_view(sym, sym, "t", "saved_row")
         if sym in self.gate_column:
@@ -216,6 +222,16 @@ class _RowLoopBuilder:
 
 def _comment(lhs: sympy.Symbol, rhs: sympy.Expr, original: dict[sympy.Symbol, sympy.Expr]) -> str:
     return str_assignment(lhs, original.get(lhs, rhs))
+
+
+def _invariant_loops(storage: CellStorage) -> tuple[list[Buffer], list[UnitLoop]]:
+    """The values of the unit parameters alone, computed once before a kernel's time loop into (H,) rows."""
+    rows = _RowLoopBuilder(storage, backward=False)
+    for a in storage.kernel.invariants:
+        target = storage.invariant_row(a.lhs)
+        rows.compute(f"{str_assignment(a.lhs, a.rhs)}, the same at every step", target, a.rhs)
+        rows.home[a.lhs] = target
+    return [storage.invariant_row(a.lhs) for a in storage.kernel.invariants], rows.body
 
 
 def _forward_phases(storage: CellStorage) -> list[Phase]:
@@ -451,6 +467,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     rec_buf = Buffer("rec_buf", ("batch", width(len(storage.early_gates))), "h_{t-1} R of the step")
     fbq_buf = Buffer("fbq_buf", ("batch", width(F)), "the fed-back gates times Q")
     allocated, setup = _matrix_blocks(storage, transposed=False)
+    invariant_rows, invariant_loops = _invariant_loops(storage)
+    allocated += invariant_rows
     allocated += [
         Buffer(kernel_name(storage.hR[gate], "buf"), ROW, f"hR_{gate} of the step") for _, gate, _ in storage.late
     ]
@@ -498,7 +516,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     forward_kernel = Kernel(
         "_forward_kernel",
         (x, lengths, *step_inputs, *matrices, *vectors, *state_seqs, gate_seq, *tape_extra),
-        (InputProjection("gate_seq", G), *setup),
+        (*invariant_loops, InputProjection("gate_seq", G), *setup),
         TimeLoop(False, tuple(step)),
         allocated=tuple(allocated),
         hidden=f"{output_seq.name}.shape[2]",
@@ -548,6 +566,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     dy = Buffer("dy", SEQ, "the gradient on every output", "input")
 
     allocated, setup = _matrix_blocks(storage, transposed=True)
+    allocated += invariant_rows
     allocated += [
         Buffer(kernel_name(seed_symbol(str(src)), "buf"), ROW, f"gradient on src_{gate}")
         for _, gate, src in storage.late
@@ -695,7 +714,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             *adjoint_seqs,
             *(g for _, g in unit_grads),
         ),
-        tuple(setup),
+        (*invariant_loops, *setup),
         TimeLoop(True, tuple(step)),
         hidden=f"{output_seq.name}.shape[2]",
         heads=heads and bool(n_early),

@@ -37,6 +37,8 @@ class KernelExpressions:
             (B, H) buffer for the step.
         separate_recurrent_adjoint: true when some δhR_k differs from δxW_k (e.g. a reset gate applied after
             the recurrent product), so the kernel keeps a buffer of recurrent adjoints.
+        invariants: forward values of the unit parameters alone (the RG-LRU's softplus(lam)), the same at every
+            step: each kernel computes them once, before its time loop, into a (H,) row; no phase holds them.
     """
 
     backward: BackwardEquations
@@ -47,6 +49,7 @@ class KernelExpressions:
     saved: tuple[sympy.Symbol, ...]
     carried: tuple[sympy.Symbol, ...]
     separate_recurrent_adjoint: bool
+    invariants: AssignmentList = AssignmentList.of(())
 
     @property
     def forward(self) -> ForwardEquations:
@@ -103,10 +106,17 @@ def _closure(symbols: set[sympy.Symbol], pending: list[Assignment]) -> set[sympy
 def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
     """Split both loop bodies into phases and run CSE on each."""
     forward = backward.forward
-    equations = tuple(forward.equations)
+    # Values of the unit parameters alone do not change from step to step: computed once, outside the loop.
+    constant = {s for _, s in forward.unit_params}
+    invariants = []
+    for a in forward.equations:
+        if a.role in ("intermediate", "hoisted") and a.rhs.free_symbols and a.rhs.free_symbols <= constant:
+            invariants.append(a)
+            constant.add(a.lhs)
+    equations = tuple(a for a in forward.equations if a not in invariants)
 
     # Forward phase: inputs are there at the start (0), a mid-step projection once its source's phase ended.
-    phase: dict[sympy.Symbol, int] = {s: 0 for s in forward.inputs()}
+    phase: dict[sympy.Symbol, int] = {s: 0 for s in (*forward.inputs(), *(a.lhs for a in invariants))}
     late = forward.late_projections
     for a in equations:
         phase[a.lhs] = max((phase[s] for s in a.rhs.free_symbols), default=0)
@@ -116,7 +126,7 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
     n_phases = 1 + max(phase.values(), default=0)
 
     # Backward phase: an adjoint is computed in its value's phase; an input's once every reader is done.
-    value_of = {adjoint_symbol(a.lhs): a.lhs for a in equations}
+    value_of = {adjoint_symbol(a.lhs): a.lhs for a in (*equations, *invariants)}
     first_reader = {
         s: min((phase[a.lhs] for a in equations if s in a.rhs.free_symbols), default=0) for s in forward.inputs()
     }
@@ -131,9 +141,9 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
         s
         for group in (forward.new, forward.prev, forward.unit_params, forward.input_row, forward.step_inputs)
         for _, s in group
-    }
+    } | {a.lhs for a in invariants}
     # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
-    inputs = set(forward.inputs())
+    inputs = set(forward.inputs()) | {a.lhs for a in invariants}
     crossing = {s for a in equations for s in a.rhs.free_symbols - inputs if phase[s] < phase[a.lhs]}
     wanted = set(backward.saved_values()) | crossing | {src for _, src in forward.sources}
     candidates = (*forward.inputs(), *(a.lhs for a in equations))
@@ -161,11 +171,12 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
 
     return KernelExpressions(
         backward=backward,
-        forward_phases=split(forward.equations, phase),
+        forward_phases=split(AssignmentList.of(equations), phase),
         backward_phases=split(backward.adjoints, backward_phase),
         forward_phase=phase,
         backward_phase=backward_phase,
         saved=saved,
         carried=carried,
         separate_recurrent_adjoint=separate,
+        invariants=AssignmentList.of(invariants),
     )
