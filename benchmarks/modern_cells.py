@@ -207,7 +207,7 @@ def _floor_kernels():
             np.dot(h[t], R, rec)
         d_seq = d_gates.reshape(steps, batch, d_gates.shape[1])
         for t in range(steps - 1, -1, -1):
-            np.dot(R, d_seq[t][:, : R.shape[1]].T, grad_h)
+            np.dot(R, d_seq[t].T, grad_h)  # every built-in with R has a block of it for each gate
         return np.dot(d_gates, W.T), np.dot(x2.T, d_gates), np.dot(h.reshape(steps * batch, hidden).T, d_gates)
 
     @numba.njit
@@ -331,26 +331,32 @@ def _head_kernels():
     @numba.njit
     def heads_forward(h, R, rec_buf, head_in, head_out):
         heads, head_size = R.shape[0], R.shape[1]
-        hidden = h.shape[2]
+        batch, hidden = h.shape[1], h.shape[2]
         for t in range(h.shape[0]):
+            head_source = h[t]
             for k in range(heads):
                 lo = k * head_size
-                head_in[k] = h[t][:, lo : lo + head_size]
+                for nb in range(batch):
+                    for i in range(head_size):
+                        head_in[k, nb, i] = head_source[nb, lo + i]
                 np.dot(head_in[k], R[k], head_out[k])
-                for g in range(4):
-                    gate_lo, head_lo = g * hidden + lo, g * head_size
-                    rec_buf[:, gate_lo : gate_lo + head_size] = head_out[k, :, head_lo : head_lo + head_size]
+                for nb in range(batch):
+                    for g in range(4):
+                        for i in range(head_size):
+                            rec_buf[nb, g * hidden + lo + i] = head_out[k, nb, g * head_size + i]
 
     @numba.njit
     def heads_backward(d_rec, R, gemm_h_buf, head_grad):
         heads, head_size = R.shape[0], R.shape[1]
-        hidden = gemm_h_buf.shape[0]
+        batch, hidden = d_rec.shape[1], gemm_h_buf.shape[0]
         for t in range(d_rec.shape[0]):
+            head_source = d_rec[t]
             for k in range(heads):
                 lo = k * head_size
-                for g in range(4):
-                    gate_lo, head_lo = g * hidden + lo, g * head_size
-                    head_grad[k, :, head_lo : head_lo + head_size] = d_rec[t][:, gate_lo : gate_lo + head_size]
+                for nb in range(batch):
+                    for g in range(4):
+                        for i in range(head_size):
+                            head_grad[k, nb, g * head_size + i] = head_source[nb, g * hidden + lo + i]
                 np.dot(R[k], head_grad[k].T, gemm_h_buf[lo : lo + head_size])
 
     @numba.njit

@@ -312,13 +312,17 @@ def _forward_kernel(
             gates_2d[row, col] += b[col]
     for t in range(steps):
         # Recurrent projection, block-diagonal: one GEMM (B, d) x (d, 4d) per head and step (d = H/heads).
+        head_source = h__seq[t]
         for k in range(heads):
             lo = k * head_size
-            head_in[k] = h__seq[t][:, lo:lo + head_size]
+            for nb in range(batch):
+                for i in range(head_size):
+                    head_in[k, nb, i] = head_source[nb, lo + i]
             np.dot(head_in[k], R[k], head_out[k])
-            for g in range(4):
-                gate_lo, head_lo = g * hidden + lo, g * head_size
-                rec_buf[:, gate_lo:gate_lo + head_size] = head_out[k, :, head_lo:head_lo + head_size]
+            for nb in range(batch):
+                for g in range(4):
+                    for i in range(head_size):
+                        rec_buf[nb, g * hidden + lo + i] = head_out[k, nb, g * head_size + i]
         # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
             if t >= lengths[nb]:

@@ -371,3 +371,36 @@ def test_heads_are_checked_by_name(generated_module):
         module.forward(x, {**params, "R": np.zeros((8, 32))})
     with pytest.raises(ValueError, match=r"params\['W'\]: expected shape \(2, 16\), got \(2, 32\)"):
         module.forward(x, {**params, "R": np.zeros((1, 4, 16))})  # H = 4 from R, 8 from the others
+
+
+def test_measured_flow_of_mingru_is_scaled_by_one_minus_z(generated_module):
+    """No R: one step back multiplies ∂L/∂h by 1 - z of that step exactly, as the derived Jacobian says."""
+    from lstmgen.analysis.error_flow import state_gradients
+
+    steps, hidden = 30, 5
+    grads, tape = state_gradients(generated_module("mingru"), steps, batch=3, hidden=hidden)
+    z = tape.gate_seq[:, :, :hidden]  # GATES = (z, n)
+    for q in range(1, steps):
+        k = steps - q
+        np.testing.assert_allclose(grads[q + 1][0], (1 - z[k - 1]) * grads[q][0], rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_cec_derives_and_measures_every_modern_cell(name, capsys):
+    from lstmgen.cli import main
+
+    assert main(["cec", name, "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    carried = "c" if "c" in VARIANTS[name].state else "h"
+    assert f"∂{carried}[t]/∂{carried}[t-1] = " in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 2]
+    assert len(rows) == 5 and all(np.isfinite(float(value)) for _, value in rows)
+
+
+def test_torch_module_builds_the_heads_it_is_given():
+    rnn = TorchRecurrent("slstm", 3, 8, num_layers=2, heads=2, dtype=torch.float64, seed=0)
+    assert rnn.R_l0.shape == (2, 4, 16) and rnn.R_l1.shape == (2, 4, 16)
+    out, final = rnn(torch.randn(5, 2, 3, dtype=torch.float64))
+    assert out.shape == (5, 2, 8) and [tuple(s.shape) for s in final] == [(2, 2, 8)] * 4  # h, c, n, m
+    out.sum().backward()
+    assert rnn.R_l0.grad.shape == (2, 4, 16) and torch.isfinite(rnn.R_l0.grad).all()

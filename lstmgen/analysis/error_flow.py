@@ -169,7 +169,9 @@ def state_gradients(
 ) -> tuple[list[tuple[np.ndarray, ...]], object]:
     """∂L/∂s_{T−q} for q = 0..T, for every state s, with the error injected at the last step only.
 
-    The module runs on seeded random weights (its ``init_params``) and standard normal inputs, in float64.
+    The module runs on seeded random weights (its ``init_params``) and standard normal inputs, in float64
+    (``input_size`` is the hidden size for a cell that reads x_t itself); per-step inputs (zoneout's masks) are
+    held at 0.5.
     Each ∂L/∂s_{T−q} is the gradient on the initial state of the last q steps, restarted from the recorded
     state s_{T−q}: the module's own forward and backward, nothing else. Returns the list indexed by q (each a
     tuple in STATE order of (B, H) arrays) and the tape of the full forward pass. ``progress(q, steps)`` is
@@ -187,15 +189,18 @@ def state_gradients(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
+    if getattr(module, "INPUT_ROW", False):
+        input_size = hidden
     params = module.init_params(input_size, hidden, dtype=np.float64, seed=seed)
     x = rng.standard_normal((steps, batch, input_size))
-    _, _, tape = module.forward(x, params)
+    inputs = {name: np.full((steps, batch, hidden), 0.5) for name in getattr(module, "INPUTS", ())}
+    _, _, tape = module.forward(x, params, inputs=inputs)
     dy_last = rng.standard_normal((batch, hidden))
     grads = [tuple(dy_last if k == 0 else np.zeros_like(dy_last) for k in range(len(module.STATE)))]
     for q in range(1, steps + 1):
         start = steps - q
         state = tuple(seq[start].copy() for seq in tape.states)
-        _, _, sub_tape = module.forward(x[start:], params, state)
+        _, _, sub_tape = module.forward(x[start:], params, state, inputs={k: v[start:] for k, v in inputs.items()})
         dy = np.zeros((q, batch, hidden))
         dy[-1] = dy_last
         grads.append(module.backward(dy, sub_tape)[2])
@@ -209,5 +214,5 @@ def measure_error_flow(module: ModuleType, steps: int, **options: Any) -> np.nda
 
     ``options``: those of :func:`state_gradients` (sizes, seed, progress)."""
     grads, _ = state_gradients(module, steps, **options)
-    k = len(module.STATE) - 1
+    k = module.STATE.index("c") if "c" in module.STATE else 0
     return np.array([np.linalg.norm(g[k]) for g in grads])

@@ -49,7 +49,7 @@ class KernelExpressions:
     saved: tuple[sympy.Symbol, ...]
     carried: tuple[sympy.Symbol, ...]
     separate_recurrent_adjoint: bool
-    invariants: AssignmentList = AssignmentList.of(())
+    invariants: AssignmentList
 
     @property
     def forward(self) -> ForwardEquations:
