@@ -218,7 +218,6 @@ def _backward_kernel(
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_b_rn__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_n = dnext_h*(1 - z)*(1 - n**2)
@@ -273,18 +272,15 @@ def _backward_kernel(
             # d_h_prev = dnext_h*z
             for j in range(hidden):
                 d_h_prev__scratch[j] = tmp1__scratch[j]
-            # d_b_rn = d_a_n*r
+            # gradient of b_rn += d_a_n*r
             for j in range(hidden):
-                d_b_rn__scratch[j] = tmp2__scratch[j]
+                b_rn__grad[j] += tmp2__scratch[j]
             # d_hR_r = d_a_r
             for j in range(hidden):
                 d_hR_r__row[j] = d_xW_r__row[j]
             # d_hR_z = d_a_z
             for j in range(hidden):
                 d_hR_z__row[j] = d_xW_z__row[j]
-            # gradient of b_rn += d_b_rn
-            for j in range(hidden):
-                b_rn__grad[j] += d_b_rn__scratch[j]
             # d_h_prev, carried to step t-1
             for j in range(hidden):
                 h__grad_row[j] = d_h_prev__scratch[j]

@@ -112,7 +112,6 @@ def _backward_kernel(dy, x, lengths, W, u__vec, h__seq, gate_seq, h__grad_buf, d
     real = x.dtype.type
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_u__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_n = dnext_h*positive(n)
@@ -136,12 +135,9 @@ def _backward_kernel(dy, x, lengths, W, u__vec, h__seq, gate_seq, h__grad_buf, d
             # d_h_prev = d_a_n*u
             for j in range(hidden):
                 d_h_prev__scratch[j] = d_xW_n__row[j]*u__vec[j]
-            # d_u = d_a_n*h_prev
+            # gradient of u += d_a_n*h_prev
             for j in range(hidden):
-                d_u__scratch[j] = d_xW_n__row[j]*h_prev__row[j]
-            # gradient of u += d_u
-            for j in range(hidden):
-                u__grad[j] += d_u__scratch[j]
+                u__grad[j] += d_xW_n__row[j]*h_prev__row[j]
             # d_h_prev, carried to step t-1
             for j in range(hidden):
                 h__grad_row[j] = d_h_prev__scratch[j]

@@ -112,7 +112,6 @@ def _backward_kernel(dy, x, lengths, W, u__vec, h__seq, gate_seq, h__grad_buf, d
     hidden = h__seq.shape[2]
     real = x.dtype.type
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
-    d_u__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_n = dnext_h*positive(n)
@@ -133,12 +132,9 @@ def _backward_kernel(dy, x, lengths, W, u__vec, h__seq, gate_seq, h__grad_buf, d
             # d_a_n = dnext_h*positive(n)
             for j in range(hidden):
                 d_xW_n__row[j] = _positive(n__row[j], real)*dnext_h__scratch[j]
-            # d_u = d_a_n*h_prev
+            # gradient of u += d_a_n*h_prev
             for j in range(hidden):
-                d_u__scratch[j] = d_xW_n__row[j]*h_prev__row[j]
-            # gradient of u += d_u
-            for j in range(hidden):
-                u__grad[j] += d_u__scratch[j]
+                u__grad[j] += d_xW_n__row[j]*h_prev__row[j]
             # d_h_prev = 0
             for j in range(hidden):
                 h__grad_row[j] = real(0)

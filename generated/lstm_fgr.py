@@ -257,9 +257,6 @@ def _backward_kernel(
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     d_c__scratch = np.empty(hidden, dtype=x.dtype)
     d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_i__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_f__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_o__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_o = o*(1 - o)*(dnext_o + dnext_h*tanh_c)
@@ -327,15 +324,15 @@ def _backward_kernel(
                 d_c_prev__scratch[j] = (
                     d_c__scratch[j]*f__row[j] + d_xW_f__row[j]*p_f__vec[j] + d_xW_i__row[j]*p_i__vec[j]
                 )
-            # d_p_i = c_prev*d_a_i
+            # gradient of p_i += c_prev*d_a_i
             for j in range(hidden):
-                d_p_i__scratch[j] = c_prev__row[j]*d_xW_i__row[j]
-            # d_p_f = c_prev*d_a_f
+                p_i__grad[j] += c_prev__row[j]*d_xW_i__row[j]
+            # gradient of p_f += c_prev*d_a_f
             for j in range(hidden):
-                d_p_f__scratch[j] = c_prev__row[j]*d_xW_f__row[j]
-            # d_p_o = c*d_a_o
+                p_f__grad[j] += c_prev__row[j]*d_xW_f__row[j]
+            # gradient of p_o += c*d_a_o
             for j in range(hidden):
-                d_p_o__scratch[j] = c__row[j]*d_xW_o__row[j]
+                p_o__grad[j] += c__row[j]*d_xW_o__row[j]
             # d_gQ_i = d_a_i
             for j in range(hidden):
                 d_gQ_i__row[j] = d_xW_i__row[j]
@@ -345,15 +342,6 @@ def _backward_kernel(
             # d_gQ_o = d_a_o
             for j in range(hidden):
                 d_gQ_o__row[j] = d_xW_o__row[j]
-            # gradient of p_i += d_p_i
-            for j in range(hidden):
-                p_i__grad[j] += d_p_i__scratch[j]
-            # gradient of p_f += d_p_f
-            for j in range(hidden):
-                p_f__grad[j] += d_p_f__scratch[j]
-            # gradient of p_o += d_p_o
-            for j in range(hidden):
-                p_o__grad[j] += d_p_o__scratch[j]
             # d_c_prev, carried to step t-1
             for j in range(hidden):
                 c__grad_row[j] = d_c_prev__scratch[j]

@@ -259,9 +259,6 @@ def _backward_kernel(
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_i__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_f__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_o__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_o = dnext_h*o*tanh_c*(1 - o)
@@ -331,15 +328,15 @@ def _backward_kernel(
             # d_c_prev = d_a_f*p_f + d_a_i*p_i + d_c*f
             for j in range(hidden):
                 d_c_prev__scratch[j] = d_xW_f__row[j]*p_f__vec[j] + d_xW_i__row[j]*p_i__vec[j] + tmp2__scratch[j]
-            # d_p_i = c_prev*d_a_i
+            # gradient of p_i += c_prev*d_a_i
             for j in range(hidden):
-                d_p_i__scratch[j] = c_prev__row[j]*d_xW_i__row[j]
-            # d_p_f = c_prev*d_a_f
+                p_i__grad[j] += c_prev__row[j]*d_xW_i__row[j]
+            # gradient of p_f += c_prev*d_a_f
             for j in range(hidden):
-                d_p_f__scratch[j] = c_prev__row[j]*d_xW_f__row[j]
-            # d_p_o = c*d_a_o
+                p_f__grad[j] += c_prev__row[j]*d_xW_f__row[j]
+            # gradient of p_o += c*d_a_o
             for j in range(hidden):
-                d_p_o__scratch[j] = c__row[j]*d_xW_o__row[j]
+                p_o__grad[j] += c__row[j]*d_xW_o__row[j]
             # d_gQ_i = d_a_i
             for j in range(hidden):
                 d_gQ_i__row[j] = d_xW_i__row[j]
@@ -349,15 +346,6 @@ def _backward_kernel(
             # d_gQ_o = d_a_o
             for j in range(hidden):
                 d_gQ_o__row[j] = d_xW_o__row[j]
-            # gradient of p_i += d_p_i
-            for j in range(hidden):
-                p_i__grad[j] += d_p_i__scratch[j]
-            # gradient of p_f += d_p_f
-            for j in range(hidden):
-                p_f__grad[j] += d_p_f__scratch[j]
-            # gradient of p_o += d_p_o
-            for j in range(hidden):
-                p_o__grad[j] += d_p_o__scratch[j]
             # d_h_prev = 0
             for j in range(hidden):
                 h__grad_row[j] = real(0)

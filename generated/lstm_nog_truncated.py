@@ -223,8 +223,6 @@ def _backward_kernel(
     tmp0__scratch = np.empty(hidden, dtype=x.dtype)
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_i__scratch = np.empty(hidden, dtype=x.dtype)
-    d_p_f__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_c = dnext_c + dnext_h*(1 - h**2)
@@ -276,18 +274,12 @@ def _backward_kernel(
             # d_c_prev = d_a_f*p_f + d_a_i*p_i + d_c*f
             for j in range(hidden):
                 d_c_prev__scratch[j] = d_xW_f__row[j]*p_f__vec[j] + d_xW_i__row[j]*p_i__vec[j] + tmp1__scratch[j]
-            # d_p_i = c_prev*d_a_i
+            # gradient of p_i += c_prev*d_a_i
             for j in range(hidden):
-                d_p_i__scratch[j] = c_prev__row[j]*d_xW_i__row[j]
-            # d_p_f = c_prev*d_a_f
+                p_i__grad[j] += c_prev__row[j]*d_xW_i__row[j]
+            # gradient of p_f += c_prev*d_a_f
             for j in range(hidden):
-                d_p_f__scratch[j] = c_prev__row[j]*d_xW_f__row[j]
-            # gradient of p_i += d_p_i
-            for j in range(hidden):
-                p_i__grad[j] += d_p_i__scratch[j]
-            # gradient of p_f += d_p_f
-            for j in range(hidden):
-                p_f__grad[j] += d_p_f__scratch[j]
+                p_f__grad[j] += c_prev__row[j]*d_xW_f__row[j]
             # d_h_prev = 0
             for j in range(hidden):
                 h__grad_row[j] = real(0)

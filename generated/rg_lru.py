@@ -311,7 +311,6 @@ def _backward_kernel(
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_lam__scratch = np.empty(hidden, dtype=x.dtype)
     # softplus_lam = softplus(lam), the same at every step
     for j in range(hidden):
         softplus_lam__vec[j] = _softplus(lam__vec[j], real)
@@ -365,15 +364,12 @@ def _backward_kernel(
             # d_h_prev = decay*dnext_h
             for j in range(hidden):
                 d_h_prev__scratch[j] = tmp0__scratch[j]
-            # d_lam = 8*a*d_log_decay*expm1(-softplus_lam)
+            # gradient of lam += 8*a*d_log_decay*expm1(-softplus_lam)
             for j in range(hidden):
-                d_lam__scratch[j] = _expm1(-softplus_lam__vec[j], real)*tmp2__scratch[j]
+                lam__grad[j] += _expm1(-softplus_lam__vec[j], real)*tmp2__scratch[j]
             # d_x = dnext_h*i*sqrt_h
             for j in range(hidden):
                 d_x__row[j] = tmp1__scratch[j]
-            # gradient of lam += d_lam
-            for j in range(hidden):
-                lam__grad[j] += d_lam__scratch[j]
             # d_h_prev, carried to step t-1
             for j in range(hidden):
                 h__grad_row[j] = d_h_prev__scratch[j]

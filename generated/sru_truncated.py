@@ -222,8 +222,6 @@ def _backward_kernel(
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_v_f__scratch = np.empty(hidden, dtype=x.dtype)
-    d_v_r__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_c = dnext_c + dnext_h*r
@@ -287,18 +285,12 @@ def _backward_kernel(
                 d_c_prev__scratch[j] = (
                     d_c__scratch[j]*f__row[j] + d_xW_f__row[j]*v_f__vec[j] + d_xW_r__row[j]*v_r__vec[j]
                 )
-            # d_v_f = c_prev*d_a_f
+            # gradient of v_f += c_prev*d_a_f
             for j in range(hidden):
-                d_v_f__scratch[j] = c_prev__row[j]*d_xW_f__row[j]
-            # d_v_r = c_prev*d_a_r
+                v_f__grad[j] += c_prev__row[j]*d_xW_f__row[j]
+            # gradient of v_r += c_prev*d_a_r
             for j in range(hidden):
-                d_v_r__scratch[j] = c_prev__row[j]*d_xW_r__row[j]
-            # gradient of v_f += d_v_f
-            for j in range(hidden):
-                v_f__grad[j] += d_v_f__scratch[j]
-            # gradient of v_r += d_v_r
-            for j in range(hidden):
-                v_r__grad[j] += d_v_r__scratch[j]
+                v_r__grad[j] += c_prev__row[j]*d_xW_r__row[j]
             # d_h_prev = 0
             for j in range(hidden):
                 h__grad_row[j] = real(0)

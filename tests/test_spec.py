@@ -28,6 +28,16 @@ def cell(**changes):
         ({"state": ("h", "c", "m")}, "equations: state 'm' is never updated"),
         ({"equations": (("c", "c_prev"), ("c", "c_prev"), ("h", "c"))}, "state 'c' is updated twice"),
         ({"unit_params": ("x",)}, "unit_params[0]: 'x' is reserved"),
+        ({"inputs": ("d_c",)}, "inputs[0]: 'd_c' uses a reserved prefix"),
+        ({"inputs": ("c",)}, "inputs[0]: 'c' is already defined by state[1]"),
+        ({"inputs": ("mask", "mask")}, "inputs[1]: 'mask' is already defined by inputs[0]"),
+        ({"heads": 0}, "heads: expected a positive integer (the default number of heads), got 0"),
+        ({"heads": True}, "heads: expected a positive integer"),
+        ({"heads": 2, "feedback": ("i",)}, "heads: not supported together with feedback"),
+        (
+            {"heads": 2, "gates": (Gate("i", "sigmoid", "xW_i"),), "equations": (("c", "c_prev"), ("h", "i"))},
+            "heads: a block-diagonal R needs a gate whose pre-activation reads hR_k",
+        ),
     ],
 )
 def test_bad_spec_fields(changes, message):

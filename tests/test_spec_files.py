@@ -164,6 +164,11 @@ h = "f*h_prev"
         (('h = "f*h_prev"', "h = \"__import__('os').getcwd()\""), "equations[0] (h): unknown function"),
         (('h = "f*h_prev"', 'h = "h_prev.__class__"'), "is not allowed in an equation"),
         (("[equations]", "[equations"), "not valid TOML"),
+        (('state = ["h"]', 'state = ["h"]\nheads = "4"'), "heads: expected an integer, got str"),
+        (('state = ["h"]', 'state = ["h"]\nheads = 0'), "heads: expected a positive integer"),
+        (('state = ["h"]', 'state = ["h"]\ninputs = "mask"'), "inputs: expected an array of strings"),
+        (('state = ["h"]', 'state = ["h"]\ninputs = ["d_h"]'), "inputs[0]: 'd_h' uses a reserved prefix"),
+        (('h = "f*h_prev"', 'h = "select(f, h_prev)"'), "equations[0] (h): select takes exactly 3 arguments"),
     ],
 )
 def test_bad_spec_file(tmp_path, capsys, change, message):
@@ -184,6 +189,14 @@ def test_good_spec_file_loads(tmp_path):
     path = tmp_path / "cell.toml"
     path.write_text(GOOD)
     assert load_spec_file(path).name == "cell"
+
+
+def test_a_spec_file_declares_inputs_and_heads(tmp_path):
+    path = tmp_path / "cell.toml"
+    text = GOOD.replace('state = ["h"]', 'state = ["h"]\ninputs = ["keep"]\nheads = 2')
+    path.write_text(text.replace('h = "f*h_prev"', 'h = "keep*h_prev + (1 - keep)*select(f - 0.5, f, hR_f)"'))
+    spec = load_spec_file(path)
+    assert spec.inputs == ("keep",) and spec.heads == 2 and spec.recurrent_gates == ("f",)
 
 
 def test_missing_spec_file(tmp_path):

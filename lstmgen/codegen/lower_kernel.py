@@ -302,7 +302,12 @@ def _backward_phases(storage: CellStorage) -> list[Phase]:
         rows = _RowLoopBuilder(storage, backward=True)
         outputs = _backward_outputs(storage, p)
         direct = _direct_homes(storage, outputs, assignments)
+        accumulated = _accumulated_in_place(storage, outputs, assignments)
         for a in assignments:
+            if a.lhs in accumulated:
+                target, label = accumulated[a.lhs]
+                rows.compute(f"{label} += {print_text(original.get(a.lhs, a.rhs))}", target, a.rhs, "+=")
+                continue
             if a.lhs in storage.carried:
                 target = storage.buf_view(a.lhs, "carry_row", "carry_buf")
             else:
@@ -312,6 +317,8 @@ def _backward_phases(storage: CellStorage) -> list[Phase]:
         for target, (op, expr, label) in outputs.items():
             if op == "=" and isinstance(expr, sympy.Symbol) and rows.home.get(expr) == target:
                 continue  # computed in place
+            if op == "+=" and expr in accumulated:
+                continue  # accumulated where it was computed
             text = print_text(expr)
             # A carry whose adjoint was computed under its own name is a plain copy: say where it goes.
             comment = f"{label}, carried to step t-1" if text == label else f"{label} {op} {text}"
@@ -341,6 +348,22 @@ def _direct_homes(
         ):
             direct[expr] = target
     return direct
+
+
+def _accumulated_in_place(
+    storage: CellStorage, outputs: dict[Row, tuple[str, sympy.Expr, str]], assignments: AssignmentList
+) -> dict[sympy.Symbol, tuple[Row, str]]:
+    """Adjoints of unit parameters read by nothing else: added straight into the parameter's gradient."""
+    read = {s for a in assignments for s in a.rhs.free_symbols}
+    return {
+        expr: (target, label)
+        for target, (op, expr, label) in outputs.items()
+        if op == "+="
+        and expr in assignments.targets
+        and expr not in read
+        and expr not in storage.carried
+        and sum(e == expr for _, e, _ in outputs.values()) == 1
+    }
 
 
 def _backward_outputs(storage: CellStorage, p: int) -> dict[Row, tuple[str, sympy.Expr, str]]:
