@@ -9,7 +9,8 @@ and x), interleaved in one process after warm-up, median of repeated runs (the t
 repeating the call for about 20 ms):
   * the generated module;
   * the PyTorch loop a user would write for it (input projection of all steps at once, then the time loop),
-    eager and TorchScript, both with autograd; the faster of the two is the one compared;
+    eager and TorchScript, both with autograd, and for `sru` the `sru` package's CPU path when it is
+    installed; the fastest is the one compared;
   * the GEMM floor: the cell's BLAS calls alone (input projection, per-step recurrent products, dx, dW, dR),
     no elementwise work; the best PyTorch time over it bounds the speedup any kernel can reach;
   * the generated `lstm` at the same size: a cell without R should take at most half its time;
@@ -279,6 +280,35 @@ def batched(runners: dict, sample_seconds: float) -> tuple[dict, dict]:
     return out, counts
 
 
+def sru_package_runner(size, dtype):
+    """The `sru` package's SRU (Lei et al.'s code), its CPU training path; None when it is not installed.
+
+    Its cell is lstmgen's `sru` without the biases of n and s (it has the highway projection of the same size
+    when I != H): the same products and elementwise work."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import sru
+    except Exception:
+        return None
+    T, B, I, H = size
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    torch.manual_seed(0)
+    net = sru.SRU(I, H, num_layers=1, rescale=False, layer_norm=False, highway_bias=0.0).to(tdtype)
+    x = torch.randn(T, B, I, dtype=tdtype, requires_grad=True)
+    a = torch.randn(T, B, H, dtype=tdtype)
+
+    def run():
+        net.zero_grad(set_to_none=True)
+        x.grad = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Running SRU on CPU with grad_enabled=True"
+            out, _ = net(x)
+        (out * a).sum().backward()
+
+    return run
+
+
 def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
     rows = []
     for dtype in dtypes:
@@ -290,11 +320,14 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                     "torch TorchScript": torch_runner(name, size, dtype, scripted=True),
                     "lstmgen lstm": generated_runner("lstm", size, dtype) if name in NO_R else None,
                     "GEMM floor": floor_runner(name, size, dtype),
+                    "sru package": sru_package_runner(size, dtype) if name == "sru" else None,
                 }
                 runners = {k: v for k, v in runners.items() if v is not None}
                 runners, counts = batched(runners, 0.02)
                 times = {k: v / counts[k] for k, v in time_interleaved(runners, repeats, min_seconds).items()}
-                best = min(("torch eager", "torch TorchScript"), key=times.__getitem__)
+                best = min(
+                    (k for k in ("torch eager", "torch TorchScript", "sru package") if k in times), key=times.get
+                )
                 row = {
                     "cell": name,
                     "size": label,
@@ -306,6 +339,8 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                     "best_torch": best,
                     "speedup": times[best] / times["lstmgen"],
                 }
+                if "sru package" in times:
+                    row["sru_package_ms"] = 1e3 * times["sru package"]
                 row["floor_ms"] = 1e3 * times["GEMM floor"]
                 row["max_speedup"] = times[best] / times["GEMM floor"]
                 if "lstmgen lstm" in times:
@@ -421,8 +456,9 @@ def markdown_table(rows: list[dict]) -> str:
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        torch_ms = r["eager_ms"] if r["best_torch"] == "torch eager" else r["script_ms"]
-        which = "eager" if r["best_torch"] == "torch eager" else "TorchScript"
+        torch_ms = {"torch eager": r["eager_ms"], "torch TorchScript": r["script_ms"]}.get(r["best_torch"])
+        torch_ms = r.get("sru_package_ms") if torch_ms is None else torch_ms
+        which = {"torch eager": "eager", "torch TorchScript": "TorchScript"}.get(r["best_torch"], "sru package")
         of_lstm = f"{r['of_lstm']:.2f}" if "of_lstm" in r else "–"
         lines.append(
             f"| `{r['cell']}` | {r['size']} | {r['dtype']} | {r['ours_ms']:.2f} | {torch_ms:.2f} ({which}) "
