@@ -65,9 +65,15 @@ def check_module_stem(stem: str, out_dir: str | os.PathLike[str]) -> None:
     """Refuse a module file name that would shadow a standard or installed module for Python run beside it
     (a cell named ``numpy``, generated into the working directory, would be imported instead of numpy).
 
-    The module found may be the very file being rewritten (``python -m lstmgen generate lstm --out .``)."""
+    The module found may be the very file being rewritten (``python -m lstmgen generate lstm --out .``). A
+    standard library name is refused anywhere; an installed package's name only where the file would be imported
+    as a top-level module: in the working directory or a directory on ``sys.path``. Elsewhere (``generated/``,
+    imported as ``generated.sru``) the built-in ``sru`` and the ``sru`` package live side by side.
+    """
     if stem in sys.stdlib_module_names or stem in sys.builtin_module_names:
         raise ValueError(f"name: {stem!r} is a module of Python's standard library; {stem}.py would shadow it")
+    if not _top_level(out_dir):
+        return
     try:
         found = importlib.util.find_spec(stem)
     except (ImportError, ValueError):  # pragma: no cover - a broken installed package: not ours to judge
@@ -77,6 +83,13 @@ def check_module_stem(stem: str, out_dir: str | os.PathLike[str]) -> None:
     if found is not None:
         where = found.origin or "an installed package"
         raise ValueError(f"name: {stem!r} is an installed module ({where}); {stem}.py would shadow it")
+
+
+def _top_level(out_dir: str | os.PathLike[str]) -> bool:
+    """Whether a module written to ``out_dir`` is importable by its bare name: the working directory (where
+    ``python -c`` and the REPL look first) or a directory on ``sys.path``."""
+    target = Path(out_dir).resolve()
+    return target == Path.cwd().resolve() or any(Path(p or ".").resolve() == target for p in sys.path)
 
 
 def make_output_directory(out: str | os.PathLike[str]) -> Path:

@@ -66,7 +66,8 @@ def test_two_cells_that_write_one_file_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["numpy", "math", "json"])
-def test_a_cell_named_like_an_importable_module_is_refused(tmp_path, capsys, name):
+def test_a_cell_named_like_an_importable_module_is_refused(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # --out is the working directory: `import numpy` there would find numpy.py
     spec = tmp_path / "f.toml"
     spec.write_text(
         f'name = "{name}"\nstate = ["h"]\n[[gates]]\nname = "g"\nactivation = "tanh"\n[equations]\nh = "g"\n'

@@ -132,14 +132,27 @@ def test_a_write_that_fails_midway_names_the_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no temporary left behind
 
 
-def test_write_module_refuses_a_name_that_shadows_a_module(tmp_path):
+def test_write_module_refuses_a_name_that_shadows_a_module(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from lstmgen.variants import RNN_TANH
 
+    monkeypatch.chdir(tmp_path)  # where `python -c "import numpy"` would import numpy.py
     with pytest.raises(ValueError, match="name: 'numpy' is an installed module"):
         write_module(replace(RNN_TANH, name="numpy"), tmp_path)
     assert list(tmp_path.iterdir()) == []
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    monkeypatch.syspath_prepend(str(sub))
+    with pytest.raises(ValueError, match="name: 'numpy' is an installed module"):
+        write_module(replace(RNN_TANH, name="numpy"), sub)
+    # Elsewhere the file is imported by a qualified name (generated.sru) and shadows nothing installed: a user
+    # of the `sru` package can still generate the built-in sru; the standard library's names stay refused.
+    elsewhere = tmp_path / "generated"
+    elsewhere.mkdir()
+    assert write_module(replace(RNN_TANH, name="numpy"), elsewhere).name == "numpy.py"
+    with pytest.raises(ValueError, match="name: 'json' is a module of Python's standard library"):
+        write_module(replace(RNN_TANH, name="json"), elsewhere)
 
 
 RUN_CELL = """
