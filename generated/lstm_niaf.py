@@ -158,7 +158,6 @@ def _forward_kernel(x, lengths, W, R, b, p_i__vec, p_f__vec, p_o__vec, h__seq, c
     rec_buf = np.empty((batch, 4 * hidden), dtype=x.dtype)
     a_i__scratch = np.empty(hidden, dtype=x.dtype)
     a_f__scratch = np.empty(hidden, dtype=x.dtype)
-    a_g__scratch = np.empty(hidden, dtype=x.dtype)
     a_o__scratch = np.empty(hidden, dtype=x.dtype)
     # Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.
     gates_2d = gate_seq.reshape(steps * batch, 4 * hidden)
@@ -201,12 +200,9 @@ def _forward_kernel(x, lengths, W, R, b, p_i__vec, p_f__vec, p_o__vec, h__seq, c
             # f = sigmoid(a_f)
             for j in range(hidden):
                 f__row[j] = _sigmoid(a_f__scratch[j], real)
-            # a_g = hR_g + xW_g
+            # a_g = hR_g + xW_g; g = a_g
             for j in range(hidden):
-                a_g__scratch[j] = hR_g__row[j] + xW_g__row[j]
-            # g = a_g
-            for j in range(hidden):
-                g__row[j] = a_g__scratch[j]
+                g__row[j] = hR_g__row[j] + xW_g__row[j]
             # c = c_prev*f + g*i
             for j in range(hidden):
                 c__row[j] = c_prev__row[j]*f__row[j] + g__row[j]*i__row[j]

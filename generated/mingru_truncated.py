@@ -133,7 +133,6 @@ def _forward_kernel(x, lengths, W, b, h__seq, gate_seq):
     hidden = h__seq.shape[2]
     real = x.dtype.type
     a_z__scratch = np.empty(hidden, dtype=x.dtype)
-    a_n__scratch = np.empty(hidden, dtype=x.dtype)
     # Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.
     gates_2d = gate_seq.reshape(steps * batch, 2 * hidden)
     np.dot(x.reshape(steps * batch, n_in), W, gates_2d)
@@ -147,9 +146,8 @@ def _forward_kernel(x, lengths, W, b, h__seq, gate_seq):
                 continue
             xW_z__row = gate_seq[t, nb, 0:hidden]
             z__row = gate_seq[t, nb, 0:hidden]
-            xW_n__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
-            n__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             h_prev__row = h__seq[t, nb]
+            n__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             h__row = h__seq[t + 1, nb]
             # a_z = xW_z
             for j in range(hidden):
@@ -157,12 +155,6 @@ def _forward_kernel(x, lengths, W, b, h__seq, gate_seq):
             # z = sigmoid(a_z)
             for j in range(hidden):
                 z__row[j] = _sigmoid(a_z__scratch[j], real)
-            # a_n = xW_n
-            for j in range(hidden):
-                a_n__scratch[j] = xW_n__row[j]
-            # n = a_n
-            for j in range(hidden):
-                n__row[j] = a_n__scratch[j]
             # h = h_prev*(1 - z) + n*z
             for j in range(hidden):
                 h__row[j] = (real(1) - z__row[j])*h_prev__row[j] + n__row[j]*z__row[j]

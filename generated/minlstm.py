@@ -137,7 +137,6 @@ def _forward_kernel(x, lengths, W, b, h__seq, gate_seq):
     real = x.dtype.type
     a_f__scratch = np.empty(hidden, dtype=x.dtype)
     a_i__scratch = np.empty(hidden, dtype=x.dtype)
-    a_n__scratch = np.empty(hidden, dtype=x.dtype)
     # Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.
     gates_2d = gate_seq.reshape(steps * batch, 3 * hidden)
     np.dot(x.reshape(steps * batch, n_in), W, gates_2d)
@@ -153,9 +152,8 @@ def _forward_kernel(x, lengths, W, b, h__seq, gate_seq):
             f__row = gate_seq[t, nb, 0:hidden]
             xW_i__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             i__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
-            xW_n__row = gate_seq[t, nb, 2 * hidden:3 * hidden]
-            n__row = gate_seq[t, nb, 2 * hidden:3 * hidden]
             h_prev__row = h__seq[t, nb]
+            n__row = gate_seq[t, nb, 2 * hidden:3 * hidden]
             h__row = h__seq[t + 1, nb]
             # a_f = xW_f
             for j in range(hidden):
@@ -169,12 +167,6 @@ def _forward_kernel(x, lengths, W, b, h__seq, gate_seq):
             # i = sigmoid(a_i)
             for j in range(hidden):
                 i__row[j] = _sigmoid(a_i__scratch[j], real)
-            # a_n = xW_n
-            for j in range(hidden):
-                a_n__scratch[j] = xW_n__row[j]
-            # n = a_n
-            for j in range(hidden):
-                n__row[j] = a_n__scratch[j]
             # h = (f*h_prev + i*n)/(f + i)
             for j in range(hidden):
                 h__row[j] = (f__row[j]*h_prev__row[j] + i__row[j]*n__row[j])/(f__row[j] + i__row[j])

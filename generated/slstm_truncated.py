@@ -297,8 +297,6 @@ def _forward_kernel(
     rec_buf = np.empty((batch, 4 * hidden), dtype=x.dtype)
     head_in = np.empty((heads, batch, head_size), dtype=x.dtype)
     head_out = np.empty((heads, batch, 4 * head_size), dtype=x.dtype)
-    a_i__scratch = np.empty(hidden, dtype=x.dtype)
-    a_f__scratch = np.empty(hidden, dtype=x.dtype)
     a_z__scratch = np.empty(hidden, dtype=x.dtype)
     a_o__scratch = np.empty(hidden, dtype=x.dtype)
     tmp0__scratch = np.empty(hidden, dtype=x.dtype)
@@ -350,18 +348,12 @@ def _forward_kernel(
             c__row = c__seq[t + 1, nb]
             n__row = n__seq[t + 1, nb]
             h__row = h__seq[t + 1, nb]
-            # a_i = hR_i + xW_i
+            # a_i = hR_i + xW_i; i = a_i
             for j in range(hidden):
-                a_i__scratch[j] = hR_i__row[j] + xW_i__row[j]
-            # i = a_i
+                i__row[j] = hR_i__row[j] + xW_i__row[j]
+            # a_f = hR_f + xW_f; f = a_f
             for j in range(hidden):
-                i__row[j] = a_i__scratch[j]
-            # a_f = hR_f + xW_f
-            for j in range(hidden):
-                a_f__scratch[j] = hR_f__row[j] + xW_f__row[j]
-            # f = a_f
-            for j in range(hidden):
-                f__row[j] = a_f__scratch[j]
+                f__row[j] = hR_f__row[j] + xW_f__row[j]
             # a_z = hR_z + xW_z
             for j in range(hidden):
                 a_z__scratch[j] = hR_z__row[j] + xW_z__row[j]

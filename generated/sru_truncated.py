@@ -145,10 +145,8 @@ def _forward_kernel(x, lengths, W, b, v_f__vec, v_r__vec, h__seq, c__seq, gate_s
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
     real = x.dtype.type
-    a_n__scratch = np.empty(hidden, dtype=x.dtype)
     a_f__scratch = np.empty(hidden, dtype=x.dtype)
     a_r__scratch = np.empty(hidden, dtype=x.dtype)
-    a_s__scratch = np.empty(hidden, dtype=x.dtype)
     # Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.
     gates_2d = gate_seq.reshape(steps * batch, 4 * hidden)
     np.dot(x.reshape(steps * batch, n_in), W, gates_2d)
@@ -160,23 +158,15 @@ def _forward_kernel(x, lengths, W, b, v_f__vec, v_r__vec, h__seq, c__seq, gate_s
         for nb in range(batch):
             if t >= lengths[nb]:
                 continue
-            xW_n__row = gate_seq[t, nb, 0:hidden]
-            n__row = gate_seq[t, nb, 0:hidden]
             c_prev__row = c__seq[t, nb]
             xW_f__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             f__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             xW_r__row = gate_seq[t, nb, 2 * hidden:3 * hidden]
             r__row = gate_seq[t, nb, 2 * hidden:3 * hidden]
-            xW_s__row = gate_seq[t, nb, 3 * hidden:4 * hidden]
-            s__row = gate_seq[t, nb, 3 * hidden:4 * hidden]
+            n__row = gate_seq[t, nb, 0:hidden]
             c__row = c__seq[t + 1, nb]
+            s__row = gate_seq[t, nb, 3 * hidden:4 * hidden]
             h__row = h__seq[t + 1, nb]
-            # a_n = xW_n
-            for j in range(hidden):
-                a_n__scratch[j] = xW_n__row[j]
-            # n = a_n
-            for j in range(hidden):
-                n__row[j] = a_n__scratch[j]
             # a_f = xW_f + c_prev*v_f
             for j in range(hidden):
                 a_f__scratch[j] = c_prev__row[j]*v_f__vec[j] + xW_f__row[j]
@@ -189,12 +179,6 @@ def _forward_kernel(x, lengths, W, b, v_f__vec, v_r__vec, h__seq, c__seq, gate_s
             # r = sigmoid(a_r)
             for j in range(hidden):
                 r__row[j] = _sigmoid(a_r__scratch[j], real)
-            # a_s = xW_s
-            for j in range(hidden):
-                a_s__scratch[j] = xW_s__row[j]
-            # s = a_s
-            for j in range(hidden):
-                s__row[j] = a_s__scratch[j]
             # c = c_prev*f + n*(1 - f)
             for j in range(hidden):
                 c__row[j] = (real(1) - f__row[j])*n__row[j] + c_prev__row[j]*f__row[j]
