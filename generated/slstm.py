@@ -9,9 +9,10 @@ with gradient mode "full". Do not edit: regenerate with
 Shapes: x (T, B, I) time-major; y (T, B, H) holds h_1..h_T; every state (B, H).
 Padded batches: lengths (B,) as in ONNX; past its length a sequence keeps its state and outputs zeros.
 Parameters: W (I, 4H), R (heads, H/heads, 4H/heads), block-diagonal, b (4H,);
-column block k of W, R and b belongs to GATES[k].
+column block k of W and b belongs to GATES[k];
+column block k (d = H/heads columns) of every R[j] to RECURRENT_GATES[k], for head j's units.
 xW_k = x_t W_k + b_k and
-hR_k = h_{t-1} R_k.
+hR_k = h_{t-1} R_k with R block-diagonal: head j's units h[j*d:(j+1)*d] times R[j] (d = H/heads).
 In the kernels, <value>__<role> is the buffer or row that holds a value of the equations below (c__seq: c at
 every step; c_prev__row: c_{t-1} at the current batch row); names without "__" are the kernels' own.
 
@@ -54,7 +55,7 @@ from step t+1); d_v is dL/dv:
     d_xW_z = d_hR_z = d_a_z
     d_xW_o = d_hR_o = d_a_o
     dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  db = sum_t,batch d_xW
-    dR = sum_t h_{t-1}^T d_hR
+    dR[j] = sum_t h_{t-1}[head j]^T d_hR[head j]
 """
 
 import contextlib

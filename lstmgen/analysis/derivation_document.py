@@ -486,14 +486,16 @@ def build_document(derivation: Derivation, notation: str = "modern") -> Document
     """The whole derivation as a document: Forward, Backward, Weight gradients, Error flow, the analysis."""
     b = DocumentBuilder(derivation, notation)
     forward_note, backward_note = b.notes()
+    weights_note = "The fixed adjoint rules of the matrix products, summed over time and batch."
+    if derivation.spec.heads is not None:
+        weights_note += (
+            " R is block-diagonal (heads of d = H/heads units): each dL/dR_k keeps only its diagonal blocks, head"
+            " j's units of h[t-1] against head j's units of the adjoint."
+        )
     sections = (
         Section("Forward", forward_note, b.forward()),
         Section("Backward", backward_note, b.backward()),
-        Section(
-            "Weight gradients",
-            "The fixed adjoint rules of the matrix products, summed over time and batch.",
-            b.gradients(),
-        ),
+        Section("Weight gradients", weights_note, b.gradients()),
         Section(
             "Error flow", f"One-step Jacobian of the carried state ({derivation.gradient} gradient).", b.jacobian()
         ),

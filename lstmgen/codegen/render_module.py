@@ -116,13 +116,16 @@ def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
     )
     shapes = [f"W (I, {G}H)", *([R] if recurrent else []), f"b ({G}H,)"]
     shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} (H,)" for p in spec.unit_params]
-    if len(recurrent) == G:
+    if recurrent and spec.heads is not None:
+        blocks = "column block k of W and b belongs to GATES[k];\ncolumn block k (d = H/heads columns) of every R[j]"
+        blocks += " to RECURRENT_GATES[k], for head j's units."
+    elif len(recurrent) == G:
         blocks = "column block k of W, R and b belongs to GATES[k]."
     elif recurrent:
         blocks = "column block k of W and b belongs to GATES[k], of R to RECURRENT_GATES[k]."
     else:
         blocks = "column block k of W and b belongs to GATES[k]; no gate has a recurrent matrix."
-    return [f"Parameters: {', '.join(shapes)};", blocks]
+    return [f"Parameters: {', '.join(shapes)};", *blocks.split("\n")]
 
 
 def _docstring_products(storage: CellStorage) -> tuple[list[str], list[str]]:
@@ -130,7 +133,10 @@ def _docstring_products(storage: CellStorage) -> tuple[list[str], list[str]]:
     forward, backward = storage.forward, storage.backward
     early = ", ".join(storage.spec.gates[k].name for k in storage.early_gates)
     originals = {a.lhs: a.rhs for a in forward.equations}
-    if not forward.sources:
+    if storage.spec.heads is not None:  # heads exclude mid-step sources
+        products = ["hR_k = h_{t-1} R_k with R block-diagonal: head j's units h[j*d:(j+1)*d] times R[j] (d = H/heads)."]
+        dR = ["dR[j] = sum_t h_{t-1}[head j]^T d_hR[head j]"]
+    elif not forward.sources:
         products = ["hR_k = h_{t-1} R_k."]
         dR = ["dR = sum_t h_{t-1}^T d_hR"]
     else:
