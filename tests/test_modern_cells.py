@@ -321,20 +321,25 @@ def test_slstm_from_the_zero_state_follows_the_authors_rule(generated_module):
     assert np.all(np.isfinite(dx)) and all(np.all(np.isfinite(g)) for g in grads.values())
 
 
+@pytest.mark.parametrize("scaled", ["exponential gates", "every gate"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_slstm_stays_finite_at_preactivations_of_1e4(generated_module, dtype):
+def test_slstm_stays_finite_at_preactivations_of_1e4(generated_module, dtype, scaled):
     """Pre-activations up to ±1e4: every exponential is stabilised, outputs and gradients are finite and equal
-    to the float64 torch reference."""
+    to the float64 torch reference. With only i and f that large, z and o stay moderate, so h and the gradients
+    are far from saturated and the comparison is tight."""
     from reference_cells import reference_gradients
 
     module = generated_module("slstm")
     T, B, I, H = 6, 2, 3, 4
     rng = np.random.default_rng(7)
     params = module.init_params(I, H, seed=1, heads=2)
-    params = {k: (v * 2500 if k in ("W", "b") else v).astype(dtype) for k, v in params.items()}
+    scale = np.full(4 * H, 3500.0)
+    if scaled == "exponential gates":
+        scale[2 * H :] = 1.0  # GATES = (i, f, z, o)
+    params = {k: (v * scale if k in ("W", "b") else v).astype(dtype) for k, v in params.items()}
     x = (4 * rng.uniform(-1, 1, (T, B, I))).astype(dtype)
     a = np.einsum("tbi,ig->tbg", x.astype(np.float64), params["W"].astype(np.float64))
-    assert 3e3 < np.abs(a).max() <= 1.1e4  # the pre-activations do reach the order of 1e4
+    assert 5e3 < np.abs(a[..., : 2 * H]).max() <= 1.1e4  # the exponential gates' pre-activations reach ~1e4
     dy = rng.standard_normal((T, B, H)).astype(dtype)
     f64 = {k: v.astype(np.float64) for k, v in params.items()}
     zeros = tuple(np.zeros((B, H)) for _ in range(4))
@@ -345,11 +350,13 @@ def test_slstm_stays_finite_at_preactivations_of_1e4(generated_module, dtype):
     expected = {"y": ref["y"], "dx": ref["dx"], **{f"d{k}": g for k, g in ref["grads"].items()}}
     results.update({f"dstate0[{s}]": g for s, g in zip(module.STATE, dstate0, strict=True)})
     expected.update({f"dstate0[{s}]": g for s, g in zip(module.STATE, ref["dstate0"], strict=True)})
-    rtol = 1e-9 if dtype == np.float64 else 2e-3
+    if scaled == "exponential gates":
+        assert np.abs(expected["dR"]).max() > 0.05  # the gradients are not saturated away
+    rtol = 1e-9 if dtype == np.float64 else 1e-5
     for name, value in results.items():
         assert np.all(np.isfinite(value)), name
-        scale = max(1.0, float(np.abs(expected[name]).max()))
-        np.testing.assert_allclose(value, expected[name], rtol=rtol, atol=rtol * scale, err_msg=name)
+        scale_of = max(1.0, float(np.abs(expected[name]).max()))
+        np.testing.assert_allclose(value, expected[name], rtol=rtol, atol=rtol * scale_of, err_msg=name)
 
 
 def test_heads_are_checked_by_name(generated_module):
