@@ -163,17 +163,12 @@ class RecurrentLayer:
 
     def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, np.ndarray]]:
         """Per (layer, direction) per-step inputs, time-major, from the stacked (L*D, T, B, H) layout."""
-        names = tuple(self.cell.INPUTS)
-        if inputs is None and not names:
-            return [{} for _ in range(self.num_layers * self.num_directions)]
-        if not isinstance(inputs, dict) or set(inputs) != set(names):
-            got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-            raise ValueError(f"inputs: expected a dict with keys {names} (the cell's INPUTS), got {got}")
         count = self.num_layers * self.num_directions
-        per_step = (batch, steps) if self.batch_first else (steps, batch)
-        expected = (count, *per_step, self.hidden_size)
+        expected = stacked_inputs_shape(count, steps, batch, self.hidden_size, self.batch_first)
+        if not check_input_names(inputs, self.cell.INPUTS):
+            return [{} for _ in range(count)]
         layout = "(L*D, B, T, H)" if self.batch_first else "(L*D, T, B, H)"
-        for name in names:
+        for name in self.cell.INPUTS:
             value = inputs[name]
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"inputs[{name!r}]: expected a numpy array, got {type(value).__name__}")
@@ -181,10 +176,7 @@ class RecurrentLayer:
                 raise TypeError(f"inputs[{name!r}]: expected dtype {self.dtype}, got {value.dtype}")
             if value.shape != expected:
                 raise ValueError(f"inputs[{name!r}]: expected shape {expected} {layout}, got {value.shape}")
-        return [
-            {name: inputs[name][k].transpose(1, 0, 2) if self.batch_first else inputs[name][k] for name in names}
-            for k in range(count)
-        ]
+        return split_stacked_inputs(inputs, self.batch_first)
 
     def forward(
         self,
@@ -284,6 +276,31 @@ class RecurrentLayer:
             grad = dinput
         dx = grad.transpose(1, 0, 2).copy() if self.batch_first else grad
         return dx, grads, tuple(np.stack([d[i] for d in dstate0]) for i in range(len(self.cell.STATE)))
+
+
+def stacked_inputs_shape(count: int, steps: int, batch: int, hidden: int, batch_first: bool) -> tuple[int, ...]:
+    """The shape of one stacked per-step input: (L*D, T, B, H), or (L*D, B, T, H) with batch_first."""
+    return (count, batch, steps, hidden) if batch_first else (count, steps, batch, hidden)
+
+
+def check_input_names(inputs: Any, names: tuple[str, ...]) -> bool:
+    """Whether there are per-step inputs to pass; raises unless ``inputs`` is a dict keyed by exactly ``names``
+    (None is fine for a cell without any)."""
+    if inputs is None and not names:
+        return False
+    if not isinstance(inputs, dict) or set(inputs) != set(names):
+        got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"inputs: expected a dict with keys {tuple(names)} (the cell's INPUTS), got {got}")
+    return True
+
+
+def split_stacked_inputs(inputs: dict[str, np.ndarray], batch_first: bool) -> list[dict[str, np.ndarray]]:
+    """Checked stacked per-step inputs as one time-major (T, B, H) dict per layer and direction."""
+    count = next(iter(inputs.values())).shape[0]
+    return [
+        {name: value[k].transpose(1, 0, 2) if batch_first else value[k] for name, value in inputs.items()}
+        for k in range(count)
+    ]
 
 
 def _positive(value: object, name: str) -> int:

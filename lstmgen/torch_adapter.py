@@ -123,26 +123,20 @@ class TorchRecurrent(torch.nn.Module):
                     parameter = torch.nn.Parameter(torch.from_numpy(params[name]))
                     setattr(self, self._name(name, index, direction), parameter)
 
-    def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, np.ndarray] | None]:
+    def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, np.ndarray]]:
         """Per (layer, direction) per-step inputs as time-major numpy arrays (the generated forward checks them)."""
-        names = tuple(self.cell.INPUTS)
+        from lstmgen.layers import check_input_names, split_stacked_inputs, stacked_inputs_shape
+
         count = self.num_layers * self.num_directions
-        if inputs is None and not names:
-            return [None] * count
-        if not isinstance(inputs, dict) or set(inputs) != set(names):
-            got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-            raise ValueError(f"inputs: expected a dict with keys {names} (the cell's INPUTS), got {got}")
-        per_step = (batch, steps) if self.batch_first else (steps, batch)
-        expected = (count, *per_step, self.hidden_size)
-        for name in names:
-            value = inputs[name]
+        expected = stacked_inputs_shape(count, steps, batch, self.hidden_size, self.batch_first)
+        if not check_input_names(inputs, self.cell.INPUTS):
+            return [{} for _ in range(count)]
+        for name, value in inputs.items():
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"inputs[{name!r}]: expected a tensor of shape {expected}, got {got}")
-        arrays = {name: _to_numpy(inputs[name], f"inputs[{name!r}]") for name in names}
-        if self.batch_first:
-            arrays = {name: a.transpose(0, 2, 1, 3) for name, a in arrays.items()}
-        return [{name: a[k] for name, a in arrays.items()} for k in range(count)]
+        arrays = {name: _to_numpy(value, f"inputs[{name!r}]") for name, value in inputs.items()}
+        return split_stacked_inputs(arrays, self.batch_first)
 
     @staticmethod
     def _name(param: str, layer: int, direction: int) -> str:
@@ -185,7 +179,7 @@ class TorchRecurrent(torch.nn.Module):
                 params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
                 initial = [] if state is None else [s[k] for s in state]
                 y, *final = GeneratedCellFunction.apply(
-                    self.cell, lengths, direction == 1, step_inputs[k], inputs, *params, *initial
+                    self.cell, lengths, direction == 1, step_inputs[k] or None, inputs, *params, *initial
                 )
                 outputs.append(y)
                 finals.append(final)

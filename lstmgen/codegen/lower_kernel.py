@@ -228,10 +228,9 @@ def _invariant_loops(storage: CellStorage) -> tuple[list[Buffer], list[UnitLoop]
     """The values of the unit parameters alone, computed once before a kernel's time loop into (H,) rows."""
     rows = _RowLoopBuilder(storage, backward=False)
     for a in storage.kernel.invariants:
-        target = storage.invariant_row(a.lhs)
-        rows.compute(f"{str_assignment(a.lhs, a.rhs)}, the same at every step", target, a.rhs)
-        rows.home[a.lhs] = target
-    return [storage.invariant_row(a.lhs) for a in storage.kernel.invariants], rows.body
+        rows.home[a.lhs] = storage.invariant_row(a.lhs)
+        rows.compute(f"{str_assignment(a.lhs, a.rhs)}, the same at every step", rows.home[a.lhs], a.rhs)
+    return list(rows.home.values()), rows.body
 
 
 def _forward_phases(storage: CellStorage) -> list[Phase]:
