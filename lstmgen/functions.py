@@ -136,6 +136,23 @@ class tie_step(sympy.Function):  # noqa: N801
     nargs = 2
 
 
+class sum_units(sympy.Function):  # noqa: N801
+    """Σ_j e_j, the sum of a per-unit expression over the H units of a row: a reduction, one value per batch row.
+
+    Its derivative with respect to its argument is 1, so ``sympy.diff`` gives ∂(Σ_j e_j)/∂v_j = ∂e_j/∂v_j (the
+    adjoint of a sum is broadcast to every unit); the backward derivation adds the sum over the units where a
+    per-row value is read by per-unit ones (:mod:`lstmgen.symbolic.derive_backward`).
+    """
+
+    nargs = 1
+
+
+#: The number of units a reduction runs over (H): printed ``H`` in equations, ``real(hidden)`` in kernels.
+UNITS = sympy.Symbol("H", positive=True, integer=True)
+#: Layer norm's epsilon, as torch.nn.functional.layer_norm's default (added to the biased variance).
+LAYER_NORM_EPS = sympy.Rational(1, 100000)
+
+
 # -------------------------------------------------------------------------------------------- the table
 Derivative = Callable[[sympy.Expr, int], sympy.Expr]
 
@@ -309,6 +326,18 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         "_tie_step",
         vocabulary=False,
     ),
+    # Reductions over the units: lowered to a loop of their own, never printed as a call.
+    FunctionRecord(
+        "sum_units",
+        sum_units,
+        1,
+        lambda call, k: sympy.Integer(1),
+        r"\sum_{{j}} \left({0}\right)_{{j}}",
+        vocabulary=False,
+        gate=False,
+        hoisted=False,
+        text="sum_j({0})",
+    ),
 )
 
 BY_NAME: dict[str, FunctionRecord] = {f.name: f for f in FUNCTIONS}
@@ -321,6 +350,29 @@ GATE_ACTIVATIONS: tuple[str, ...] = tuple(f.name for f in FUNCTIONS if f.vocabul
 HOISTED: tuple[type[sympy.Function], ...] = tuple(
     f.cls for f in FUNCTIONS if f.vocabulary and f.hoisted and f.cls is not None
 )
+
+
+def _mean(e: sympy.Expr) -> sympy.Expr:
+    return sum_units(e) / UNITS
+
+
+def _variance(e: sympy.Expr) -> sympy.Expr:
+    deviation = e - _mean(e)
+    return _mean(deviation * deviation)
+
+
+def _layer_norm(e: sympy.Expr) -> sympy.Expr:
+    return (e - _mean(e)) / sqrt(_variance(e) + LAYER_NORM_EPS)
+
+
+#: The reductions an equation may call, by name: what each builds from its argument (mean and biased variance
+#: over the H units of one batch row; layer_norm without gain or shift, epsilon LAYER_NORM_EPS). The mean over
+#: the G·H units of several blocks is the mean of their sum over H units divided by G.
+REDUCTIONS: dict[str, Callable[[sympy.Expr], sympy.Expr]] = {
+    "mean": _mean,
+    "var": _variance,
+    "layer_norm": _layer_norm,
+}
 
 
 def record_of(expr: sympy.Function) -> FunctionRecord:

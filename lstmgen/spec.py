@@ -14,7 +14,13 @@ Vocabulary of the equations, for gate ``k`` and state ``s``:
     ``k``      the gate's value, ``activation(a_k)``
     ``s_prev`` the carried state at t-1; ``s`` is its new value
     ``x``      the input row x_t itself, unit j (the cell then needs I = H)
+    ``p_k``    block k of a gate parameter ``p`` (a (G·H,) vector, one block per gate, as b)
+    ``b_k``    block k of the bias, in a cell with ``input_bias = False`` (then ``xW_k`` is x_t W_k alone)
     unit parameters (``p_i``...), per-step inputs (``inputs``) and intermediate names defined in ``equations``.
+
+Reductions over the H units of a batch row: ``mean(e)``, ``var(e)`` (biased) and ``layer_norm(e)``
+(``(e − mean(e)) / sqrt(var(e) + 1e−5)``, no gain or shift); ``H`` is the number of units. The mean over all G·H
+pre-activations of a projection is ``mean(xW_i + xW_f + ...) / G``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import keyword
 import re
 from dataclasses import dataclass, field
 
-from lstmgen.functions import GATE_ACTIVATIONS, VOCABULARY
+from lstmgen.functions import GATE_ACTIVATIONS, REDUCTIONS, VOCABULARY
 
 
 class SpecError(ValueError):
@@ -34,12 +40,14 @@ class SpecError(ValueError):
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*\Z")
 
 #: Names of the equations' own vocabulary that a spec may not redefine: the math symbols of the layer (input
-#: x, output y, the matrices W, R, Q and the bias b) and the functions. The generated kernels' identifiers
+#: x, output y, the matrices W, R, Q, the bias b, the number of units H a reduction runs over), the functions
+#: and the reductions. The generated kernels' identifiers
 #: need no reservation: every name derived from a spec is ``<name>__<role>`` (see :mod:`lstmgen.codegen.kernel_names`).
-RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", *VOCABULARY))
+RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", "H", *VOCABULARY, *REDUCTIONS))
 #: Prefixes and suffixes of the vocabulary's derived names (``xW_i``, ``a_i``, ``d_c``, ``c_prev``...) and of
-#: the names the derivation makes itself (``dnext_h``, ``src_n``, the CSE temporaries ``tmp0``).
-RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "tmp")
+#: the names the derivation makes itself (``dnext_h``, ``src_n``, the reductions' sums ``sum_mu``, the CSE
+#: temporaries ``tmp0``).
+RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "sum_", "tmp")
 RESERVED_SUFFIXES = ("_prev",)
 MAX_NAME_LENGTH = 64
 
@@ -97,6 +105,10 @@ class CellSpec:
             ``Q`` (F·H, F·H) — row block = source gate, column block = target gate; they start at 0.
         inputs: per-step inputs (T, B, H) the caller passes to ``forward(..., inputs={...})``, such as zoneout
             or dropout masks: read at unit j of step t, saved on the tape, given no gradient.
+        gate_params: parameter vectors of shape (G·H,), one block per gate like b (layer norm gains of the
+            pre-activations): block k of ``p`` is ``p_<gate k>`` in the equations.
+        input_bias: False when the equations place the bias themselves (``b_<gate>``), for instance after
+            normalising x_t W: then ``xW_k`` is x_t W_k without b_k, and db is derived like any parameter's.
         heads: None for a dense R; K for a block-diagonal one stored compactly as (K, H/K, G_r·H/K) (head k's
             units h[k·d:(k+1)·d] feed units k·d…(k+1)·d of every recurrent gate); K is the default number of heads,
             the module reads the actual one from R's shape.
@@ -111,6 +123,8 @@ class CellSpec:
     unit_params: tuple[str, ...] = field(default=())
     feedback: tuple[str, ...] = field(default=())
     inputs: tuple[str, ...] = field(default=())
+    gate_params: tuple[str, ...] = field(default=())
+    input_bias: bool = True
     heads: int | None = None
 
     def __post_init__(self) -> None:
@@ -146,6 +160,15 @@ class CellSpec:
             claim(p, f"unit_params[{k}]")
         for k, name in enumerate(self.inputs):
             claim(name, f"inputs[{k}]")
+        if not isinstance(self.input_bias, bool):
+            raise SpecError(f"input_bias: expected true or false, got {self.input_bias!r}")
+        for k, p in enumerate(self.gate_params):
+            claim(p, f"gate_params[{k}]")
+        blocked = [(p, f"gate_params[{k}]") for k, p in enumerate(self.gate_params)]
+        blocked += [] if self.input_bias else [("b", "input_bias")]
+        for p, where in blocked:
+            for gate in gate_names:
+                claim(f"{p}_{gate}", f"{where} (block {gate} of {p})")
         defined = set()
         for k, (lhs, _rhs) in enumerate(self.equations):
             where = f"equations[{k}] ({lhs})"
@@ -175,12 +198,14 @@ class CellSpec:
 
     @property
     def params(self) -> tuple[str, ...]:
-        """Parameter names of the generated module: W, R, b, Q (with feedback), then the unit parameters."""
+        """Parameter names of the generated module: W, R, b, Q (with feedback), the gate parameters, then the unit
+        parameters."""
         return (
             "W",
             *(("R",) if self.recurrent_gates else ()),
             "b",
             *(("Q",) if self.feedback else ()),
+            *self.gate_params,
             *self.unit_params,
         )
 

@@ -7,6 +7,8 @@
     unit_params = []                    # optional: per-unit vectors such as peepholes
     feedback = []                       # optional: gates fed back through Q
     inputs = []                         # optional: per-step (T, B, H) inputs such as zoneout masks
+    gate_params = []                    # optional: (G*H,) vectors, block k read as <name>_<gate k>
+    input_bias = true                   # optional: false when the equations place b_<gate> themselves
     heads = 4                           # optional: a block-diagonal R of 4 heads (default: dense)
 
     [[gates]]                           # one table per gate, in column order
@@ -43,6 +45,8 @@ _TOP_LEVEL = {
     "unit_params": False,
     "feedback": False,
     "inputs": False,
+    "gate_params": False,
+    "input_bias": False,
     "heads": False,
 }
 _GATE_FIELDS = {"name": True, "activation": True, "preactivation": False, "recurrent_source": False}
@@ -99,6 +103,8 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         unit_params=_strings(table.get("unit_params", []), "unit_params"),
         feedback=_strings(table.get("feedback", []), "feedback"),
         inputs=_strings(table.get("inputs", []), "inputs"),
+        gate_params=_strings(table.get("gate_params", []), "gate_params"),
+        input_bias=table.get("input_bias", True),
         heads=_heads(table.get("heads")),
     )
 

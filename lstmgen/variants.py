@@ -280,6 +280,44 @@ SLSTM = CellSpec(
     heads=4,
 )
 
+
+def _layer_norm_of(projection: str, gates: tuple[str, ...], tag: str) -> tuple[tuple[str, str], ...]:
+    """Mean, biased variance and reciprocal deviation of one projection over all its G·H pre-activation units."""
+    G = len(gates)
+    total = " + ".join(f"{projection}_{k}" for k in gates)
+    squares = " + ".join(f"({projection}_{k} - mu_{tag})*({projection}_{k} - mu_{tag})" for k in gates)
+    return (
+        (f"mu_{tag}", f"mean({total})/{G}"),
+        (f"var_{tag}", f"mean({squares})/{G}"),
+        (f"rs_{tag}", f"1/sqrt(var_{tag} + 0.00001)"),
+    )
+
+
+LAYERNORM_LSTM = CellSpec(
+    name="layernorm_lstm",
+    description="LSTM with layer normalisation of x W and h R (over all 4H units) and of c before its tanh",
+    paper="Ba, Kiros & Hinton (2016), Layer Normalization",
+    gates=tuple(
+        Gate(
+            k,
+            "tanh" if k == "g" else "sigmoid",
+            f"gamma_x_{k}*(xW_{k} - mu_x)*rs_x + gamma_h_{k}*(hR_{k} - mu_h)*rs_h + b_{k}",
+        )
+        for k in "ifgo"
+    ),
+    state=("h", "c"),
+    equations=(
+        *_layer_norm_of("xW", tuple("ifgo"), "x"),
+        *_layer_norm_of("hR", tuple("ifgo"), "h"),
+        ("c", "f*c_prev + i*g"),
+        ("h", "o*tanh(gamma_c*layer_norm(c) + beta_c)"),
+    ),
+    # The normalised projections' shifts fold into b, which therefore enters after the normalisation.
+    gate_params=("gamma_x", "gamma_h"),
+    input_bias=False,
+    unit_params=("gamma_c", "beta_c"),
+)
+
 #: Built-in variants by name, in the order ``lstmgen list`` shows them.
 VARIANTS: dict[str, CellSpec] = {
     spec.name: spec
@@ -307,6 +345,7 @@ VARIANTS: dict[str, CellSpec] = {
         RG_LRU,
         ZONEOUT_LSTM,
         SLSTM,
+        LAYERNORM_LSTM,
     )
 }
 

@@ -125,7 +125,26 @@ class View:
         return sympy.IndexedBase(self.name)[UNIT]
 
 
-Row = View | Buffer
+@dataclass(frozen=True)
+class ScalarView(View):
+    """A per-row value read back in a row loop: ``name = buffer[t, nb]``, one number, not a row."""
+
+    def element(self) -> sympy.Symbol:
+        return sympy.Symbol(self.name, real=True)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A per-row value (a reduction over the units, or what is computed from such values alone) held in a
+    local of the row loop."""
+
+    name: str
+
+    def element(self) -> sympy.Symbol:
+        return sympy.Symbol(self.name, real=True)
+
+
+Row = View | Buffer | Scalar
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,35 @@ class UnitLoop:
     comment: str
     stores: tuple[Store, ...]
     blocks: int = 1
+
+    def rows(self) -> tuple[Row, ...]:
+        return tuple(row for store in self.stores for row in (*store.reads, store.target))
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """``target = Σ_j value`` over the units: one loop that accumulates into a per-row local."""
+
+    comment: str
+    target: Scalar
+    value: sympy.Expr
+    reads: tuple[Row, ...]
+
+    def rows(self) -> tuple[Row, ...]:
+        return (*self.reads, self.target)
+
+
+@dataclass(frozen=True)
+class ScalarStore:
+    """``target = value`` for a per-row value: a local, or its slot ``buffer[t, nb]`` kept for backward."""
+
+    comment: str
+    target: Scalar | Slice
+    value: sympy.Expr
+    reads: tuple[Row, ...]
+
+    def rows(self) -> tuple[Row, ...]:
+        return self.reads + ((self.target,) if isinstance(self.target, Scalar) else ())
 
 
 @dataclass(frozen=True)
@@ -202,10 +250,12 @@ class HeadWeightGradient:
 
 @dataclass(frozen=True)
 class InputProjection:
-    """x W + b for every step at once into ``out`` (steps, batch, blocks·H): one GEMM, then the bias."""
+    """x W + b for every step at once into ``out`` (steps, batch, blocks·H): one GEMM, then the bias (not when
+    the cell places the bias in its equations)."""
 
     out: str
     blocks: int
+    bias: bool = True
 
 
 @dataclass(frozen=True)
@@ -213,7 +263,7 @@ class RowLoop:
     """``for nb in range(batch)`` over the rows still within their length (``past=False``) or past it."""
 
     comments: tuple[str, ...]
-    body: tuple[UnitLoop | Assign, ...]
+    body: tuple[UnitLoop | Reduction | ScalarStore | Assign, ...]
     past: bool = False
     skip_note: str = ""
 
@@ -222,11 +272,10 @@ class RowLoop:
         """The row views the body reads and writes, bound at the top of the loop in first-use order."""
         seen: dict[View, None] = {}
         for item in self.body:
-            if isinstance(item, UnitLoop):
-                for store in item.stores:
-                    for row in (*store.reads, store.target):
-                        if isinstance(row, View):
-                            seen.setdefault(row, None)
+            if not isinstance(item, Assign):
+                for row in item.rows():
+                    if isinstance(row, View):
+                        seen.setdefault(row, None)
         return tuple(seen)
 
 
@@ -268,11 +317,10 @@ class Kernel:
         """Buffers the kernel allocates: declared ones, then the scratch rows its unit loops use."""
         seen: dict[Buffer, None] = dict.fromkeys(self.allocated)
         names = {b.name for b in self.args}
-        for loop in unit_loops(self):
-            for store in loop.stores:
-                for row in (store.target, *store.reads):
-                    if isinstance(row, Buffer) and row.name not in names and row.init == "scratch":
-                        seen.setdefault(row, None)
+        for loop in row_items(self):
+            for row in loop.rows():
+                if isinstance(row, Buffer) and row.name not in names and row.init == "scratch":
+                    seen.setdefault(row, None)
         return tuple(seen)
 
     def gemms(self) -> tuple[Gemm | HeadProjection | HeadProjectionT, ...]:
@@ -286,14 +334,19 @@ class Kernel:
         return tuple(out)
 
 
-def unit_loops(kernel: Kernel) -> tuple[UnitLoop, ...]:
-    """Every unit loop of the kernel's time loop, in order."""
-    out: list[UnitLoop] = []
+def row_items(kernel: Kernel) -> tuple[UnitLoop | Reduction | ScalarStore, ...]:
+    """Every unit loop, reduction and per-row store of the kernel's time loop, in order."""
+    out: list[UnitLoop | Reduction | ScalarStore] = []
     for s in kernel.loop.body:
         rows = s.rows if isinstance(s, Phase) else s if isinstance(s, RowLoop) else None
         if rows is not None:
-            out += [item for item in rows.body if isinstance(item, UnitLoop)]
+            out += [item for item in rows.body if not isinstance(item, Assign)]
     return tuple(out)
+
+
+def unit_loops(kernel: Kernel) -> tuple[UnitLoop, ...]:
+    """Every unit loop of the kernel's time loop, in order."""
+    return tuple(item for item in row_items(kernel) if isinstance(item, UnitLoop))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ SEPARATOR = "__"
 
 #: Role -> what an identifier ``<owner>__<role>`` holds.
 ROLES: dict[str, str] = {
-    "seq": "per-step buffer (T or T+1, B, H) of a state or a saved value",
+    "seq": "per-step buffer (T or T+1, B, H) of a state or a saved value ((T, B) for a per-row value)",
     "row": "its (H,) view at the current step and batch row (the block of gate_seq, rec_buf... that holds it)",
     "saved_row": "the (H,) view of a value forward saves for backward, at the current step and batch row",
     "fb_row": "the gate's block of fb_seq: its value, fed back at the next step",
@@ -33,8 +33,10 @@ ROLES: dict[str, str] = {
     "carry_buf": "(B, H) adjoint computed in one backward phase and read in a later one",
     "carry_row": "its (H,) view at the current batch row",
     "scratch": "(H,) scratch row, reused for every batch row",
-    "vec": "a unit parameter (H,)",
-    "grad": "the gradient of a unit parameter (H,), summed over steps and batch rows",
+    "vec": "a unit parameter (H,) or a gate parameter (G·H,)",
+    "grad": "the gradient of a unit or gate parameter, summed over steps and batch rows",
+    "value": "a per-row value (a sum over the units, or computed from such values) of the current batch row",
+    "saved": "a per-row value forward kept for backward, read back at the current step and batch row",
 }
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
+import sympy
+
 from lstmgen.codegen.kernel_ir import (
     Assign,
     Block,
@@ -27,7 +29,10 @@ from lstmgen.codegen.kernel_ir import (
     Operand,
     Phase,
     Plus,
+    Reduction,
     RowLoop,
+    Scalar,
+    ScalarStore,
     Slice,
     Statement,
     TimeLoop,
@@ -35,7 +40,7 @@ from lstmgen.codegen.kernel_ir import (
     UnitLoop,
     width,
 )
-from lstmgen.codegen.numba_printer import NumbaPrinter
+from lstmgen.codegen.numba_printer import REAL, NumbaPrinter
 from lstmgen.codegen.user_text import in_comment
 
 LINE_WIDTH = 120
@@ -174,6 +179,15 @@ class KernelPrinter:
 
     def _print_InputProjection(self, node: InputProjection, indent: str) -> list[str]:
         columns = width(node.blocks)
+        if not node.bias:
+            return [
+                *comment_lines(
+                    "Input projection of every step at once: one GEMM (T*B, I) x (I, G*H); the bias enters the"
+                    " step's equations.",
+                    indent,
+                ),
+                f"{indent}np.dot(x.reshape(steps * batch, n_in), W, {node.out}.reshape(steps * batch, {columns}))",
+            ]
         return [
             *comment_lines(
                 "Input projection of every step at once: one GEMM (T*B, I) x (I, G*H), plus the bias.", indent
@@ -184,6 +198,26 @@ class KernelPrinter:
             f"{indent}{INDENT}for col in range({columns}):",
             f"{indent}{INDENT * 2}gates_2d[row, col] += b[col]",
         ]
+
+    def _value_lines(self, head: str, value: sympy.Expr, indent: str) -> list[str]:
+        text = self.expressions.doprint(value)
+        if len(indent + head + text) <= LINE_WIDTH:
+            return [indent + head + text]
+        return wrap(f"{head}(", text, ")", indent)
+
+    def _print_Reduction(self, node: Reduction, indent: str) -> list[str]:
+        # The sum runs in a local: numba keeps it in a register (a store per unit into an array would not).
+        return [
+            *comment_lines(in_comment(node.comment), indent),
+            f"{indent}{node.target.name} = {REAL}(0)",
+            f"{indent}for j in range(hidden):",
+            *self._value_lines(f"{node.target.name} += ", node.value, indent + INDENT),
+        ]
+
+    def _print_ScalarStore(self, node: ScalarStore, indent: str) -> list[str]:
+        target = node.target.name if isinstance(node.target, Scalar) else self.operand(node.target)
+        lines = comment_lines(in_comment(node.comment), indent) if node.comment else []
+        return lines + self._value_lines(f"{target} = ", node.value, indent)
 
     def _print_UnitLoop(self, node: UnitLoop, indent: str) -> list[str]:
         lines = comment_lines(in_comment(node.comment), indent)

@@ -31,8 +31,12 @@ from lstmgen.codegen.kernel_ir import (
     Ones,
     Phase,
     Plus,
+    Reduction,
     Row,
     RowLoop,
+    Scalar,
+    ScalarStore,
+    ScalarView,
     Slice,
     Store,
     TimeLoop,
@@ -43,6 +47,7 @@ from lstmgen.codegen.kernel_ir import (
 )
 from lstmgen.codegen.kernel_names import kernel_name
 from lstmgen.codegen.numba_printer import print_text
+from lstmgen.functions import UNITS, sum_units
 from lstmgen.symbolic.assignment import AssignmentList
 from lstmgen.symbolic.derive_backward import adjoint_symbol, seed_symbol
 from lstmgen.symbolic.expression_lists import KernelExpressions
@@ -86,6 +91,11 @@ class CellStorage:
         self.input_row = {sym for _, sym in forward.input_row}
         self.step_input = {sym: name for name, sym in forward.step_inputs}
         self.invariant = {a.lhs for a in kernel.invariants}
+        #: Per-row values: forward's (also what backward reads back from the tape), and backward's own.
+        self.scalars = kernel.forward_scalars
+        self.backward_scalars = kernel.backward_scalars
+        #: Block k of a (G·H,) gate parameter: symbol -> (parameter, gate column).
+        self.gate_param = {sym: (p, names.index(gate)) for p, gate, sym in forward.gate_params}
         self.saved = tuple(kernel.saved)
         self.seeds = {sym: name for name, sym in backward.seeds}
         self.carried = set(kernel.carried)
@@ -130,10 +140,37 @@ class CellStorage:
     def invariant_row(self, sym: sympy.Symbol) -> Buffer:
         return Buffer(kernel_name(sym, "vec"), ("hidden",), f"{sym}, the same at every step")
 
+    def gate_vector(self, param: str) -> Buffer:
+        """A (G·H,) gate parameter (b itself when the cell places its bias in the equations)."""
+        name = "b" if param == "b" else kernel_name(param, "vec")
+        return Buffer(name, (width(self.n_gates),), f"parameter {param}", "param", param=param)
+
+    def gate_gradient(self, param: str) -> Buffer:
+        name = "db" if param == "b" else kernel_name(param, "grad")
+        return Buffer(name, (width(self.n_gates),), f"gradient of {param}", "zeros")
+
+    def gate_param_row(self, sym: sympy.Symbol, gradient: bool = False) -> View:
+        param, k = self.gate_param[sym]
+        vector = self.gate_gradient(param) if gradient else self.gate_vector(param)
+        return self.view(sym, "grad_row" if gradient else "row", vector.name, Block(k))
+
+    @staticmethod
+    def scalar(sym: sympy.Symbol) -> Scalar:
+        return Scalar(kernel_name(sym, "value"))
+
+    def saved_scalar(self, sym: sympy.Symbol) -> Slice:
+        return Slice(kernel_name(sym, "seq"), ("t", "nb"))
+
     def read(self, sym: sympy.Symbol, backward: bool) -> Row:
         """The row that holds input or saved value ``sym`` for the current step and batch row."""
         if sym in self.invariant:
             return self.invariant_row(sym)
+        if sym in self.scalars:
+            if backward and sym in self.saved:
+                return ScalarView(kernel_name(sym, "saved"), self.saved_scalar(sym))
+            raise ValueError(f"the per-row value {sym} is read before it is computed")  # pragma: no cover
+        if sym in self.gate_param:
+            return self.gate_param_row(sym)
         if sym in self.saved and (backward or sym not in self.forward.inputs()):
             return self.seq_view(sym, sym, "t", "saved_row")
         if sym in self.gate_column:
@@ -169,7 +206,10 @@ class CellStorage:
         raise ValueError(f"no storage for {sym}")  # pragma: no cover - every input is classified above
 
     def forward_home(self, sym: sympy.Symbol) -> Row:
-        """Where a forward value is written: its gate block, its state row, its saved row, or a scratch row."""
+        """Where a forward value is written: its gate block, its state row, its saved row, a scratch row, or a
+        local for a per-row value."""
+        if sym in self.scalars:
+            return self.scalar(sym)
         if sym in self.gate_column:
             return self.gate_block(sym, self.gate_column[sym])
         if sym in self.new_state:
@@ -209,13 +249,23 @@ class _RowLoopBuilder:
     def at(self, expr: sympy.Expr) -> tuple[sympy.Expr, tuple[Row, ...]]:
         """``expr`` with every symbol replaced by its row's element at unit j, and the rows it reads."""
         # Sorted: the order of first use decides the order of the row views, and must not depend on hashing.
-        rows = {s: self.row_of(s) for s in sorted(expr.free_symbols, key=str)}
+        rows = {s: self.row_of(s) for s in sorted(expr.free_symbols - {UNITS}, key=str)}
         return expr.xreplace({s: row.element() for s, row in rows.items()}), tuple(rows.values())
 
     def store(self, comment: str, target: Row, value: sympy.Expr, reads: tuple[Row, ...], op: str = "=") -> None:
         self.body.append(UnitLoop(comment, (Store(target, value, reads, op),)))
 
     def compute(self, comment: str, target: Row, expr: sympy.Expr, op: str = "=") -> None:
+        if isinstance(target, Scalar):
+            if op != "=":  # pragma: no cover - per-row values are assigned once
+                raise ValueError(f"per-row value {target.name}: cannot {op}")
+            if isinstance(expr, sum_units):
+                value, reads = self.at(expr.args[0])
+                self.body.append(Reduction(comment, target, value, reads))
+            else:
+                value, reads = self.at(expr)
+                self.body.append(ScalarStore(comment, target, value, reads))
+            return
         value, reads = self.at(expr)
         self.store(comment, target, value, reads, op)
 
@@ -262,6 +312,13 @@ def _forward_phases(storage: CellStorage) -> list[Phase]:
                 )
         homes = _forward_aliases(storage, assignments)
         for a in assignments:
+            if a.lhs in storage.scalars:
+                target = rows.home[a.lhs] = storage.scalar(a.lhs)
+                rows.compute(_comment(a.lhs, a.rhs, original), target, a.rhs)
+                if a.lhs in storage.saved:
+                    kept = ScalarStore("", storage.saved_scalar(a.lhs), target.element(), (target,))
+                    rows.body.append(kept)
+                continue
             value, reads = rows.at(a.rhs)
             target = homes.get(a.lhs) or storage.forward_home(a.lhs)
             same_memory = isinstance(target, View) and len(reads) == 1 and isinstance(reads[0], View)
@@ -333,7 +390,11 @@ def _backward_phases(storage: CellStorage) -> list[Phase]:
                 target, label = accumulated[a.lhs]
                 rows.compute(f"{label} += {print_text(original.get(a.lhs, a.rhs))}", target, a.rhs, "+=")
                 continue
-            if a.lhs in storage.carried:
+            if a.lhs in storage.backward_scalars:
+                if a.lhs in storage.carried:  # pragma: no cover - no cell carries a per-row adjoint between phases
+                    raise ValueError(f"the per-row adjoint {a.lhs} would cross a mid-step GEMM")
+                target = storage.scalar(a.lhs)
+            elif a.lhs in storage.carried:
                 target = storage.buf_view(a.lhs, "carry_row", "carry_buf")
             else:
                 target = direct.get(a.lhs) or storage.scratch(a.lhs)
@@ -369,6 +430,7 @@ def _direct_homes(
             and expr in targets
             and expr not in direct
             and expr not in storage.carried
+            and expr not in storage.backward_scalars
             and target not in carries
         ):
             direct[expr] = target
@@ -387,6 +449,7 @@ def _accumulated_in_place(
         and expr in assignments.targets
         and expr not in read
         and expr not in storage.carried
+        and expr not in storage.backward_scalars
         and sum(e == expr for _, e, _ in outputs.values()) == 1
     }
 
@@ -424,6 +487,9 @@ def _backward_outputs(storage: CellStorage, p: int) -> dict[Row, tuple[str, symp
     for name, sym in forward.unit_params:
         if here(backward.output(sym)):
             outputs[storage.unit_gradient(sym)] = ("+=", backward.output(sym), f"gradient of {name}")
+    for name, gate, sym in forward.gate_params:
+        if backward.output(sym) != 0 and here(backward.output(sym)):
+            outputs[storage.gate_param_row(sym, True)] = ("+=", backward.output(sym), f"gradient of {name}_{gate}")
     if p == 0:  # the carries for step t-1 are written last: the seeds of step t are read from them first
         for s, prev in forward.prev:
             adjoint = backward.output(prev)
@@ -496,14 +562,22 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     gate_seq = Buffer("gate_seq", ("steps", "batch", width(G)), "per gate block: x W + b, then the gate's value")
     fb_seq = Buffer("fb_seq", ("steps + 1", "batch", width(F)), "the fed-back gates of steps 0..T", "zeros")
     saved = tuple(
-        Buffer(kernel_name(s, "seq"), SEQ, f"{s} at every step, for backward", "zeros_if_padded") for s in storage.saved
+        Buffer(
+            kernel_name(s, "seq"),
+            ("steps", "batch") if s in storage.scalars else SEQ,
+            f"{s} at every step{' (one per batch row)' if s in storage.scalars else ''}, for backward",
+            "zeros_if_padded",
+        )
+        for s in storage.saved
     )
     tape_extra = ((fb_seq,) if F else ()) + saved
     matrices = tuple(
         Buffer(name, (), f"parameter {name}", "param", param=name)
         for name in ("W", *(["R"] if R_blocks else []), "b", *(["Q"] if F else []))
     )
-    vectors = tuple(storage.unit_vector(sym) for _, sym in forward.unit_params)
+    gate_params = tuple(dict.fromkeys(p for p, _, _ in forward.gate_params))
+    vectors = tuple(storage.gate_vector(p) for p in gate_params if p != "b")
+    vectors += tuple(storage.unit_vector(sym) for _, sym in forward.unit_params)
     x = Buffer("x", ("steps", "batch", "n_in"), "the input", "input")
     lengths = Buffer("lengths", ("batch",), "the length of each sequence", "input")
     step_inputs = tuple(
@@ -564,7 +638,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     forward_kernel = Kernel(
         "_forward_kernel",
         (x, lengths, *step_inputs, *matrices, *vectors, *state_seqs, gate_seq, *tape_extra),
-        (*invariant_loops, InputProjection("gate_seq", G), *setup),
+        (*invariant_loops, InputProjection("gate_seq", G, spec.input_bias), *setup),
         TimeLoop(False, tuple(step)),
         allocated=tuple(allocated),
         hidden=f"{output_seq.name}.shape[2]",
@@ -610,7 +684,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         if storage.backward.output(sym) != 0
     ]
     adjoint_seqs += d_x_rows
-    unit_grads = tuple((name, storage.unit_gradient(sym)) for name, sym in forward.unit_params)
+    unit_grads = tuple((p, storage.gate_gradient(p)) for p in gate_params)
+    unit_grads += tuple((name, storage.unit_gradient(sym)) for name, sym in forward.unit_params)
     dy = Buffer("dy", SEQ, "the gradient on every output", "input")
 
     allocated, setup = _matrix_blocks(storage, transposed=True)
@@ -704,13 +779,16 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             else Dot(flat_d_gates, Transposed(Slice("W")), ("steps", "batch", "n_in")),
         ),
         Assign("dW", Dot(Transposed(Flat(Slice("x"), "n_in")), flat_d_gates)),
-        Assign(
-            "db",
-            Dot(Ones("steps * batch"), flat_d_gates),
-            "db sums d_xW over steps and batch rows, as a GEMV: 4-7x faster here than numba's column sum, and BLAS's\n"
-            "blocked summation is more accurate than its sequential one.",
-        ),
     ]
+    if spec.input_bias:
+        after.append(
+            Assign(
+                "db",
+                Dot(Ones("steps * batch"), flat_d_gates),
+                "db sums d_xW over steps and batch rows, as a GEMV: 4-7x faster here than numba's column sum, and"
+                " BLAS's\nblocked summation is more accurate than its sequential one.",
+            )
+        )
     if n_early:
         after.append(Assign("h_prev_2d", Flat(Contiguous(Slice(output_seq.name, (":steps",))), "hidden")))
     if storage.late:
@@ -752,7 +830,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             x,
             lengths,
             *step_inputs,
-            *(m for m in matrices if m.name != "b"),
+            *(m for m in matrices if m.name != "b" or not spec.input_bias),
             *vectors,
             *state_seqs,
             gate_seq,
@@ -767,7 +845,13 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         hidden=f"{output_seq.name}.shape[2]",
         heads=heads and bool(n_early),
         after=tuple(after),
-        returns=("dx", "dW", *(["dR"] if R_blocks else []), "db", *(["dQ"] if F else [])),
+        returns=(
+            "dx",
+            "dW",
+            *(["dR"] if R_blocks else []),
+            *(["db"] if spec.input_bias else []),
+            *(["dQ"] if F else []),
+        ),
         allocated=tuple(allocated),
     )
     return ModulePlan(
@@ -775,7 +859,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         backward=backward_kernel,
         forward_buffers=(*state_seqs, gate_seq, *tape_extra),
         tape_extra=tape_extra,
-        tape_extra_shapes=((1, F),) * bool(F) + ((0, 1),) * len(saved),
+        tape_extra_shapes=((1, F),) * bool(F) + tuple((0, 0 if s in storage.scalars else 1) for s in storage.saved),
         backward_buffers=(*state_grads, *grad_fb, *adjoint_seqs, *(g for _, g in unit_grads)),
         state_seqs=state_seqs,
         state_grads=state_grads,

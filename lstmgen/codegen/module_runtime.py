@@ -25,7 +25,8 @@ INPUTS: tuple[str, ...] = ()
 HEADS: int | None = None
 STATE: tuple[str, ...] = ("h",)
 PARAMS: tuple[str, ...] = ("W", "R", "b")
-#: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+#: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+#: a per-row value, (T, B)).
 TAPE_EXTRA: tuple[tuple[int, int], ...] = ()
 
 
@@ -248,7 +249,7 @@ def _check_tape(tape):
         seq = (steps + 1, batch, hidden)
         arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
         arrays += [
-            (e, (steps + more, batch, blocks * hidden))
+            (e, (steps + more, batch, blocks * hidden) if blocks else (steps + more, batch))
             for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA, strict=False)
         ]
         inputs_ok = isinstance(tape.inputs, dict) and set(tape.inputs) == set(INPUTS)

@@ -13,7 +13,7 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
 
-from lstmgen.functions import FUNCTIONS, record_of
+from lstmgen.functions import FUNCTIONS, UNITS, record_of
 
 #: Name of the kernel's float type constructor (x.dtype.type), used for every literal.
 REAL = "real"
@@ -39,6 +39,10 @@ class NumbaPrinter(PythonCodePrinter):
         return f"-{REAL}({float(-expr)!r})" if expr < 0 else f"{REAL}({float(expr)!r})"
 
     _print_Float = _print_Rational
+
+    def _print_Symbol(self, expr: sympy.Symbol) -> str:
+        # The number of units a reduction runs over is the kernel's hidden size, as a float of its dtype.
+        return f"{REAL}(hidden)" if expr == UNITS else super()._print_Symbol(expr)
 
     _print_One = _print_Integer
     _print_NegativeOne = _print_Integer

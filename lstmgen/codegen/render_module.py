@@ -29,7 +29,7 @@ from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 6
+TEMPLATE_VERSION = 7
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -93,7 +93,7 @@ def owners(kernel: KernelExpressions) -> set[str]:
     names |= {str(adjoint_symbol(s)) for s in forward.inputs()}
     names |= {str(s) for _, s in backward.seeds}
     names |= {g.name for g in spec.gates} | set(spec.state) | set(spec.unit_params) | set(spec.inputs)
-    return names
+    return names | set(spec.gate_params)
 
 
 def _call(kernel: Kernel, result: str) -> list[str]:
@@ -115,7 +115,8 @@ def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
         else f"R (H, {len(recurrent)}H)"
     )
     shapes = [f"W (I, {G}H)", *([R] if recurrent else []), f"b ({G}H,)"]
-    shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} (H,)" for p in spec.unit_params]
+    shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} ({G}H,)" for p in spec.gate_params]
+    shapes += [f"{p} (H,)" for p in spec.unit_params]
     if recurrent and spec.heads is not None:
         blocks = "column block k of W and b belongs to GATES[k];\ncolumn block k (d = H/heads columns) of every R[j]"
         blocks += " to RECURRENT_GATES[k], for head j's units."
@@ -187,11 +188,12 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         ),
         f'"b": ({wide},)',
         *([f'"Q": ({feedback}, {feedback})'] if F else []),
+        *(f"{python_literal(p)}: ({wide},)" for p in spec.gate_params),
         *(f"{python_literal(p)}: (hidden_size,)" for p in spec.unit_params),
     ]
     extra = [b.name for b in plan.tape_extra]
-    grads = ['"W": dW', *(['"R": dR'] if recurrent else []), '"b": db', *(['"Q": dQ'] if F else [])]
-    grads += [f"{python_literal(name)}: {buffer.name}" for name, buffer in plan.unit_grads]
+    grad_of = {"W": "dW", "R": "dR", "b": "db", "Q": "dQ"} | {name: buffer.name for name, buffer in plan.unit_grads}
+    grads = [f"{python_literal(name)}: {grad_of[name]}" for name in spec.params]
     context = {
         "variant": spec.name,
         "description": in_docstring(spec.description),

@@ -7,6 +7,11 @@ partial derivative comes from ``sympy.diff``; where the right-hand side is an ac
 replaced by the value it produced, so σ' becomes s(1−s) and tanh' becomes 1−t² through the derivation
 itself. The matrix products are left to the fixed adjoint rules, applied by the kernel:
 dx_t = δxW Wᵀ, dh_{t−1} += δhR Rᵀ, dW = Σ_t x_tᵀ δxW, dR = Σ_t h_{t−1}ᵀ δhR, db = Σ δxW.
+
+A per-row value (a reduction over the units and what is computed from it alone) read by per-unit values gets
+the sum over the units of their contributions: the adjoint of ``mean(v)`` is Σ_j (…)_j, and each v_j then
+receives it divided by H through ``sympy.diff`` of the sum. :mod:`lstmgen.symbolic.reductions` simplifies those
+sums (linearity, sums forward already knows) and gives each its own assignment.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from typing import Literal
 
 import sympy
 
+from lstmgen.functions import UNITS, sum_units
 from lstmgen.symbolic.assignment import Assignment, AssignmentList
 from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
+from lstmgen.symbolic.reductions import SumAlgebra, extract_sums, sum_aliases
 
 GradientMode = Literal["full", "truncated"]
 GRADIENT_MODES: tuple[str, ...] = ("full", "truncated")
@@ -71,8 +78,21 @@ class BackwardEquations:
 
     def saved_values(self) -> tuple[sympy.Symbol, ...]:
         """Forward values the backward step reads (sorted by name): what the forward pass must keep."""
-        exclude = {s for _, s in self.seeds} | {s for _, s in (*self.forward.unit_params, *self.forward.step_inputs)}
+        exclude = {s for _, s in self.seeds} | {s for _, s in self.forward.step_inputs} | {UNITS}
+        exclude |= set(self.forward.parameters)
         return tuple(s for s in self.adjoints.free_inputs() if s not in exclude)
+
+    @property
+    def scalars(self) -> frozenset[sympy.Symbol]:
+        """The per-row adjoints and reductions (one value per batch row): those of forward's per-row values and
+        the sums over the units of the backward step."""
+        out = {adjoint_symbol(v) for v in self.forward.scalars} | self.forward.scalars
+        for a in self.adjoints:
+            values = a.rhs.free_symbols - {UNITS}
+            if isinstance(a.rhs, sum_units) or (a.role not in _PER_UNIT_ROLES and values and values <= out):
+                out.add(a.lhs)
+        out -= self.forward.scalars
+        return frozenset(out)
 
 
 def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") -> BackwardEquations:
@@ -89,6 +109,12 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     seeds = tuple((name, seed_symbol(name)) for name, _ in seeded)
     seed_of = {sym: seed_symbol(name) for name, sym in seeded}
     cut = dict(forward.prev)[forward.spec.output_state] if gradient == "truncated" else None
+    scalars = forward.scalars
+    algebra = SumAlgebra(
+        ((a.lhs, a.rhs.args[0]) for a in equations if a.role == "reduction"),
+        scalars | {adjoint_symbol(v) for v in scalars},
+        sum_aliases(equations),
+    )
 
     readers: dict[sympy.Symbol, list[Assignment]] = {}
     for a in equations:
@@ -98,17 +124,30 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     def pull(value: sympy.Symbol) -> sympy.Expr:
         """Σ over readers of ∂(reader's rhs)/∂value · d_reader, plus the outside gradient for new states."""
         total = seed_of.get(value, sympy.Integer(0))
+        per_unit = sympy.Integer(0)  # a per-row value's contributions from per-unit readers: summed over units
         for reader in readers.get(value, ()):
             if value == cut and reader.role in ("source", "preactivation"):
                 continue  # truncated: h_{t-1} is a constant where it enters a pre-activation
-            total += _local_partial(reader, value) * adjoint_symbol(reader.lhs)
-        return total
+            partial = _local_partial(reader, value)
+            if value in scalars and reader.role == "reduction":
+                partial = sum_units(partial)  # ∂(Σ_j e_j)/∂s = Σ_j ∂e_j/∂s for a per-row s
+            if value in scalars and reader.lhs not in scalars:
+                per_unit += partial * adjoint_symbol(reader.lhs)
+            else:
+                total += partial * adjoint_symbol(reader.lhs)
+        if per_unit != 0:
+            total += sum_units(per_unit)
+        return algebra.reduce(total) if total.has(sum_units) else total
 
     raw = [Assignment(adjoint_symbol(a.lhs), pull(a.lhs), a.role) for a in reversed(equations)]
     # The per-step inputs (masks) get no gradient: they are constants of the step.
     differentiable = forward.differentiable_inputs()
     raw += [Assignment(adjoint_symbol(v), pull(v), "input") for v in differentiable]
-    adjoints, outputs = _simplify_adjoints(raw, {adjoint_symbol(v) for v in differentiable})
+    per_row = {adjoint_symbol(v) for v in scalars}
+    adjoints, outputs = _simplify_adjoints(raw, {adjoint_symbol(v) for v in differentiable}, per_row)
+    if any(a.rhs.has(sum_units) for a in adjoints):
+        taken = {str(s) for a in (*equations, *adjoints) for s in (a.lhs, *a.rhs.free_symbols)}
+        adjoints = extract_sums(adjoints, taken)
     return BackwardEquations(
         forward=forward,
         gradient=gradient,
@@ -129,27 +168,34 @@ def _local_partial(a: Assignment, value: sympy.Symbol) -> sympy.Expr:
 # Roles whose adjoints keep their own name in the printed equations and the kernel: the textbook's δa_k,
 # δc_t, and the step's outputs. Other adjoints read once are folded into their single reader.
 _NAMED_ROLES = frozenset({"preactivation", "state", "source", "input"})
+#: Roles whose values are rows of H units even when computed from per-row values alone.
+_PER_UNIT_ROLES = frozenset({"preactivation", "gate", "state", "source", "input"})
 
 
 def _simplify_adjoints(
-    raw: list[Assignment], output_symbols: set[sympy.Symbol]
+    raw: list[Assignment], output_symbols: set[sympy.Symbol], per_row: set[sympy.Symbol] = frozenset()
 ) -> tuple[AssignmentList, dict[sympy.Symbol, sympy.Expr]]:
     """Rules, in order: drop zeros; replace aliases (d_xW_i = d_a_i); fold single-use adjoints; factor.
 
-    Returns the remaining assignments and, for each output adjoint symbol, the expression that holds it.
+    A per-row adjoint (``per_row``) is folded only into another per-row one: in a per-unit expression it would
+    be computed once per unit. Returns the remaining assignments and, for each output adjoint symbol, the
+    expression that holds it.
     """
     value: dict[sympy.Symbol, sympy.Expr] = {}  # symbol -> what to write instead of it
     kept: list[Assignment] = []
     uses: dict[sympy.Symbol, int] = {}
+    reader: dict[sympy.Symbol, sympy.Symbol] = {}
     for a in raw:
         for s in a.rhs.free_symbols:
             uses[s] = uses.get(s, 0) + 1
+            reader[s] = a.lhs
     for a in raw:
         rhs = a.rhs.xreplace(value)
         if rhs == 0 or isinstance(rhs, sympy.Symbol):
             value[a.lhs] = rhs  # zero or alias: nothing to compute
             continue
-        if a.role not in _NAMED_ROLES and uses.get(a.lhs, 0) == 1:
+        into_unit = a.lhs in per_row and reader.get(a.lhs) not in per_row
+        if a.role not in _NAMED_ROLES and uses.get(a.lhs, 0) == 1 and not into_unit:
             value[a.lhs] = rhs
             continue
         rhs = sympy.factor_terms(rhs)

@@ -2,7 +2,8 @@
 
 The text is parsed by Python's ``ast`` (parsing never executes anything) and then walked node by node:
 only numbers, the four arithmetic operators, unary signs, names from the vocabulary and calls of the
-functions of :mod:`lstmgen.functions` with their number of arguments are accepted. Anything else (attribute
+functions and reductions (``mean``, ``var``, ``layer_norm`` over the units) of :mod:`lstmgen.functions` with their
+number of arguments are accepted. Anything else (attribute
 access, subscripts, keywords, strings, ``**``, lambdas, unknown names) is refused with a message naming the
 field. No user text reaches ``eval``.
 """
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 
 import sympy
 
-from lstmgen.functions import VOCABULARY
+from lstmgen.functions import REDUCTIONS, VOCABULARY
 from lstmgen.spec import SpecError
 
 MAX_EQUATION_LENGTH = 2000
@@ -109,10 +110,15 @@ class _Converter:
                 raise self.fail(f"unknown name {node.id!r} (expected one of: {known})")
             return self.names[node.id]
         if isinstance(node, ast.Call):
-            if not isinstance(node.func, ast.Name) or node.func.id not in VOCABULARY:
+            known = {*VOCABULARY, *REDUCTIONS}
+            if not isinstance(node.func, ast.Name) or node.func.id not in known:
                 raise self.fail(
-                    f"unknown function {ast.unparse(node.func)!r} (expected one of: {', '.join(sorted(VOCABULARY))})"
+                    f"unknown function {ast.unparse(node.func)!r} (expected one of: {', '.join(sorted(known))})"
                 )
+            if node.func.id in REDUCTIONS:
+                if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+                    raise self.fail(f"{node.func.id} takes exactly one argument")
+                return REDUCTIONS[node.func.id](self.convert(node.args[0]))
             record = VOCABULARY[node.func.id]
             if node.keywords or len(node.args) != record.arity or any(isinstance(a, ast.Starred) for a in node.args):
                 count = "one argument" if record.arity == 1 else f"{record.arity} arguments"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from lstmgen.functions import UNITS, sum_units
 from lstmgen.symbolic.assignment import Assignment, AssignmentList
 from lstmgen.symbolic.derive_backward import BackwardEquations, adjoint_symbol
 from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
@@ -39,6 +40,9 @@ class KernelExpressions:
             the recurrent product), so the kernel keeps a buffer of recurrent adjoints.
         invariants: forward values of the unit parameters alone (the RG-LRU's softplus(lam)), the same at every
             step: each kernel computes them once, before its time loop, into a (H,) row; no phase holds them.
+        forward_scalars, backward_scalars: the per-row values of each loop (reductions over the units, what is
+            computed from them alone, and the CSE temporaries of such values): one number per batch row, held in
+            a local. Two sets: the loops number their temporaries independently.
     """
 
     backward: BackwardEquations
@@ -50,6 +54,8 @@ class KernelExpressions:
     carried: tuple[sympy.Symbol, ...]
     separate_recurrent_adjoint: bool
     invariants: AssignmentList
+    forward_scalars: frozenset[sympy.Symbol] = frozenset()
+    backward_scalars: frozenset[sympy.Symbol] = frozenset()
 
     @property
     def forward(self) -> ForwardEquations:
@@ -110,13 +116,14 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
     constant = {s for _, s in forward.unit_params}
     invariants = []
     for a in forward.equations:
-        if a.role in ("intermediate", "hoisted") and a.rhs.free_symbols and a.rhs.free_symbols <= constant:
+        values = a.rhs.free_symbols - {UNITS}
+        if a.role in ("intermediate", "hoisted") and values and values <= constant:
             invariants.append(a)
             constant.add(a.lhs)
     equations = tuple(a for a in forward.equations if a not in invariants)
 
     # Forward phase: inputs are there at the start (0), a mid-step projection once its source's phase ended.
-    phase: dict[sympy.Symbol, int] = {s: 0 for s in (*forward.inputs(), *(a.lhs for a in invariants))}
+    phase: dict[sympy.Symbol, int] = {s: 0 for s in (*forward.inputs(), *(a.lhs for a in invariants), UNITS)}
     late = forward.late_projections
     for a in equations:
         phase[a.lhs] = max((phase[s] for s in a.rhs.free_symbols), default=0)
@@ -133,15 +140,25 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
     value_of.update({adjoint_symbol(s): s for s in forward.inputs()})
     backward_phase = {}
     for a in backward.adjoints:
-        value = value_of[a.lhs]
-        backward_phase[a.lhs] = first_reader[value] if value in first_reader else phase[value]
+        if a.lhs in value_of:
+            value = value_of[a.lhs]
+            backward_phase[a.lhs] = first_reader[value] if value in first_reader else phase[value]
+    # A sum over the units that the derivation named (sum_d_mu) runs in the phase of the adjoint reading it.
+    for a in reversed(backward.adjoints.assignments):
+        if a.lhs not in backward_phase:
+            readers = [backward_phase[b.lhs] for b in backward.adjoints if a.lhs in b.rhs.free_symbols]
+            backward_phase[a.lhs] = max(readers, default=0)
 
     stored_elsewhere = {unit_symbol(g.name) for g in forward.spec.gates}
-    stored_elsewhere |= {
-        s
-        for group in (forward.new, forward.prev, forward.unit_params, forward.input_row, forward.step_inputs)
-        for _, s in group
-    } | {a.lhs for a in invariants}
+    stored_elsewhere |= (
+        {
+            s
+            for group in (forward.new, forward.prev, forward.unit_params, forward.input_row, forward.step_inputs)
+            for _, s in group
+        }
+        | {a.lhs for a in invariants}
+        | set(forward.parameters)
+    )
     # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
     inputs = set(forward.inputs()) | {a.lhs for a in invariants}
     crossing = {s for a in equations for s in a.rhs.free_symbols - inputs if phase[s] < phase[a.lhs]}
@@ -169,14 +186,30 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
             for p in range(n_phases)
         )
 
+    forward_phases = split(AssignmentList.of(equations), phase)
+    backward_phases = split(backward.adjoints, backward_phase)
     return KernelExpressions(
         backward=backward,
-        forward_phases=split(AssignmentList.of(equations), phase),
-        backward_phases=split(backward.adjoints, backward_phase),
+        forward_phases=forward_phases,
+        backward_phases=backward_phases,
         forward_phase=phase,
         backward_phase=backward_phase,
         saved=saved,
         carried=carried,
         separate_recurrent_adjoint=separate,
         invariants=AssignmentList.of(invariants),
+        forward_scalars=_per_row(forward.scalars, forward_phases),
+        backward_scalars=_per_row(backward.scalars, backward_phases),
     )
+
+
+def _per_row(known: frozenset[sympy.Symbol], lists: tuple[AssignmentList, ...]) -> frozenset[sympy.Symbol]:
+    """``known`` and the CSE temporaries that are sums over the units or computed from per-row values and
+    constants alone (``1/H``)."""
+    out = set(known)
+    for assignments in lists:
+        for a in assignments:
+            values = a.rhs.free_symbols - {UNITS}
+            if a.role == "temporary" and (isinstance(a.rhs, sum_units) or values <= out):
+                out.add(a.lhs)
+    return frozenset(out)

@@ -5,6 +5,10 @@ activation call that is not the whole right-hand side of an assignment is hoiste
 (``h = o*tanh(c)`` becomes ``tanh_c = tanh(c); h = o*tanh_c``), so that each derivative can later be written
 through a value the forward pass saved. The matrix products (x_t W, h_{t-1} R) stay outside: they enter as the
 symbols ``xW_k`` and ``hR_k``.
+
+A reduction over the units (``mean(v)`` is ``sum_units(v) / H``) is hoisted the same way, into a value of role
+"reduction" (``sum_mu = sum_units(v)``): one value per batch row, not per unit. Values computed from such values
+alone (``mu = sum_mu / H``, ``1/sqrt(var + eps)``) are per-row too: :attr:`ForwardEquations.scalars`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from lstmgen.functions import HOISTED
+from lstmgen.functions import HOISTED, UNITS, sum_units
 from lstmgen.spec import CellSpec, SpecError
 from lstmgen.symbolic.assignment import Assignment, AssignmentList
 from lstmgen.symbolic.equation_parser import parse_expression
@@ -41,6 +45,8 @@ class ForwardEquations:
         unit_params: per unit-parameter name, its symbol.
         input_row: ("x", symbol) when the equations read the input row x_t itself, else empty.
         step_inputs: per declared per-step input (a mask...), its symbol: read, never differentiated.
+        gate_params: (parameter, gate, symbol) for block ``gate`` of each (G·H,) gate parameter, and of the bias
+            b when the spec places it itself (``input_bias = False``).
     """
 
     spec: CellSpec
@@ -54,6 +60,7 @@ class ForwardEquations:
     unit_params: tuple[tuple[str, sympy.Symbol], ...]
     input_row: tuple[tuple[str, sympy.Symbol], ...] = ()
     step_inputs: tuple[tuple[str, sympy.Symbol], ...] = ()
+    gate_params: tuple[tuple[str, str, sympy.Symbol], ...] = ()
 
     def inputs(self) -> tuple[sympy.Symbol, ...]:
         """Every symbol the step reads: projections, previous states, unit parameters, the input row x_t and
@@ -63,7 +70,23 @@ class ForwardEquations:
     def differentiable_inputs(self) -> tuple[sympy.Symbol, ...]:
         """The inputs that get a gradient: all but the per-step inputs."""
         groups = (self.xW, self.hR, self.gQ, self.prev, self.unit_params, self.input_row)
-        return tuple(s for group in groups for _, s in group)
+        return (*(s for group in groups for _, s in group), *(s for _, _, s in self.gate_params))
+
+    @property
+    def parameters(self) -> tuple[sympy.Symbol, ...]:
+        """The symbols of the parameter vectors read in the step: unit parameters and gate-parameter blocks."""
+        return (*(s for _, s in self.unit_params), *(s for _, _, s in self.gate_params))
+
+    @property
+    def scalars(self) -> frozenset[sympy.Symbol]:
+        """The values of one batch row rather than of one unit: the reductions, and what is computed from them
+        alone (states, gates and pre-activations are rows of H units even when their value is per-row)."""
+        out: set[sympy.Symbol] = set()
+        for a in self.equations:
+            values = a.rhs.free_symbols - {UNITS}
+            if a.role == "reduction" or (a.role in ("intermediate", "hoisted") and values and values <= out):
+                out.add(a.lhs)
+        return frozenset(out)
 
     @property
     def late_projections(self) -> dict[sympy.Symbol, sympy.Symbol]:
@@ -82,10 +105,13 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     new = tuple((s, unit_symbol(s)) for s in spec.state)
     unit_params = tuple((p, unit_symbol(p)) for p in spec.unit_params)
     step_inputs = tuple((name, unit_symbol(name)) for name in spec.inputs)
+    blocked = (*spec.gate_params, *(() if spec.input_bias else ("b",)))
+    gate_params = tuple((p, g.name, unit_symbol(f"{p}_{g.name}")) for p in blocked for g in spec.gates)
 
     names: dict[str, sympy.Symbol] = {}
     for group in (xW, hR, gQ, prev, new, unit_params, step_inputs):
         names.update({str(sym): sym for _, sym in group})
+    names.update({str(sym): sym for _, _, sym in gate_params})
     for gate in spec.gates:
         names[gate.name] = unit_symbol(gate.name)
         names[f"a_{gate.name}"] = unit_symbol(f"a_{gate.name}")
@@ -116,8 +142,16 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
 
     late = {dict(hR)[gate]: src for gate, src in sources}
     input_row = (("x", x_row),) if any(x_row in a.rhs.free_symbols for a in declared) else ()
-    inputs = _input_set(xW, hR, gQ, prev, unit_params, input_row, step_inputs)
-    ordered = _topological_order(declared, inputs - set(late), late)
+    inputs = _input_set(xW, hR, gQ, prev, unit_params, input_row, step_inputs) | {s for *_, s in gate_params}
+    if not spec.input_bias:
+        read = set().union(*(a.rhs.free_symbols for a in declared))
+        unread = [str(s) for p, _, s in gate_params if p == "b" and s not in read]
+        if unread:
+            raise SpecError(
+                f"input_bias: false, but no equation reads {', '.join(unread)} (expected the bias placed in the "
+                "equations, block by block)"
+            )
+    ordered = _topological_order(declared, (inputs - set(late)) | {UNITS}, late)
     return ForwardEquations(
         spec=spec,
         equations=AssignmentList.of(_hoist_activations(ordered, set(names))),
@@ -130,6 +164,7 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         unit_params=unit_params,
         input_row=input_row,
         step_inputs=step_inputs,
+        gate_params=gate_params,
     )
 
 
@@ -188,30 +223,39 @@ def _topological_order(
 
 
 def _hoist_activations(ordered: list[Assignment], taken: set[str]) -> list[Assignment]:
-    """Give every nested activation call its own assignment, named after the function and its argument."""
+    """Give every nested activation call its own assignment, named after the function and its argument, and
+    every reduction one of role "reduction", named ``sum_<the value that reads it>``."""
     out: list[Assignment] = []
     hoisted: dict[sympy.Expr, sympy.Symbol] = {}
     for a in ordered:
 
         def name_for(call: sympy.Function, lhs: sympy.Symbol = a.lhs) -> sympy.Symbol:
             arg = call.args[0]
-            base = f"{type(call).__name__}_{arg if isinstance(arg, sympy.Symbol) else lhs}"
+            if isinstance(call, sum_units):
+                base = f"sum_{lhs}"
+            else:
+                base = f"{type(call).__name__}_{arg if isinstance(arg, sympy.Symbol) else lhs}"
             candidate, k = base, 2
             while candidate in taken:
                 candidate, k = f"{base}{k}", k + 1
             taken.add(candidate)
             return unit_symbol(candidate)
 
-        def hoist(expr: sympy.Expr, top: bool) -> sympy.Expr:
+        def hoist(expr: sympy.Expr, top: bool, role: str = a.role) -> sympy.Expr:
             if not expr.args:
                 return expr
-            rebuilt = expr.func(*(hoist(arg, False) for arg in expr.args))
-            if isinstance(rebuilt, HOISTED) and not top:
+            rebuilt = expr.func(*(hoist(arg, False, role) for arg in expr.args))
+            reduction = isinstance(rebuilt, sum_units)
+            # A sum is its own value unless it is the whole rhs of an intermediate (then that value is the sum).
+            kept = top and (role == "intermediate" or not reduction)
+            if (isinstance(rebuilt, HOISTED) or reduction) and not kept:
                 if rebuilt not in hoisted:
                     hoisted[rebuilt] = name_for(rebuilt)
-                    out.append(Assignment(hoisted[rebuilt], rebuilt, "hoisted"))
+                    out.append(Assignment(hoisted[rebuilt], rebuilt, "reduction" if reduction else "hoisted"))
                 return hoisted[rebuilt]
             return rebuilt
 
-        out.append(Assignment(a.lhs, hoist(a.rhs, True), a.role))
+        rhs = hoist(a.rhs, True)
+        role = "reduction" if isinstance(rhs, sum_units) and a.role == "intermediate" else a.role
+        out.append(Assignment(a.lhs, rhs, role))
     return out
