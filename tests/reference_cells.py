@@ -189,6 +189,34 @@ def slstm(p, x, state, truncated):
     return sigmoid(a_o) * c / n, c, n, m_new
 
 
+def layer_norm_sheet(v, gain, shift=None, eps=1e-5):
+    """LN(v; γ, β) = γ ⊙ (v − mean(v)) / sqrt(var(v) + eps) + β over the last axis, biased variance (the sheet)."""
+    mean = v.mean(dim=-1, keepdim=True)
+    var = ((v - mean) ** 2).mean(dim=-1, keepdim=True)
+    out = gain * (v - mean) / torch.sqrt(var + eps)
+    return out if shift is None else out + shift
+
+
+def _functional_layer_norm(v, gain, shift=None, eps=1e-5):
+    """torch's own layer norm over the last axis, the same arguments as :func:`layer_norm_sheet`."""
+    return torch.nn.functional.layer_norm(v, v.shape[-1:], weight=gain, bias=shift, eps=eps)
+
+
+def layernorm_lstm(p, x, state, truncated, layer_norm=layer_norm_sheet):
+    """Ba, Kiros & Hinton's LSTM: layer norm of x W and h R over all 4H pre-activations (gains gamma_x,
+    gamma_h; their shifts fold into b) and of c before its tanh (gamma_c, beta_c), eps 1e-5. ``layer_norm``:
+    the sheet's formula, or torch.nn.functional.layer_norm (:func:`layernorm_lstm_functional`)."""
+    h, c = state
+    a = layer_norm(x @ p["W"], p["gamma_x"]) + layer_norm(_recurrent_input(h, truncated) @ p["R"], p["gamma_h"])
+    a_i, a_f, a_g, a_o = (a + p["b"]).chunk(4, dim=-1)
+    c = sigmoid(a_f) * c + sigmoid(a_i) * tanh(a_g)
+    return sigmoid(a_o) * tanh(layer_norm(c, p["gamma_c"], p["beta_c"])), c
+
+
+def layernorm_lstm_functional(p, x, state, truncated):
+    return layernorm_lstm(p, x, state, truncated, layer_norm=_functional_layer_norm)
+
+
 STEPS = {
     "rnn_tanh": rnn_tanh,
     "lstm_1997": lstm_1997,
@@ -213,7 +241,10 @@ STEPS = {
     "rg_lru": rg_lru,
     "zoneout_lstm": zoneout_lstm,
     "slstm": slstm,
+    "layernorm_lstm": layernorm_lstm,
 }
+#: Second references of a variant, by a name of their own: the same cell written another way.
+ALTERNATIVES = {"layernorm_lstm_functional": layernorm_lstm_functional}
 
 
 def run_reference(variant, x, params, state, truncated=False, inputs=None):
@@ -221,7 +252,7 @@ def run_reference(variant, x, params, state, truncated=False, inputs=None):
     (T, B, H) by name, passed to the step as keywords."""
     if variant == "lstm_fgr":
         return lstm_fgr_unroll(params, x, state, truncated)
-    step = STEPS[variant]
+    step = STEPS[variant] if variant in STEPS else ALTERNATIVES[variant]
     inputs = inputs or {}
     ys = []
     for t in range(x.shape[0]):

@@ -31,7 +31,7 @@ def assert_close(actual, expected, rtol, atol_scale, name, atol_floor=1.0):
     )
 
 
-def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
+def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor, skip=()):
     x, params, state, dy, dstate = random_problem(module, sizes, dtype, seed)
     inputs = random_step_inputs(module, x, dy.shape[2], seed)
     assert module.GRADIENT in MODES
@@ -65,6 +65,8 @@ def compare(module, variant, sizes, dtype, seed, rtol, atol_scale, atol_floor):
     }
     assert set(outputs) == set(expected)
     for name in expected:
+        if name in skip:
+            continue
         assert_close(outputs[name], expected[name], rtol, atol_scale, name, atol_floor)
 
 
@@ -82,7 +84,15 @@ def test_float64_matches_autograd(generated_module, variant, gradient, sizes):
 def test_float32_matches_float64_reference(generated_module, variant, gradient, sizes):
     # float32 policy: rtol 1e-4, atol 1e-5 * max|ref| (no floor of 1).
     module = module_for(generated_module, variant, gradient)
-    compare(module, variant, sizes, np.float32, seed=sum(sizes) + 1, rtol=1e-4, atol_scale=1e-5, atol_floor=0.0)
+    # With I = 1, x_t W is x_t times one row of W, and its layer norm hardly depends on x_t: dx is a cancellation
+    # of terms ~1e4 times larger than itself (modern-cells.md: compare it in float64, as the test above does).
+    # With H = 1 the same holds for h_0 R and the gradient on h_0.
+    skip = ()
+    if variant == "layernorm_lstm":
+        skip = ("dx",) * (sizes[2] == 1) + ("dstate0[h]",) * (sizes[3] == 1)
+    compare(
+        module, variant, sizes, np.float32, seed=sum(sizes) + 1, rtol=1e-4, atol_scale=1e-5, atol_floor=0.0, skip=skip
+    )
 
 
 def test_lstm_matches_torch_nn_lstm(generated_module):

@@ -19,10 +19,11 @@ from lstmgen.symbolic.forward_equations import build_forward_equations
 
 @dataclass(frozen=True)
 class WeightGradient:
-    """∂L/∂param as a sum over time (and batch): ``kind`` is "input", "recurrent", "feedback", "bias", "unit".
+    """∂L/∂param as a sum over time (and batch): ``kind`` is "input", "recurrent", "feedback", "bias", "unit",
+    "gate" (block ``gate`` of a gate parameter, or of b when the equations place the bias).
 
     ``adjoint`` is the per-unit expression summed: δxW_k for W_k and b_k, δhR_k for R_k, δgQ_k for Q_k, and
-    the derived adjoint of a unit parameter.
+    the derived adjoint of a unit or gate parameter.
     """
 
     param: str
@@ -107,7 +108,10 @@ def build_derivation(spec: CellSpec, gradient: GradientMode = "full") -> Derivat
     """Derive everything about ``spec`` that the printers show."""
     forward = build_forward_equations(spec)
     backward = derive_backward(forward, gradient)
-    display = {a.lhs: a.rhs for a in forward.equations if a.role in ("hoisted", "source")}
+    display: dict[sympy.Symbol, sympy.Expr] = {}
+    for a in forward.equations:  # in order, so a hoisted value inside another shows unfolded too
+        if a.role in ("hoisted", "source"):
+            display[a.lhs] = a.rhs.xreplace(display)
     shown = tuple(a for a in forward.equations if a.role != "hoisted")
     grads = []
     for gate, xw in forward.xW:
@@ -116,8 +120,11 @@ def build_derivation(spec: CellSpec, gradient: GradientMode = "full") -> Derivat
         grads.append(WeightGradient("R", gate, "recurrent", backward.output(hr)))
     for gate, gq in forward.gQ:
         grads.append(WeightGradient("Q", gate, "feedback", backward.output(gq)))
-    for gate, xw in forward.xW:
-        grads.append(WeightGradient("b", gate, "bias", backward.output(xw)))
+    if spec.input_bias:
+        for gate, xw in forward.xW:
+            grads.append(WeightGradient("b", gate, "bias", backward.output(xw)))
+    for name, gate, sym in forward.gate_params:
+        grads.append(WeightGradient(name, gate, "gate", backward.output(sym)))
     for name, sym in forward.unit_params:
         grads.append(WeightGradient(name, "", "unit", backward.output(sym)))
     return Derivation(

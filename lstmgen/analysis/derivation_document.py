@@ -91,8 +91,12 @@ class Names:
             name(unit_symbol(s), *value(s))
             name(unit_symbol(f"{s}_prev"), *value(s, "t-1"))
         for a in forward.equations:
-            if a.role == "intermediate":
+            if a.role in ("intermediate", "reduction"):
                 name(a.lhs, *value(str(a.lhs)))
+        for p, k, sym in forward.gate_params:
+            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+            base = p if len(p) == 1 else rf"\mathrm{{{p.replace('_', chr(92) + '_')}}}"
+            name(sym, f"{base}_{{{gk}}}", f"{p}_{self.gate_text[k]}")
         for p in spec.unit_params:
             gate = p.removeprefix("p_")
             if graves and p.startswith("p_") and gate in _GREEK_GATE:
@@ -171,8 +175,9 @@ class TextExpressionPrinter(StrPrinter):
 
     def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
         base, exp = expr.args
-        if exp == 2:
-            return self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"]) + "²"
+        if exp.is_Integer and exp > 1:
+            superscript = str(exp).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+            return self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"]) + superscript
         return super()._print_Pow(expr, rational)
 
     def _print_Function(self, expr: sympy.Function) -> str:
@@ -316,8 +321,10 @@ class DocumentBuilder:
         self.d = derivation
         self.names = Names(derivation, notation)
         forward = derivation.backward.forward
-        # xW_k prints as x_t W_k + b_k: a real sum, so precedence stays right.
-        self.expand_xw = {xw: unit_symbol(f"X_{k}") + unit_symbol(f"B_{k}") for k, xw in forward.xW}
+        # xW_k prints as x_t W_k + b_k: a real sum, so precedence stays right (x_t W_k alone when the equations
+        # place the bias themselves).
+        bias = forward.spec.input_bias
+        self.expand_xw = {xw: unit_symbol(f"X_{k}") + (unit_symbol(f"B_{k}") if bias else 0) for k, xw in forward.xW}
         self.show = {**{k: v for k, v in derivation.display.items() if not str(k).startswith("src_")}, **self.expand_xw}
         self._defined = set(derivation.backward.adjoints.targets)
 
@@ -361,6 +368,14 @@ class DocumentBuilder:
         return tuple(lines)
 
     def _gradient(self, g: WeightGradient) -> Equation:
+        if g.kind == "gate":  # block g.gate of a gate parameter (or of a bias the equations place)
+            per_step = self.d.backward.adjoints.rhs_of(g.adjoint) if g.adjoint in self._defined else g.adjoint
+            gate = self.gate(g.gate)
+            param = Name(
+                g.param if len(g.param) == 1 else rf"\mathrm{{{g.param.replace('_', chr(92) + '_')}}}", g.param
+            )
+            lhs = GradientOf(Name(f"{param.latex}_{{{gate.latex}}}", f"{param.text}_{gate.text}"))
+            return Equation(lhs, Sum(self.expr(per_step)))
         if g.kind == "unit":
             per_step = self.d.backward.adjoints.rhs_of(g.adjoint) if g.adjoint in self._defined else g.adjoint
             return Equation(GradientOf(Name(_sub(g.param), g.param)), Sum(self.expr(per_step)))
@@ -496,16 +511,26 @@ def build_document(derivation: Derivation, notation: str = "modern") -> Document
         Section("Forward", forward_note, b.forward()),
         Section("Backward", backward_note, b.backward()),
         Section("Weight gradients", weights_note, b.gradients()),
-        Section(
-            "Error flow", f"One-step Jacobian of the carried state ({derivation.gradient} gradient).", b.jacobian()
-        ),
+        Section("Error flow", _jacobian_note(derivation), b.jacobian()),
     )
     spec = derivation.spec
     return Document(spec.name, spec.description, spec.paper, b.names, sections, b.analysis())
+
+
+def _jacobian_note(derivation: Derivation) -> str:
+    note = f"One-step Jacobian of the carried state ({derivation.gradient} gradient)."
+    if derivation.backward.forward.scalars:
+        note += (
+            " Its diagonal part, with the per-row values of the reductions over the units (means, variances) held"
+            " constant; the reductions add a coupling between all units of a row (an outer product per sum), not"
+            " shown."
+        )
+    return note
 
 
 def build_error_flow(derivation: Derivation, notation: str = "modern") -> ErrorFlowReport:
     """Only the error flow: the one-step Jacobian of the carried state and the 1997 analysis."""
     b = DocumentBuilder(derivation, notation)
     title = f"Error flow of {derivation.spec.name} ({derivation.gradient} gradient)"
-    return ErrorFlowReport(title, b.names, b.jacobian(), b.analysis())
+    note = _jacobian_note(derivation).partition(". ")[2]
+    return ErrorFlowReport(title, b.names, b.jacobian(), ((Prose((note,)),) if note else ()) + b.analysis())

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import sympy
 
-from lstmgen.functions import sigmoid
+from lstmgen.functions import sigmoid, sum_units
 from lstmgen.spec import CellSpec
 from lstmgen.symbolic.derive_backward import BackwardEquations, GradientMode, derive_backward
 from lstmgen.symbolic.forward_equations import ForwardEquations, build_forward_equations
@@ -49,6 +49,10 @@ FEEDBACK = "gamma"
 def state_jacobian(spec: CellSpec, gradient: GradientMode = "full") -> tuple[JacobianBlock, ...]:
     """Every block ∂s_t/∂s'_{t−1} of the one-step Jacobian of the carried state.
 
+    For a cell with reductions over the units (layer norm), each block is its diagonal part, the per-row values
+    held constant: the reductions add a coupling of every unit to every other (one outer product per sum) that
+    is not shown.
+
     With gate feedback (``spec.feedback``) under the full gradient, the previous step's fed-back gate values
     γ_{t−1} are carried state too: each fed-back gate is also a target, and γ (source :data:`FEEDBACK`) a
     source whose blocks are Σ_k diag(coefficient_k) Q_kᵀ. The truncated gradient cuts that path as it cuts
@@ -75,6 +79,9 @@ def _vjp(backward: BackwardEquations, seed: str) -> Callable[[sympy.Symbol], sym
 
     def vjp(value: sympy.Symbol) -> sympy.Expr:
         expr = backward.expanded(value).xreplace(unit)
+        # Every path through a reduction over the units passes a sum of the backward step: without them, the
+        # per-row values (means, variances) act as constants and what is left is the diagonal part.
+        expr = expr.replace(lambda e: isinstance(e, sum_units), lambda e: sympy.Integer(0))
         simpler = sympy.simplify(expr)
         return sympy.factor_terms(expr if simpler.has(sympy.Piecewise) else simpler)
 
