@@ -93,6 +93,9 @@ class Names:
         for a in forward.equations:
             if a.role in ("intermediate", "reduction"):
                 name(a.lhs, *value(str(a.lhs)))
+        for a in derivation.backward.adjoints:  # the sums over the units the derivation named (sum_d_mu)
+            if a.role == "reduction" and str(a.lhs).startswith("sum_"):
+                name(a.lhs, *value(str(a.lhs)))
         for p, k, sym in forward.gate_params:
             gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
             base = p if len(p) == 1 else rf"\mathrm{{{p.replace('_', chr(92) + '_')}}}"

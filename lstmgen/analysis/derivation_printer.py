@@ -34,6 +34,7 @@ from lstmgen.analysis.derivation_document import (
     build_document,
     build_error_flow,
 )
+from lstmgen.functions import sum_units
 
 FORMATS = ("latex", "markdown", "text")
 __all__ = ["FORMATS", "NOTATIONS", "latex_escape", "printer_for", "render_derivation", "render_error_flow"]
@@ -134,6 +135,10 @@ class LatexPrinter(TextPrinter):
 
     def _print_Expr(self, node: Expr) -> str:
         e = node.value
+        if node.breakable and isinstance(e, sum_units) and isinstance(e.args[0], sympy.Add):
+            # A long sum over the units breaks between the terms it sums (\Bigl( \Bigr) need no pairing).
+            inner = self._print_Expr(Expr(e.args[0], breakable=True))
+            return rf"\sum_{{j}} \Bigl({inner}\Bigr)_{{j}}"
         if not (node.breakable and isinstance(e, sympy.Add)):
             return sympy.latex(e, symbol_names=self.names.latex)
         printer = SympyLatexPrinter({"symbol_names": self.names.latex})
