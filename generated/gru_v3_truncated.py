@@ -60,7 +60,8 @@ INPUTS = ()
 HEADS = None
 STATE = ("h",)
 PARAMS = ("W", "R", "b")
-# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+# a per-row value, (T, B)).
 TAPE_EXTRA = ((0, 1),)
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
@@ -388,7 +389,7 @@ def backward(dy, tape, dstate=None):
     steps, batch, _ = x.shape
     hidden = _hidden(params)
     h__seq, = tape.states
-    src_n__seq, = tape.extra
+    (src_n__seq,) = tape.extra
     gate_seq = tape.gate_seq
     h__grad_buf = final[0].copy()
     d_gate_seq = alloc((steps, batch, 3 * hidden), dtype=x.dtype)

@@ -10,7 +10,7 @@ Shapes: x (T, B, I) time-major; y (T, B, H) holds h_1..h_T; every state (B, H).
 Padded batches: lengths (B,) as in ONNX; past its length a sequence keeps its state and outputs zeros.
 Parameters: W (I, 4H), R (H, 4H), b (4H,), gamma_x (4H,), gamma_h (4H,), gamma_c (H,), beta_c (H,);
 column block k of W, R and b belongs to GATES[k].
-xW_k = x_t W_k + b_k and
+xW_k = x_t W_k (b_k enters the equations) and
 hR_k = h_{t-1} R_k.
 In the kernels, <value>__<role> is the buffer or row that holds a value of the equations below (c__seq: c at
 every step; c_prev__row: c_{t-1} at the current batch row); names without "__" are the kernels' own.
@@ -55,11 +55,13 @@ from step t+1); d_v is dL/dv:
     d_a_g = d_c*i*(1 - g**2)
     d_a_f = c_prev*d_c*f*(1 - f)
     d_a_i = d_c*g*i*(1 - i)
-    sum_d_sum_var_h = sum_units(d_a_f*gamma_h_f*(hR_f - mu_h) + d_a_g*gamma_h_g*(hR_g - mu_h) + d_a_i*gamma_h_i*(hR_i - mu_h) + d_a_o*gamma_h_o*(hR_o - mu_h))
+    sum_d_sum_var_h = sum_units(d_a_f*gamma_h_f*(hR_f - mu_h) + d_a_g*gamma_h_g*(hR_g - mu_h) + d_a_i*gamma_h_i*(hR_i -
+        mu_h) + d_a_o*gamma_h_o*(hR_o - mu_h))
     d_sum_var_h = -sum_d_sum_var_h/(8*sqrt_rs_h**3*H)
     sum_d_sum_mu_h = sum_units(d_a_f*gamma_h_f + d_a_g*gamma_h_g + d_a_i*gamma_h_i + d_a_o*gamma_h_o)
     d_sum_mu_h = -rs_h*sum_d_sum_mu_h/(4*H)
-    sum_d_sum_var_x = sum_units(d_a_f*gamma_x_f*(xW_f - mu_x) + d_a_g*gamma_x_g*(xW_g - mu_x) + d_a_i*gamma_x_i*(xW_i - mu_x) + d_a_o*gamma_x_o*(xW_o - mu_x))
+    sum_d_sum_var_x = sum_units(d_a_f*gamma_x_f*(xW_f - mu_x) + d_a_g*gamma_x_g*(xW_g - mu_x) + d_a_i*gamma_x_i*(xW_i -
+        mu_x) + d_a_o*gamma_x_o*(xW_o - mu_x))
     d_sum_var_x = -sum_d_sum_var_x/(8*sqrt_rs_x**3*H)
     sum_d_sum_mu_x = sum_units(d_a_f*gamma_x_f + d_a_g*gamma_x_g + d_a_i*gamma_x_i + d_a_o*gamma_x_o)
     d_sum_mu_x = -rs_x*sum_d_sum_mu_x/(4*H)
@@ -111,8 +113,12 @@ INPUTS = ()
 HEADS = None
 STATE = ("h", "c")
 PARAMS = ("W", "R", "b", "gamma_x", "gamma_h", "gamma_c", "beta_c")
-# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
-TAPE_EXTRA = ((0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 1))
+# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+# a per-row value, (T, B)).
+TAPE_EXTRA = (
+    (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0,
+    0), (0, 0), (0, 1)
+)
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
 # block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
@@ -912,7 +918,10 @@ def backward(dy, tape, dstate=None):
     steps, batch, _ = x.shape
     hidden = _hidden(params)
     h__seq, c__seq = tape.states
-    xW_i__seq, xW_f__seq, xW_g__seq, xW_o__seq, hR_i__seq, hR_f__seq, hR_g__seq, hR_o__seq, mu_x__seq, sqrt_rs_x__seq, rs_x__seq, mu_h__seq, sqrt_rs_h__seq, rs_h__seq, sum_h__seq, sqrt_h__seq, tanh_h__seq = tape.extra
+    (
+        xW_i__seq, xW_f__seq, xW_g__seq, xW_o__seq, hR_i__seq, hR_f__seq, hR_g__seq, hR_o__seq, mu_x__seq,
+        sqrt_rs_x__seq, rs_x__seq, mu_h__seq, sqrt_rs_h__seq, rs_h__seq, sum_h__seq, sqrt_h__seq, tanh_h__seq
+    ) = tape.extra
     gate_seq = tape.gate_seq
     h__grad_buf = final[0].copy()
     c__grad_buf = final[1].copy()
@@ -930,7 +939,10 @@ def backward(dy, tape, dstate=None):
         rs_h__seq, sum_h__seq, sqrt_h__seq, tanh_h__seq, h__grad_buf, c__grad_buf, d_gate_seq, d_rec_seq, gamma_x__grad,
         gamma_h__grad, db, gamma_c__grad, beta_c__grad
     )
-    grads = {"W": dW, "R": dR, "b": db, "gamma_x": gamma_x__grad, "gamma_h": gamma_h__grad, "gamma_c": gamma_c__grad, "beta_c": beta_c__grad}
+    grads = {
+        "W": dW, "R": dR, "b": db, "gamma_x": gamma_x__grad, "gamma_h": gamma_h__grad, "gamma_c": gamma_c__grad,
+        "beta_c": beta_c__grad
+    }
     return _input_order(dx, tape.order), grads, (h__grad_buf, c__grad_buf)
 
 

@@ -53,7 +53,8 @@ INPUTS = ()
 HEADS = None
 STATE = ("h",)
 PARAMS = ("W", "R", "b")
-# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+# a per-row value, (T, B)).
 TAPE_EXTRA = ()
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that

@@ -68,7 +68,8 @@ INPUTS = ()
 HEADS = None
 STATE = ("h", "c")
 PARAMS = ("W", "R", "b", "p_i", "p_f", "p_o")
-# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+# a per-row value, (T, B)).
 TAPE_EXTRA = ((0, 1),)
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
@@ -406,7 +407,7 @@ def backward(dy, tape, dstate=None):
     steps, batch, _ = x.shape
     hidden = _hidden(params)
     h__seq, c__seq = tape.states
-    tanh_c__seq, = tape.extra
+    (tanh_c__seq,) = tape.extra
     gate_seq = tape.gate_seq
     h__grad_buf = final[0].copy()
     c__grad_buf = final[1].copy()

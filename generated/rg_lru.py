@@ -59,7 +59,8 @@ INPUTS = ()
 HEADS = None
 STATE = ("h",)
 PARAMS = ("W", "b", "lam")
-# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+# a per-row value, (T, B)).
 TAPE_EXTRA = ((0, 1), (0, 1))
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
@@ -451,7 +452,7 @@ def backward(dy, tape, dstate=None):
     steps, batch, _ = x.shape
     hidden = _hidden(params)
     h__seq, = tape.states
-    decay__seq, sqrt_h__seq = tape.extra
+    (decay__seq, sqrt_h__seq) = tape.extra
     gate_seq = tape.gate_seq
     h__grad_buf = final[0].copy()
     d_gate_seq = alloc((steps, batch, 2 * hidden), dtype=x.dtype)

@@ -77,7 +77,8 @@ INPUTS = ()
 HEADS = 4
 STATE = ("h", "c", "n", "m")
 PARAMS = ("W", "R", "b")
-# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H).
+# Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
+# a per-row value, (T, B)).
 TAPE_EXTRA = ((0, 1), (0, 1), (0, 1), (0, 1))
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
@@ -670,7 +671,7 @@ def backward(dy, tape, dstate=None):
     steps, batch, _ = x.shape
     hidden = _hidden(params)
     h__seq, c__seq, n__seq, m__seq = tape.states
-    log_f__seq, i_exp__seq, exp_log_f_exp__seq, f_exp__seq = tape.extra
+    (log_f__seq, i_exp__seq, exp_log_f_exp__seq, f_exp__seq) = tape.extra
     gate_seq = tape.gate_seq
     h__grad_buf = final[0].copy()
     c__grad_buf = final[1].copy()

@@ -6,10 +6,22 @@ import pytest
 import sympy
 
 from lstmgen.codegen import module_runtime
-from lstmgen.codegen.kernel_ir import Buffer, Gemm, Slice, Transposed, View, unit_loops
+from lstmgen.codegen.kernel_ir import (
+    Buffer,
+    Gemm,
+    Scalar,
+    ScalarView,
+    Slice,
+    Transposed,
+    UnitLoop,
+    View,
+    row_items,
+    unit_loops,
+)
 from lstmgen.codegen.kernel_printer import LINE_WIDTH
 from lstmgen.codegen.lower_kernel import lower
 from lstmgen.codegen.render_module import runtime_source
+from lstmgen.functions import UNITS
 from lstmgen.symbolic.derive_backward import derive_backward
 from lstmgen.symbolic.expression_lists import build_kernel_expressions
 from lstmgen.symbolic.forward_equations import build_forward_equations
@@ -69,16 +81,19 @@ def test_gate_feedback_adds_its_gemms_and_buffers():
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("gradient", ["full", "truncated"])
 def test_every_store_reads_exactly_the_rows_it_names(variant, gradient):
-    """An element in a unit loop is an Indexed node of a row the store lists; no index hides in a symbol."""
+    """An element in a unit loop is an Indexed node of a row the store lists, or a per-row value it lists; no
+    index hides in a symbol."""
     p = plan(variant, gradient)
     for kernel in (p.forward, p.backward):
-        for loop in unit_loops(kernel):
-            for store in loop.stores:
+        for item in row_items(kernel):
+            stores = item.stores if isinstance(item, UnitLoop) else (item,)
+            for store in stores:
+                per_row = {row.name for row in store.reads if isinstance(row, (Scalar, ScalarView))}
                 bases = {str(e.base) for e in store.value.atoms(sympy.Indexed)}
-                assert bases == {row.name for row in store.reads}, loop.comment
+                assert bases | per_row == {row.name for row in store.reads}, item.comment
                 elements = {e: sympy.Dummy() for e in store.value.atoms(sympy.Indexed)}
-                bare = store.value.xreplace(elements).free_symbols - set(elements.values())
-                assert not bare, f"{loop.comment}: {bare} are not storage locations"
+                bare = store.value.xreplace(elements).free_symbols - set(elements.values()) - {UNITS}
+                assert {str(s) for s in bare} == per_row, f"{item.comment}: {bare} are not storage locations"
                 assert all("[" not in str(s) for s in store.value.atoms(sympy.Symbol))
 
 
@@ -92,7 +107,7 @@ def test_views_are_named_after_one_slice(variant):
                 for row in (store.target, *store.reads):
                     if isinstance(row, View):
                         assert bound.setdefault(row.name, row.source) == row.source
-                    else:
+                    elif not isinstance(row, Scalar):
                         assert isinstance(row, Buffer)
                         assert row.shape == ("hidden",) or row.name in ("gemm_h_buf", "gemm_fb_buf"), row.name
 

@@ -22,7 +22,7 @@ from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
 from lstmgen.variants import VARIANTS
 
 NO_R = ["indrnn", "sru", "mingru", "minlstm", "rg_lru"]
-MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm", "slstm"]
+MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm", "slstm", "layernorm_lstm"]
 
 
 @pytest.mark.parametrize("gradient", ["full", "truncated"])

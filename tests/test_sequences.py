@@ -12,7 +12,7 @@ from lstmgen.variants import VARIANTS
 # Every mechanism the kernels have: plain, peepholes, mid-step source (gru_v3), gate feedback (lstm_fgr), unit
 # parameters (gru's b_rn), the truncated gradient, cells without R (one reading x_t itself) and per-step inputs.
 MODULES = ["lstm", "lstm_peephole", "gru", "gru_v3", "gru_v3_truncated", "lstm_fgr", "lstm_fgr_truncated", "rnn_tanh"]
-MODULES += ["indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm", "slstm"]
+MODULES += ["indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm", "slstm", "layernorm_lstm"]
 
 
 def one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse, inputs):

@@ -67,11 +67,25 @@ def indrnn_hard_sigmoid(p, x, state, truncated):
     return (f * h + (1 - f) * n,)
 
 
+def gru_layernorm(p, x, state, truncated):
+    """A GRU whose h R is layer-normalised over its 3H units (gain gamma_h), torch's own layer_norm."""
+    (h,) = state
+    hr = h.detach() if truncated else h
+    three_h = p["b"].shape[0]
+    normed = torch.nn.functional.layer_norm(hr @ p["R"], (three_h,), weight=p["gamma_h"], eps=1e-5)
+    xw_r, xw_z, xw_n = (x @ p["W"] + p["b"]).chunk(3, dim=-1)
+    hr_r, hr_z, hr_n = normed.chunk(3, dim=-1)
+    r, z = torch.sigmoid(xw_r + hr_r), torch.sigmoid(xw_z + hr_z)
+    n = torch.tanh(xw_n + r * hr_n)
+    return ((1 - z) * n + z * h,)
+
+
 REFERENCES = {
     "lstm_hard_sigmoid.toml": hard_sigmoid_lstm,
     "mgu.toml": mgu,
     "slstm_exp_forget.toml": slstm_exp_forget,
     "indrnn_hard_sigmoid.toml": indrnn_hard_sigmoid,
+    "gru_layernorm.toml": gru_layernorm,
 }
 
 

@@ -8,6 +8,7 @@ which only lays them out. The same spec always renders the same bytes.
 
 from __future__ import annotations
 
+import textwrap
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from lstmgen import __version__
 from lstmgen.codegen import module_runtime
 from lstmgen.codegen.kernel_ir import Kernel, width
 from lstmgen.codegen.kernel_names import check_namespace
-from lstmgen.codegen.kernel_printer import INDENT, KernelPrinter, wrap, wrapper_allocation
+from lstmgen.codegen.kernel_printer import INDENT, LINE_WIDTH, KernelPrinter, wrap, wrapper_allocation
 from lstmgen.codegen.lower_kernel import CellStorage, lower, output_text, str_assignment
 from lstmgen.codegen.numba_printer import print_text
 from lstmgen.codegen.user_text import in_docstring, python_literal
@@ -71,6 +72,14 @@ def _tuple_of(items: object) -> str:
 
 def _tuple_literal(names: object) -> str:
     return _tuple_of(python_literal(str(n)) for n in names)
+
+
+def _docstring_lines(lines: object) -> list[str]:
+    """Equations for the module docstring (printed 4 spaces in), a long one continued 8 spaces in."""
+    out = []
+    for line in lines:
+        out += textwrap.wrap(in_docstring(line), LINE_WIDTH - 4, subsequent_indent=INDENT, break_long_words=False)
+    return out
 
 
 def _unpack(names: list[str]) -> str:
@@ -217,15 +226,17 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
         "params": _tuple_literal(spec.params),
-        "tape_extra": _tuple_of(_tuple_of(map(str, shape)) for shape in plan.tape_extra_shapes),
+        "tape_extra": wrap(
+            "TAPE_EXTRA = (", _tuple_of(_tuple_of(map(str, shape)) for shape in plan.tape_extra_shapes)[1:-1], ")", ""
+        ),
         "n_gates": G,
         "unit_params": [{"shape_doc": in_docstring(p)} for p in spec.unit_params],
         "recurrent_products": [in_docstring(line) for line in products],
-        "forward_text": [in_docstring(str_assignment(a.lhs, a.rhs)) for a in forward.equations],
-        "backward_text": [
-            in_docstring(line)
-            for line in [str_assignment(a.lhs, a.rhs) for a in backward.adjoints] + output_text(storage)
-        ],
+        "input_projection": "xW_k = x_t W_k + b_k" if spec.input_bias else "xW_k = x_t W_k (b_k enters the equations)",
+        "forward_text": _docstring_lines(str_assignment(a.lhs, a.rhs) for a in forward.equations),
+        "backward_text": _docstring_lines(
+            [str_assignment(a.lhs, a.rhs) for a in backward.adjoints] + output_text(storage)
+        ),
         "matrix_rules": [in_docstring(line) for line in rules],
         "helper_sources": [helper_source(name) for name in helper_closure(printer.expressions.helpers_used)],
         "forward_kernel": forward_kernel,
@@ -243,10 +254,10 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
             INDENT,
         ),
         "state_seqs_unpack": _unpack([b.name for b in plan.state_seqs]),
-        "extra_seqs_unpack": _unpack(extra) if extra else "",
+        "extra_seqs_unpack": wrap("(", _unpack(extra), ") = tape.extra", INDENT) if extra else [],
         "backward_allocations": [line for b in plan.backward_buffers for line in wrapper_allocation(b)],
         "backward_call": _call(plan.backward, f"{', '.join(plan.backward.returns)} = "),
-        "grads": "{" + ", ".join(grads) + "}",
+        "grads": wrap("grads = {", ", ".join(grads), "}", INDENT),
         "grad_bufs_tuple": _tuple_of(b.name for b in plan.state_grads),
         "runtime": runtime_source(),
     }
