@@ -13,10 +13,12 @@ repeating the call for about 20 ms):
     installed; the fastest is the one compared;
   * the GEMM floor: the cell's BLAS calls alone (input projection, per-step recurrent products, dx, dW, dR),
     no elementwise work; the best PyTorch time over it bounds the speedup any kernel can reach;
-  * the generated `lstm` at the same size: a cell without R should take at most half its time;
+  * the generated `lstm` at the same size: a cell without R should take at most half its time, and for
+    `layernorm_lstm` the difference is what its three layer norms cost (reported as a share of its step);
   * for the sLSTM's block-diagonal R (4 heads) at S3 and S4: its per-step recurrent products as the generated
     kernels do them (per head: a copy, a GEMM, the spread into gate order), against one dense GEMM.
-The RG-LRU reads x_t itself, so it runs with I = H.
+The RG-LRU reads x_t itself, so it runs with I = H. The layer-normalised LSTM's PyTorch loop normalises x W for all
+steps at once with torch.nn.functional.layer_norm, then h R and c per step.
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ def _run_py():
 _RUN = _run_py()
 SIZES, machine, time_interleaved = _RUN.SIZES, _RUN.machine, _RUN.time_interleaved
 
-CELLS = ("indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm", "slstm")
+CELLS = ("indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm", "slstm", "layernorm_lstm")
 NO_R = ("indrnn", "sru", "mingru", "minlstm", "rg_lru")
+#: Cells timed beside the generated `lstm`: those without R (at most half its time) and the layer-normalised
+#: LSTM (the share of its time that the normalisation costs).
+BESIDE_LSTM = (*NO_R, "layernorm_lstm")
 QUICK_SIZES = {"tiny": (12, 2, 8, 8)}
 
 
@@ -169,7 +174,32 @@ def slstm_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: T
     return torch.stack(ys)
 
 
+def layernorm_lstm_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    """xw is already layer_norm(x W; gamma_x) + b for all steps (see input_projection)."""
+    R, gamma_h, gamma_c, beta_c = p[0], p[2], p[3], p[4]
+    four_h = R.shape[1]
+    c = h
+    ys = []
+    for t in range(xw.shape[0]):
+        a = xw[t] + torch.nn.functional.layer_norm(h @ R, [four_h], gamma_h, None, 1e-5)
+        a_i, a_f, a_g, a_o = a.chunk(4, 1)
+        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        normed = torch.nn.functional.layer_norm(c, [c.shape[1]], gamma_c, beta_c, 1e-5)
+        h = torch.sigmoid(a_o) * torch.tanh(normed)
+        ys.append(h)
+    return torch.stack(ys)
+
+
 LOOPS = {name: globals()[f"{name}_loop"] for name in CELLS}
+
+
+def input_projection(name: str, x: Tensor, tensors: dict[str, Tensor]) -> Tensor:
+    """What the loop reads for every step, computed for all steps at once: x W + b, or for the layer-normalised
+    LSTM layer_norm(x W; gamma_x) + b (its bias enters after the normalisation)."""
+    if name == "layernorm_lstm":
+        xw = torch.matmul(x, tensors["W"])
+        return torch.nn.functional.layer_norm(xw, xw.shape[-1:], tensors["gamma_x"], None, 1e-5) + tensors["b"]
+    return torch.matmul(x, tensors["W"]) + tensors["b"]
 
 
 # ----------------------------------------------------------------------------------------------- runners
@@ -254,7 +284,7 @@ def torch_runner(name: str, size, dtype, scripted: bool):
     def run():
         for t in (tx, *tensors.values()):
             t.grad = None
-        xw = torch.matmul(tx, tensors["W"]) + tensors["b"]
+        xw = input_projection(name, tx, tensors)
         (loop(tx, xw, rest, tmasks, h0) * ta).sum().backward()
 
     return run
@@ -318,7 +348,7 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                     "lstmgen": generated_runner(name, size, dtype),
                     "torch eager": torch_runner(name, size, dtype, scripted=False),
                     "torch TorchScript": torch_runner(name, size, dtype, scripted=True),
-                    "lstmgen lstm": generated_runner("lstm", size, dtype) if name in NO_R else None,
+                    "lstmgen lstm": generated_runner("lstm", size, dtype) if name in BESIDE_LSTM else None,
                     "GEMM floor": floor_runner(name, size, dtype),
                     "sru package": sru_package_runner(size, dtype) if name == "sru" else None,
                 }
@@ -346,8 +376,11 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                 if "lstmgen lstm" in times:
                     row["lstm_ms"] = 1e3 * times["lstmgen lstm"]
                     row["of_lstm"] = times["lstmgen"] / times["lstmgen lstm"]
+                if name == "layernorm_lstm":  # what the three layer norms add to the LSTM's step
+                    row["norm_share"] = 1 - times["lstmgen lstm"] / times["lstmgen"]
                 rows.append(row)
                 extra = f", {row['of_lstm']:.2f} of lstm's time" if "of_lstm" in row else ""
+                extra += f" (layer norm: {100 * row['norm_share']:.0f}% of the step)" if "norm_share" in row else ""
                 print(
                     f"{name:13s} {label:6s} {row['dtype']:7s} lstmgen {row['ours_ms']:9.2f} ms  "
                     f"{best} {1e3 * times[best]:9.2f} ms  speedup {row['speedup']:6.1f}x  "

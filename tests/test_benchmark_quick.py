@@ -91,4 +91,5 @@ def test_quick_modern_cells_benchmark_reports_every_cell(tmp_path):
     assert {r["cell"] for r in rows} == set(bench.CELLS)
     for r in rows:
         assert r["ours_ms"] > 0 and r["eager_ms"] > 0 and r["script_ms"] > 0 and r["speedup"] > 0
-        assert ("of_lstm" in r) == (r["cell"] in bench.NO_R)
+        assert ("of_lstm" in r) == (r["cell"] in bench.BESIDE_LSTM)
+        assert ("norm_share" in r) == (r["cell"] == "layernorm_lstm")
