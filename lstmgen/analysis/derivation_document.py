@@ -29,6 +29,11 @@ _GREEK_GATE = {"i": r"\iota", "f": r"\phi", "o": r"\omega", "g": "c"}
 _GREEK_TEXT = {"i": "ι", "f": "φ", "o": "ω", "g": "c"}
 
 
+def _upright(name: str) -> str:
+    """A one-letter name as is; a longer one set upright as one name (its underscores are not subscripts)."""
+    return name if len(name) == 1 else rf"\mathrm{{{name.replace('_', chr(92) + '_')}}}"
+
+
 def _sub(name: str) -> str:
     """``b_rn`` -> ``b_{rn}``; a multi-letter base is set upright."""
     base, _, rest = name.partition("_")
@@ -63,8 +68,7 @@ class Names:
                 return f"b_{{{_GREEK_GATE[n]}}}^{{{when}}}", f"b_{_GREEK_TEXT[n]}({when})"
             if graves and n == "g" and n in gates:
                 return rf"g\left(a_c^{{{when}}}\right)", f"g(a_c({when}))"
-            upright = n.replace("_", r"\_")  # log_f_exp is one name: its underscores are not subscripts
-            base = n if len(n) == 1 else rf"\mathrm{{{upright}}}"
+            base = _upright(n)  # log_f_exp is one name: its underscores are not subscripts
             return f"{base}_{{{when}}}", f"{n}[{when}]"
 
         def preactivation(k: str) -> tuple[str, str]:
@@ -98,8 +102,7 @@ class Names:
                 name(a.lhs, *value(str(a.lhs)))
         for p, k, sym in forward.gate_params:
             gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
-            base = p if len(p) == 1 else rf"\mathrm{{{p.replace('_', chr(92) + '_')}}}"
-            name(sym, f"{base}_{{{gk}}}", f"{p}_{self.gate_text[k]}")
+            name(sym, f"{_upright(p)}_{{{gk}}}", f"{p}_{self.gate_text[k]}")
         for p in spec.unit_params:
             gate = p.removeprefix("p_")
             if graves and p.startswith("p_") and gate in _GREEK_GATE:
@@ -374,9 +377,7 @@ class DocumentBuilder:
         if g.kind == "gate":  # block g.gate of a gate parameter (or of a bias the equations place)
             per_step = self.d.backward.adjoints.rhs_of(g.adjoint) if g.adjoint in self._defined else g.adjoint
             gate = self.gate(g.gate)
-            param = Name(
-                g.param if len(g.param) == 1 else rf"\mathrm{{{g.param.replace('_', chr(92) + '_')}}}", g.param
-            )
+            param = Name(_upright(g.param), g.param)
             lhs = GradientOf(Name(f"{param.latex}_{{{gate.latex}}}", f"{param.text}_{gate.text}"))
             return Equation(lhs, Sum(self.expr(per_step)))
         if g.kind == "unit":
