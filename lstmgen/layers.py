@@ -42,8 +42,8 @@ class RecurrentLayer:
             :func:`lstmgen.load` accepts (variant name, CellSpec, TOML spec path).
         input_size: I, features of the input.
         hidden_size: H, units of every layer and direction.
-        num_layers: L, layers in the stack; layer l > 0 reads D*H features.
-        bidirectional: D = 2 directions when True (output features D*H, forward direction first).
+        num_layers: L, layers in the stack; layer l > 0 reads D*P features.
+        bidirectional: D = 2 directions when True (output features D*P, forward direction first).
         reverse: one direction that runs each sequence from its last valid step to its first (ONNX's
             ``direction="reverse"``); not with ``bidirectional``.
         batch_first: x and the output are (B, T, features) instead of (T, B, features).
@@ -52,9 +52,11 @@ class RecurrentLayer:
         gradient: gradient mode when ``cell`` is generated here ("full" or "truncated").
         params: parameters to use instead of fresh ones, ``params[layer][direction][name]``.
         heads: the number of heads of a cell with a block-diagonal R (its HEADS when None).
+        proj_size: P, the units of the output h of a cell with a projected output (``lstmp``; H when None),
+            like torch.nn.LSTM's ``proj_size``. For every other cell P is H.
 
-    States are tuples in the module's STATE order of (L*D, B, H) arrays, index ``layer * D + direction``, like
-    torch.nn.LSTM's h_n and c_n.
+    States are tuples in the module's STATE order of (L*D, B, P) arrays for h and (L*D, B, H) for the others,
+    index ``layer * D + direction``, like torch.nn.LSTM's h_n and c_n.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class RecurrentLayer:
         gradient: GradientMode = "full",
         params: Params | None = None,
         heads: int | None = None,
+        proj_size: int | None = None,
     ) -> None:
         if not isinstance(cell, ModuleType):
             from lstmgen.loader import load
@@ -84,6 +87,17 @@ class RecurrentLayer:
         self.heads = heads
         self.input_size = _positive(input_size, "input_size")
         self.hidden_size = _positive(hidden_size, "hidden_size")
+        if not getattr(cell, "PROJECTED", False):
+            if proj_size is not None:
+                raise ValueError(
+                    f"proj_size: {cell.VARIANT} has no projected output (its spec declares no projection); expected "
+                    f"None, got {proj_size!r}"
+                )
+            self.proj_size = None
+        else:
+            self.proj_size = self.hidden_size if proj_size is None else _positive(proj_size, "proj_size")
+        #: P: the units of h, of each direction's output and of the input of layer l > 0 per direction.
+        self.output_size = self.proj_size or self.hidden_size
         self.num_layers = _positive(num_layers, "num_layers")
         for name, flag in (("bidirectional", bidirectional), ("reverse", reverse), ("batch_first", batch_first)):
             if not isinstance(flag, (bool, np.bool_)):
@@ -101,7 +115,7 @@ class RecurrentLayer:
             params = [
                 [
                     cell.init_params(
-                        self.layer_input_size(layer), self.hidden_size, dtype=self.dtype, seed=rng, heads=heads
+                        self.layer_input_size(layer), self.hidden_size, dtype=self.dtype, seed=rng, **self._sizes()
                     )
                     for _ in range(self.num_directions)
                 ]
@@ -114,8 +128,16 @@ class RecurrentLayer:
         return 2 if self.bidirectional else 1
 
     def layer_input_size(self, layer: int) -> int:
-        """Input features of ``layer``: I for the first, D*H above it."""
-        return self.input_size if layer == 0 else self.num_directions * self.hidden_size
+        """Input features of ``layer``: I for the first, D*P above it."""
+        return self.input_size if layer == 0 else self.num_directions * self.output_size
+
+    def _sizes(self) -> dict[str, int | None]:
+        """The size arguments of the cell's ``init_params`` and ``param_shapes`` besides I and H."""
+        return {"heads": self.heads, **({"proj_size": self.proj_size} if self.proj_size is not None else {})}
+
+    def state_widths(self) -> tuple[int, ...]:
+        """The units of each state in STATE order: P for h, H for the others."""
+        return (self.output_size,) + (self.hidden_size,) * (len(self.cell.STATE) - 1)
 
     def _check_params(self, params: Params) -> Params:
         shape = (self.num_layers, self.num_directions)
@@ -131,7 +153,7 @@ class RecurrentLayer:
                 if not isinstance(p, dict) or set(p) != set(self.cell.PARAMS):
                     got = sorted(p) if isinstance(p, dict) else type(p).__name__
                     raise ValueError(f"{where}: expected a dict with keys {self.cell.PARAMS}, got {got}")
-                shapes = self.cell.param_shapes(self.layer_input_size(layer), self.hidden_size, self.heads)
+                shapes = self.cell.param_shapes(self.layer_input_size(layer), self.hidden_size, **self._sizes())
                 for name, expected in shapes.items():
                     value = p[name]
                     if not isinstance(value, np.ndarray):
@@ -145,21 +167,23 @@ class RecurrentLayer:
         return checked
 
     def _states(self, state: Any, name: str, batch: int) -> list[tuple[np.ndarray, ...]] | None:
-        """Per (layer, direction) initial states from the stacked (L*D, B, H) layout."""
+        """Per (layer, direction) initial states from the stacked (L*D, B, P or H) layout."""
         if state is None:
             return None
         n_states = len(self.cell.STATE)
         if not isinstance(state, (tuple, list)) or len(state) != n_states:
             raise ValueError(f"{name}: expected a tuple of {n_states} arrays in the order {self.cell.STATE}")
-        expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
-        for s, value in zip(self.cell.STATE, state, strict=True):
+        count = self.num_layers * self.num_directions
+        for s, value, width in zip(self.cell.STATE, state, self.state_widths(), strict=True):
+            expected = (count, batch, width)
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"{name}[{s!r}]: expected a numpy array, got {type(value).__name__}")
             if value.dtype != self.dtype:
                 raise TypeError(f"{name}[{s!r}]: expected dtype {self.dtype}, got {value.dtype}")
             if value.shape != expected:
-                raise ValueError(f"{name}[{s!r}]: expected shape {expected} (L*D, B, H), got {value.shape}")
-        return [tuple(value[k] for value in state) for k in range(expected[0])]
+                units = "P" if self.proj_size is not None and s == self.cell.STATE[0] else "H"
+                raise ValueError(f"{name}[{s!r}]: expected shape {expected} (L*D, B, {units}), got {value.shape}")
+        return [tuple(value[k] for value in state) for k in range(count)]
 
     def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, np.ndarray]]:
         """Per (layer, direction) per-step inputs, time-major, from the stacked (L*D, T, B, H) layout."""
@@ -190,13 +214,14 @@ class RecurrentLayer:
 
         Args:
             x: (T, B, I), or (B, T, I) with batch_first.
-            state: initial states, tuple in STATE order of (L*D, B, H); zeros when None.
+            state: initial states, tuple in STATE order of (L*D, B, P) for h, (L*D, B, H) for the others; zeros
+                when None.
             inputs: the cell's per-step inputs (its INPUTS, such as zoneout masks), one (L*D, T, B, H) array
                 each ((L*D, B, T, H) with batch_first), index ``layer * D + direction`` as for states.
             lengths: (B,) integer lengths of a padded batch (see the generated ``forward``).
 
         Returns:
-            output (T, B, D*H) or (B, T, D*H); final state, tuple in STATE order of (L*D, B, H); tape.
+            output (T, B, D*P) or (B, T, D*P); final state, tuple in STATE order as ``state``; tape.
         """
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x: expected a numpy array, got {type(x).__name__}")
@@ -242,10 +267,10 @@ class RecurrentLayer:
         Args:
             doutput: gradient on the output, the output's shape.
             tape: what :meth:`forward` returned.
-            dstate: gradient on the final state, tuple in STATE order of (L*D, B, H); zeros when None.
+            dstate: gradient on the final state, tuple in STATE order shaped as the states; zeros when None.
 
         Returns:
-            dx (x's shape); grads[layer][direction][name]; gradient on the initial state, (L*D, B, H) each.
+            dx (x's shape); grads[layer][direction][name]; gradient on the initial state, shaped as the states.
         """
         if not isinstance(tape, LayerTape) or tape.owner != id(self):
             raise TypeError(f"tape: expected the tape returned by this layer's forward, got {type(tape).__name__}")
@@ -255,7 +280,7 @@ class RecurrentLayer:
             raise TypeError(f"doutput: expected dtype {self.dtype} (the layer's), got {doutput.dtype}")
         first = tape.tapes[-1][0].x
         steps, batch = first.shape[0], first.shape[1]
-        time_major = (steps, batch, self.num_directions * self.hidden_size)
+        time_major = (steps, batch, self.num_directions * self.output_size)
         expected = (batch, steps, time_major[2]) if self.batch_first else time_major
         if doutput.shape != expected:
             raise ValueError(f"doutput: expected shape {expected}, got {doutput.shape}")
@@ -263,7 +288,7 @@ class RecurrentLayer:
         final = self._states(dstate, "dstate", batch)
         grads: Params = [[{} for _ in range(self.num_directions)] for _ in range(self.num_layers)]
         dstate0: list[tuple[np.ndarray, ...]] = [() for _ in range(self.num_layers * self.num_directions)]
-        hidden = self.hidden_size
+        hidden = self.output_size
         for layer in reversed(range(self.num_layers)):
             dinput = None
             for direction in range(self.num_directions):

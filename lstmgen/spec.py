@@ -50,6 +50,8 @@ RESERVED_NAMES = frozenset(("x", "y", "W", "R", "b", "Q", "H", *VOCABULARY, *RED
 RESERVED_PREFIXES = ("xW_", "hR_", "gQ_", "a_", "d_", "dnext_", "src_", "sum_", "tmp")
 RESERVED_SUFFIXES = ("_prev",)
 MAX_NAME_LENGTH = 64
+#: The parameter of a projected output: h = u W_p.
+PROJECTION_MATRIX = "W_p"
 
 
 def check_identifier(name: object, where: str) -> str:
@@ -109,6 +111,10 @@ class CellSpec:
             pre-activations): block k of ``p`` is ``p_<gate k>`` in the equations.
         input_bias: False when the equations place the bias themselves (``b_<gate>``), for instance after
             normalising x_t W: then ``xW_k`` is x_t W_k without b_k, and db is derived like any parameter's.
+        projection: True when the output state is projected (the LSTMP of Sak et al. 2014): its equation gives
+            the H-unit value u, and the carried output is h = u W_p with W_p (H, P), P the module's
+            ``proj_size`` (H by default); R is then (P, G_r·H) and y, h are (·, P). The equations may read h_{t-1}
+            only through the recurrent products hR_k.
         heads: None for a dense R; K for a block-diagonal one stored compactly as (K, H/K, G_r·H/K) (head k's
             units h[k·d:(k+1)·d] feed units k·d…(k+1)·d of every recurrent gate); K is the default number of heads,
             the module reads the actual one from R's shape.
@@ -125,6 +131,7 @@ class CellSpec:
     inputs: tuple[str, ...] = field(default=())
     gate_params: tuple[str, ...] = field(default=())
     input_bias: bool = True
+    projection: bool = False
     heads: int | None = None
 
     def __post_init__(self) -> None:
@@ -178,6 +185,14 @@ class CellSpec:
                 defined.add(lhs)
                 continue
             claim(lhs, where)
+        if not isinstance(self.projection, bool):
+            raise SpecError(f"projection: expected true or false, got {self.projection!r}")
+        if self.projection:
+            claim(PROJECTION_MATRIX, "projection (its matrix)")
+            if not self.recurrent_gates:
+                raise SpecError("projection: a projected output needs a gate whose pre-activation reads hR_k")
+            if self.heads is not None or self.feedback or any(g.recurrent_source for g in self.gates):
+                raise SpecError("projection: not supported together with heads, feedback or a gate's recurrent_source")
         if self.heads is not None:
             if isinstance(self.heads, bool) or not isinstance(self.heads, int) or self.heads < 1:
                 raise SpecError(f"heads: expected a positive integer (the default number of heads), got {self.heads!r}")
@@ -198,12 +213,13 @@ class CellSpec:
 
     @property
     def params(self) -> tuple[str, ...]:
-        """Parameter names of the generated module: W, R, b, Q (with feedback), the gate parameters, then the unit
-        parameters."""
+        """Parameter names of the generated module: W, R, b, W_p (with a projection), Q (with feedback), the gate
+        parameters, then the unit parameters."""
         return (
             "W",
             *(("R",) if self.recurrent_gates else ()),
             "b",
+            *((PROJECTION_MATRIX,) if self.projection else ()),
             *(("Q",) if self.feedback else ()),
             *self.gate_params,
             *self.unit_params,

@@ -9,6 +9,7 @@
     inputs = []                         # optional: per-step (T, B, H) inputs such as zoneout masks
     gate_params = []                    # optional: (G*H,) vectors, block k read as <name>_<gate k>
     input_bias = true                   # optional: false when the equations place b_<gate> themselves
+    projection = false                  # optional: true for h = (its equation) W_p, W_p (H, P)
     heads = 4                           # optional: a block-diagonal R of 4 heads (default: dense)
 
     [[gates]]                           # one table per gate, in column order
@@ -47,6 +48,7 @@ _TOP_LEVEL = {
     "inputs": False,
     "gate_params": False,
     "input_bias": False,
+    "projection": False,
     "heads": False,
 }
 _GATE_FIELDS = {"name": True, "activation": True, "preactivation": False, "recurrent_source": False}
@@ -105,6 +107,7 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         inputs=_strings(table.get("inputs", []), "inputs"),
         gate_params=_strings(table.get("gate_params", []), "gate_params"),
         input_bias=table.get("input_bias", True),
+        projection=table.get("projection", False),
         heads=_heads(table.get("heads")),
     )
 

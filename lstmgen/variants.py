@@ -318,6 +318,17 @@ LAYERNORM_LSTM = CellSpec(
     unit_params=("gamma_c", "beta_c"),
 )
 
+LSTMP = CellSpec(
+    name="lstmp",
+    description="LSTM with a projected output h = (o*tanh(c)) W_p of P units; the cell of torch.nn.LSTM(proj_size=P)",
+    paper="Sak, Senior & Beaufays (2014), Long Short-Term Memory Recurrent Neural Network Architectures for Large "
+    "Scale Acoustic Modeling",
+    gates=LSTM.gates,
+    state=("h", "c"),
+    equations=(("c", "f*c_prev + i*g"), ("h", "o*tanh(c)")),
+    projection=True,
+)
+
 #: Built-in variants by name, in the order ``lstmgen list`` shows them.
 VARIANTS: dict[str, CellSpec] = {
     spec.name: spec
@@ -346,6 +357,7 @@ VARIANTS: dict[str, CellSpec] = {
         ZONEOUT_LSTM,
         SLSTM,
         LAYERNORM_LSTM,
+        LSTMP,
     )
 }
 

@@ -217,6 +217,14 @@ def layernorm_lstm_functional(p, x, state, truncated):
     return layernorm_lstm(p, x, state, truncated, layer_norm=_functional_layer_norm)
 
 
+def lstmp(p, x, state, truncated):
+    """Sak et al.'s projected LSTM (torch.nn.LSTM(proj_size=P)): h (B, P) = (o * tanh(c)) W_p, R (P, 4H)."""
+    h, c = state
+    a_i, a_f, a_g, a_o = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(4, dim=-1)
+    c = sigmoid(a_f) * c + sigmoid(a_i) * tanh(a_g)
+    return (sigmoid(a_o) * tanh(c)) @ p["W_p"], c
+
+
 STEPS = {
     "rnn_tanh": rnn_tanh,
     "lstm_1997": lstm_1997,
@@ -242,13 +250,14 @@ STEPS = {
     "zoneout_lstm": zoneout_lstm,
     "slstm": slstm,
     "layernorm_lstm": layernorm_lstm,
+    "lstmp": lstmp,
 }
 #: Second references of a variant, by a name of their own: the same cell written another way.
 ALTERNATIVES = {"layernorm_lstm_functional": layernorm_lstm_functional}
 
 
 def run_reference(variant, x, params, state, truncated=False, inputs=None):
-    """Unroll the reference cell: returns (y (T, B, H), final state tuple). ``inputs``: the per-step inputs
+    """Unroll the reference cell: returns (y (T, B, H), or (T, B, P) when projected, final state tuple). ``inputs``: the per-step inputs
     (T, B, H) by name, passed to the step as keywords."""
     if variant == "lstm_fgr":
         return lstm_fgr_unroll(params, x, state, truncated)

@@ -8,24 +8,28 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstmgen.interop_torch import TORCH_CELLS, from_torch, to_torch
+from lstmgen.interop_torch import PROJECTED_LSTM, TORCH_CELLS, from_torch, to_torch
 from lstmgen.layers import RecurrentLayer
 
 CASES = [
-    # kind, num_layers, bidirectional, batch_first, with lengths
-    ("LSTM", 1, False, False, False),
-    ("LSTM", 2, True, True, True),
-    ("LSTM", 3, True, False, False),
-    ("GRU", 1, True, False, True),
-    ("GRU", 2, False, True, False),
-    ("RNN", 2, True, False, True),
+    # kind, num_layers, bidirectional, batch_first, with lengths, proj_size (LSTM: 0 for none)
+    ("LSTM", 1, False, False, False, 0),
+    ("LSTM", 2, True, True, True, 0),
+    ("LSTM", 3, True, False, False, 0),
+    ("LSTM", 1, False, False, True, 2),
+    ("LSTM", 2, True, True, True, 3),
+    ("LSTM", 3, True, False, False, 1),
+    ("GRU", 1, True, False, True, 0),
+    ("GRU", 2, False, True, False, 0),
+    ("RNN", 2, True, False, True, 0),
 ]
 
 
-def torch_module(kind, num_layers, bidirectional, batch_first, seed=0, dtype=torch.float64):
+def torch_module(kind, num_layers, bidirectional, batch_first, seed=0, dtype=torch.float64, proj_size=0):
     torch.manual_seed(seed)
+    extra = {"proj_size": proj_size} if proj_size else {}
     return getattr(torch.nn, kind)(
-        4, 5, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype
+        4, 5, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype, **extra
     )
 
 
@@ -50,10 +54,11 @@ def torch_run(module, x, state, lengths, batch_first):
     return out.detach().numpy(), finals, xt.grad.numpy(), [g.grad.numpy() for g in st], a, s
 
 
-@pytest.mark.parametrize(("kind", "num_layers", "bidirectional", "batch_first", "padded"), CASES)
-def test_layer_from_torch_matches_torch(generated_module, kind, num_layers, bidirectional, batch_first, padded):
+@pytest.mark.parametrize(("kind", "num_layers", "bidirectional", "batch_first", "padded", "proj"), CASES)
+def test_layer_from_torch_matches_torch(generated_module, kind, num_layers, bidirectional, batch_first, padded, proj):
     variant, torch_order = TORCH_CELLS[kind]
-    module = torch_module(kind, num_layers, bidirectional, batch_first)
+    variant = PROJECTED_LSTM if proj else variant
+    module = torch_module(kind, num_layers, bidirectional, batch_first, proj_size=proj)
     with torch.no_grad():  # non-zero, distinct biases so that a wrong fold shows
         for name, p in module.named_parameters():
             if name.startswith("bias"):
@@ -63,7 +68,8 @@ def test_layer_from_torch_matches_torch(generated_module, kind, num_layers, bidi
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, T, 4) if batch_first else (T, B, 4))
     n_states = len(layer.cell.STATE)
-    state = tuple(0.5 * rng.standard_normal((num_layers * D, B, 5)) for _ in range(n_states))
+    widths = [proj or 5] + [5] * (n_states - 1)  # a projected h has P units, c keeps H
+    state = tuple(0.5 * rng.standard_normal((num_layers * D, B, w)) for w in widths)
     lengths = np.array([6, 2, 4]) if padded else None
     out_t, final_t, dx_t, dstate_t, a, s = torch_run(module, x, state, lengths, batch_first)
 
@@ -94,14 +100,21 @@ def test_layer_from_torch_matches_torch(generated_module, kind, num_layers, bidi
             np.testing.assert_allclose(g["b"], blocks(tgrad("bias_ih"), gates), rtol=1e-9, atol=1e-11)
             if kind == "GRU":
                 np.testing.assert_allclose(g["b_rn"], blocks(tgrad("bias_hh"), ["n"]), rtol=1e-9, atol=1e-11)
+            if proj:
+                assert g["R"].shape == (proj, 4 * H)
+                np.testing.assert_allclose(g["W_p"], tgrad("weight_hr").T, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("kind", list(TORCH_CELLS))
+@pytest.mark.parametrize("kind", [*TORCH_CELLS, "LSTMP"])
 def test_to_torch_round_trip(generated_module, kind):
-    variant = TORCH_CELLS[kind][0]
-    layer = RecurrentLayer(generated_module(variant), 3, 4, num_layers=2, bidirectional=True, dtype=np.float32, seed=5)
+    proj = {"proj_size": 2} if kind == "LSTMP" else {}
+    kind, variant = ("LSTM", PROJECTED_LSTM) if proj else (kind, TORCH_CELLS[kind][0])
+    layer = RecurrentLayer(
+        generated_module(variant), 3, 4, num_layers=2, bidirectional=True, dtype=np.float32, seed=5, **proj
+    )
     module = to_torch(layer)
     assert isinstance(module, getattr(torch.nn, kind)) and module.weight_ih_l0.dtype == torch.float32
+    assert module.proj_size == proj.get("proj_size", 0) if kind == "LSTM" else True
     x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype(np.float32)
     out, final, _ = layer.forward(x)
     with torch.no_grad():
@@ -120,8 +133,12 @@ def test_to_torch_round_trip(generated_module, kind):
 def test_converters_refuse_what_they_cannot_map(generated_module):
     with pytest.raises(ValueError, match="nonlinearity 'tanh', got 'relu'"):
         from_torch(torch.nn.RNN(2, 3, nonlinearity="relu"), cell=generated_module("rnn_tanh"))
-    with pytest.raises(ValueError, match="proj_size > 0"):
+    with pytest.raises(ValueError, match=r"expected the generated 'lstmp' module for nn\.LSTM"):
         from_torch(torch.nn.LSTM(2, 3, proj_size=2), cell=generated_module("lstm"))
+    with pytest.raises(ValueError, match=r"proj_size < hidden_size only; this lstmp layer has P = 3, H = 3"):
+        to_torch(RecurrentLayer(generated_module("lstmp"), 2, 3, seed=0))
+    with pytest.raises(ValueError, match=r"proj_size: lstm has no projected output"):
+        RecurrentLayer(generated_module("lstm"), 2, 3, proj_size=2)
     with pytest.raises(ValueError, match=r"expected the generated 'lstm' module for nn\.LSTM"):
         from_torch(torch.nn.LSTM(2, 3), cell=generated_module("gru"))
     with pytest.raises(TypeError, match=r"expected a torch\.nn\.LSTM, nn\.GRU or nn\.RNN, got Linear"):

@@ -13,15 +13,16 @@ from lstmgen.variants import VARIANTS
 # parameters (gru's b_rn), the truncated gradient, cells without R (one reading x_t itself) and per-step inputs.
 MODULES = ["lstm", "lstm_peephole", "gru", "gru_v3", "gru_v3_truncated", "lstm_fgr", "lstm_fgr_truncated", "rnn_tanh"]
 MODULES += ["indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm", "slstm", "layernorm_lstm"]
+MODULES += ["lstmp", "lstmp_truncated"]  # a projected output: h and dy of P units, R (P, 4H)
 
 
 def one_at_a_time(m, x, params, state, dy, dstate, lengths, reverse, inputs):
     """Expected results: each sequence alone, cut to its length (reversed if asked), through the unpadded path."""
-    T, B, H = dy.shape
-    y = np.zeros((T, B, H))
+    B = dy.shape[1]
+    y = np.zeros_like(dy)
     dx = np.zeros_like(x)
-    final = [np.zeros((B, H)) for _ in m.STATE]
-    dstate0 = [np.zeros((B, H)) for _ in m.STATE]
+    final = [np.zeros_like(s) for s in state]  # (B, P) for a projected h, (B, H) otherwise
+    dstate0 = [np.zeros_like(s) for s in state]
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     for b in range(B):
         n = int(lengths[b])

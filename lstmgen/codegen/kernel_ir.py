@@ -164,6 +164,8 @@ class UnitLoop:
     comment: str
     stores: tuple[Store, ...]
     blocks: int = 1
+    #: The extent of one block: the hidden units, or ``"proj"``, the P units of a projected output.
+    unit: str = "hidden"
 
     def rows(self) -> tuple[Row, ...]:
         return tuple(row for store in self.stores for row in (*store.reads, store.target))
@@ -311,6 +313,8 @@ class Kernel:
     allocated: tuple[Buffer, ...] = field(default=())
     #: Whether R is block-diagonal: the kernel reads ``heads`` and ``head_size`` from R's shape.
     heads: bool = False
+    #: The expression of the projected output's size P (a cell with a projection), else "".
+    proj: str = ""
 
     @property
     def locals(self) -> tuple[Buffer, ...]:

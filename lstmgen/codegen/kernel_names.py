@@ -37,6 +37,8 @@ ROLES: dict[str, str] = {
     "grad": "the gradient of a unit or gate parameter, summed over steps and batch rows",
     "value": "a per-row value (a sum over the units, or computed from such values) of the current batch row",
     "saved": "a per-row value forward kept for backward, read back at the current step and batch row",
+    "cell_seq": "(T, B, H) a projected output before its projection (h = u W_p), for the GEMM and dW_p",
+    "proj_row": "(P,) view of the gradient on a projected output at the current step and batch row",
 }
 
 

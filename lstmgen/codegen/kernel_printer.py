@@ -221,7 +221,7 @@ class KernelPrinter:
 
     def _print_UnitLoop(self, node: UnitLoop, indent: str) -> list[str]:
         lines = comment_lines(in_comment(node.comment), indent)
-        lines.append(f"{indent}for j in range({width(node.blocks)}):")
+        lines.append(f"{indent}for j in range({width(node.blocks, node.unit)}):")
         for store in node.stores:
             target = f"{store.target.name}[j] {store.op} "
             value = self.expressions.doprint(store.value)
@@ -264,6 +264,7 @@ class KernelPrinter:
         lines += [
             f"{INDENT}steps, batch, n_in = x.shape",
             f"{INDENT}hidden = {node.hidden}",
+            *([f"{INDENT}proj = {node.proj}"] if node.proj else []),
             f"{INDENT}real = x.dtype.type",
         ]
         if node.heads:

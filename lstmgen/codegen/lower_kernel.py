@@ -48,6 +48,7 @@ from lstmgen.codegen.kernel_ir import (
 from lstmgen.codegen.kernel_names import kernel_name
 from lstmgen.codegen.numba_printer import print_text
 from lstmgen.functions import UNITS, sum_units
+from lstmgen.spec import PROJECTION_MATRIX
 from lstmgen.symbolic.assignment import AssignmentList
 from lstmgen.symbolic.derive_backward import adjoint_symbol, seed_symbol
 from lstmgen.symbolic.expression_lists import KernelExpressions
@@ -56,6 +57,8 @@ from lstmgen.symbolic.forward_equations import unit_symbol
 SEQ = ("steps", "batch", "hidden")
 SEQ_PLUS_ONE = ("steps + 1", "batch", "hidden")
 ROW = ("batch", "hidden")
+#: The extent of a projected output's units (P): h = u W_p.
+PROJ = "proj"
 
 
 def str_assignment(lhs: sympy.Symbol, rhs: sympy.Expr) -> str:
@@ -107,6 +110,20 @@ class CellStorage:
         self.n_feedback = len(spec.feedback)
         self.rec_matrix = "R_early" if self.late else "R"
         self.d_rec_seq = "d_rec_seq" if kernel.separate_recurrent_adjoint else "d_gate_seq"
+        #: A projected output: its equation's value u (H units) lives in <h>__cell_seq, h = u W_p in <h>__seq.
+        self.projection = spec.projection
+        self.output = unit_symbol(spec.output_state)
+
+    def units(self, state: str) -> str:
+        """The extent of a state's units: P for a projected output, else H."""
+        return PROJ if self.projection and state == self.spec.output_state else "hidden"
+
+    def cell_output(self) -> Buffer:
+        """(T, B, H): a projected output before its projection, at every step (kept for dW_p)."""
+        name = self.spec.output_state
+        return Buffer(
+            kernel_name(name, "cell_seq"), SEQ, f"{name} before its projection, for backward", "zeros_if_padded"
+        )
 
     # Views of one step and batch row.
     @staticmethod
@@ -161,6 +178,12 @@ class CellStorage:
     def saved_scalar(self, sym: sympy.Symbol) -> Slice:
         return Slice(kernel_name(sym, "seq"), ("t", "nb"))
 
+    def new_state_row(self, sym: sympy.Symbol) -> View:
+        """The row of a state's new value: step t + 1 of its buffer (of <h>__cell_seq, step t, when projected)."""
+        if self.projection and sym == self.output:
+            return self.view(sym, "row", self.cell_output().name, "t", "nb")
+        return self.seq_view(sym, self.new_state[sym], "t + 1")
+
     def read(self, sym: sympy.Symbol, backward: bool) -> Row:
         """The row that holds input or saved value ``sym`` for the current step and batch row."""
         if sym in self.invariant:
@@ -186,7 +209,7 @@ class CellStorage:
         if sym in self.prev_state:
             return self.seq_view(sym, self.prev_state[sym], "t")
         if sym in self.new_state:
-            return self.seq_view(sym, self.new_state[sym], "t + 1")
+            return self.new_state_row(sym)
         if sym in self.unit_param:
             return self.unit_vector(sym)
         if sym in self.input_row:
@@ -213,7 +236,7 @@ class CellStorage:
         if sym in self.gate_column:
             return self.gate_block(sym, self.gate_column[sym])
         if sym in self.new_state:
-            return self.seq_view(sym, self.new_state[sym], "t + 1")
+            return self.new_state_row(sym)
         if sym in self.saved:
             return self.seq_view(sym, sym, "t", "saved_row")
         return self.scratch(sym)
@@ -232,6 +255,10 @@ class _RowLoopBuilder:
         if sym in self.home:
             return self.home[sym]
         storage = self.storage
+        if self.backward and storage.projection and sym == seed_symbol(storage.spec.output_state):
+            # (dy_t + the error carried from step t+1) W_p^T: the GEMM before the row loops wrote it.
+            self.home[sym] = storage.buf_view(sym)
+            return self.home[sym]
         if self.backward and sym in storage.seeds and storage.seeds[sym] == storage.spec.output_state:
             # dy_t plus the error carried from step t+1, summed once per phase into a scratch row.
             dy = View("dy_row", Slice("dy", ("t", "nb")))
@@ -493,6 +520,8 @@ def _backward_outputs(storage: CellStorage, p: int) -> dict[Row, tuple[str, symp
     if p == 0:  # the carries for step t-1 are written last: the seeds of step t are read from them first
         for s, prev in forward.prev:
             adjoint = backward.output(prev)
+            if s == spec.output_state and storage.projection:
+                continue  # read only through R (the spec guarantees it): the GEMM's result, or zero when truncated
             if s != spec.output_state or not storage.recurrent:
                 outputs[storage.buf_view(s, "grad_row", "grad_buf")] = ("=", adjoint, f"d_{prev}")
             elif storage.elementwise_and_gemm_h:
@@ -519,6 +548,36 @@ def output_text(storage: CellStorage) -> list[str]:
             continue
         groups.setdefault(expr, []).append(str(adjoint_symbol(sym)))
     return text + [" = ".join([*names, print_text(expr)]) for expr, names in groups.items()]
+
+
+def _projection_seed(storage: CellStorage, d_output_seq: Buffer) -> list:
+    """The first statements of a backward step of a projected output: the gradient on h (P units) for every row,
+    kept for dW_p, then its GEMM with W_p^T, the seed of the cell's H units."""
+    spec = storage.spec
+    h = spec.output_state
+    seed = seed_symbol(h)
+    dy = View("dy_row", Slice("dy", ("t", "nb")))
+    carried = storage.buf_view(h, "grad_row", "grad_buf")
+    kept = storage.view(seed, "proj_row", d_output_seq.name, "t", "nb")
+    loops = [
+        UnitLoop(
+            f"{seed} = dy_t + (error carried from step t+1), P units",
+            (Store(kept, sympy.Add(dy.element(), carried.element(), evaluate=False), (dy, carried)),),
+            unit=PROJ,
+        )
+    ]
+    if not storage.recurrent:  # no error flows back through h_{t-1}: nothing is carried to step t-1
+        loops.append(UnitLoop(f"d_{storage.h_prev} = 0", (Store(carried, sympy.Integer(0), ()),), unit=PROJ))
+    note = "past its length: the gradient passes through"
+    return [
+        RowLoop((f"The gradient on the projected output {h} (P units) of the step.",), tuple(loops), skip_note=note),
+        Gemm(
+            Slice(d_output_seq.name, ("t",)),
+            Transposed(Slice(PROJECTION_MATRIX)),
+            Slice(kernel_name(seed, "buf")),
+            f"Its gradient on the cell's H units, {seed} W_p^T: one GEMM (B, P) x (P, H) per step.",
+        ),
+    ]
 
 
 def _matrix_blocks(storage: CellStorage, transposed: bool) -> tuple[list[Buffer], list[Assign]]:
@@ -554,8 +613,11 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     if F and not storage.early_gates:
         raise ValueError(f"spec {spec.name}: gate feedback needs a gate with a recurrent product hR_k at step start")
 
+    projection = storage.projection
     state_seqs = tuple(
-        Buffer(kernel_name(s, "seq"), SEQ_PLUS_ONE, f"state {s} at steps 0..T", "initial", k)
+        Buffer(
+            kernel_name(s, "seq"), ("steps + 1", "batch", storage.units(s)), f"state {s} at steps 0..T", "initial", k
+        )
         for k, s in enumerate(spec.state)
     )
     output_seq = state_seqs[spec.state.index(spec.output_state)]
@@ -570,11 +632,21 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         )
         for s in storage.saved
     )
-    tape_extra = ((fb_seq,) if F else ()) + saved
+    cell_output = storage.cell_output()
+    tape_extra = ((fb_seq,) if F else ()) + saved + ((cell_output,) if projection else ())
     matrices = tuple(
         Buffer(name, (), f"parameter {name}", "param", param=name)
-        for name in ("W", *(["R"] if R_blocks else []), "b", *(["Q"] if F else []))
+        for name in (
+            "W",
+            *(["R"] if R_blocks else []),
+            "b",
+            *([PROJECTION_MATRIX] if projection else []),
+            *(["Q"] if F else []),
+        )
     )
+    # The kernels' sizes: H from gate_seq when the output is projected (its buffer then has P units).
+    hidden = f"gate_seq.shape[2] // {G}" if projection else f"{output_seq.name}.shape[2]"
+    proj = f"{output_seq.name}.shape[2]" if projection else ""
     gate_params = tuple(dict.fromkeys(p for p, _, _ in forward.gate_params))
     vectors = tuple(storage.gate_vector(p) for p in gate_params if p != "b")
     vectors += tuple(storage.unit_vector(sym) for _, sym in forward.unit_params)
@@ -629,6 +701,16 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             )
         )
     step += _forward_phases(storage)
+    if projection:
+        step.append(
+            Gemm(
+                Slice(cell_output.name, ("t",)),
+                Slice(PROJECTION_MATRIX),
+                Slice(output_seq.name, ("t + 1",)),
+                f"Output projection: {spec.output_state} = ({spec.output_state} of the equations) W_p, one GEMM"
+                " (B, H) x (H, P) per step (rows past a length are restored below).",
+            )
+        )
     hold = [Assign(Slice(s.name, ("t + 1", "nb")), Slice(s.name, ("t", "nb"))) for s in state_seqs]
     hold += [Assign(Slice("fb_seq", ("t + 1", "nb")), Slice("fb_seq", ("t", "nb")))] if F else []
     kept = " and its fed-back gates" if F else ""
@@ -641,13 +723,15 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         (*invariant_loops, InputProjection("gate_seq", G, spec.input_bias), *setup),
         TimeLoop(False, tuple(step)),
         allocated=tuple(allocated),
-        hidden=f"{output_seq.name}.shape[2]",
+        hidden=hidden,
+        proj=proj,
         heads=heads and bool(n_early),
     )
 
     # ------------------------------------------------------------------ backward kernel
     state_grads = tuple(
-        Buffer(kernel_name(s, "grad_buf"), ROW, f"gradient on state {s}", "final", k) for k, s in enumerate(spec.state)
+        Buffer(kernel_name(s, "grad_buf"), ("batch", storage.units(s)), f"gradient on state {s}", "final", k)
+        for k, s in enumerate(spec.state)
     )
     grad_fb = (
         (Buffer("grad_fb_buf", ("batch", width(F)), "gradient on the fed-back gates", "zeros"),)
@@ -684,9 +768,17 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         if storage.backward.output(sym) != 0
     ]
     adjoint_seqs += d_x_rows
+    output_seed = seed_symbol(spec.output_state)
+    d_output_seq = Buffer(
+        kernel_name(output_seed, "seq"),
+        ("steps", "batch", PROJ),
+        f"the gradient on {spec.output_state} at every step (P units), for dW_p",
+        "zeros_if_padded",
+    )
+    adjoint_seqs += [d_output_seq] if projection else []
     unit_grads = tuple((p, storage.gate_gradient(p)) for p in gate_params)
     unit_grads += tuple((name, storage.unit_gradient(sym)) for name, sym in forward.unit_params)
-    dy = Buffer("dy", SEQ, "the gradient on every output", "input")
+    dy = Buffer("dy", ("steps", "batch", storage.units(spec.output_state)), "the gradient on every output", "input")
 
     allocated, setup = _matrix_blocks(storage, transposed=True)
     allocated += invariant_rows
@@ -694,8 +786,12 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         Buffer(kernel_name(seed_symbol(str(src)), "buf"), ROW, f"gradient on src_{gate}")
         for _, gate, src in storage.late
     ]
+    if projection:
+        allocated.append(Buffer(kernel_name(output_seed, "buf"), ROW, f"the gradient on {spec.output_state} W_p^T"))
     if recurrent:
-        allocated.append(Buffer("gemm_h_buf", ("hidden", "batch"), "d_hR R^T of the step, feature-major"))
+        allocated.append(
+            Buffer("gemm_h_buf", (storage.units(spec.output_state), "batch"), "d_hR R^T of the step, feature-major")
+        )
         if heads:
             allocated.append(Buffer("head_grad", ("heads", "batch", head_rows), "each head's columns of d_hR"))
         if F:
@@ -705,7 +801,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             Buffer(kernel_name(adjoint_symbol(storage.h_prev), "buf"), ROW, "the elementwise part of d_h_prev")
         )
     allocated += [Buffer(kernel_name(s, "carry_buf"), ROW, f"{s}, carried between phases") for s in kernel.carried]
-    step = _backward_phases(storage)
+    step = _projection_seed(storage, d_output_seq) if projection else []
+    step += _backward_phases(storage)
     elementwise = "(its elementwise part) + " if storage.elementwise_and_gemm_h else ""
     if recurrent:
         if heads:
@@ -740,14 +837,18 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             )
         merge = []
         out_grad = storage.buf_view(spec.output_state, "grad_row", "grad_buf")
-        gemm_h = Buffer("gemm_h_buf", ("hidden", "batch"), "")
+        gemm_h = Buffer("gemm_h_buf", (storage.units(spec.output_state), "batch"), "")
         value: sympy.Expr = gemm_h.element(BATCH_ROW)
         reads: tuple[Row, ...] = (gemm_h,)
         if storage.elementwise_and_gemm_h:
             d_h_prev = storage.buf_view(adjoint_symbol(storage.h_prev))
             value, reads = sympy.Add(value, d_h_prev.element(), evaluate=False), (gemm_h, d_h_prev)
         merge.append(
-            UnitLoop(f"d_{storage.h_prev}: into the gradient carried to step t-1", (Store(out_grad, value, reads),))
+            UnitLoop(
+                f"d_{storage.h_prev}: into the gradient carried to step t-1",
+                (Store(out_grad, value, reads),),
+                unit=storage.units(spec.output_state),
+            )
         )
         if F:
             gemm_fb = Buffer("gemm_fb_buf", (width(F), "batch"), "")
@@ -790,7 +891,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             )
         )
     if n_early:
-        after.append(Assign("h_prev_2d", Flat(Contiguous(Slice(output_seq.name, (":steps",))), "hidden")))
+        h_units = storage.units(spec.output_state)
+        after.append(Assign("h_prev_2d", Flat(Contiguous(Slice(output_seq.name, (":steps",))), h_units)))
     if storage.late:
         allocated.append(Buffer("dR", ("hidden", width(R_blocks)), "the gradient of R"))
         if n_early:
@@ -820,6 +922,14 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
     elif R_blocks:
         d_rec = Flat(Slice(storage.d_rec_seq), width(R_blocks))
         after.append(Assign("dR", Dot(Transposed(Slice("h_prev_2d")), d_rec)))
+    if projection:
+        after.append(
+            Assign(
+                "dW_p",
+                Dot(Transposed(Flat(Slice(cell_output.name), "hidden")), Flat(Slice(d_output_seq.name), PROJ)),
+                f"dW_p = sum_t ({spec.output_state} of the equations)_t^T dnext_{spec.output_state}_t",
+            )
+        )
     if F:
         after.append(Assign("fb_prev_2d", Flat(Contiguous(Slice("fb_seq", (":steps",))), width(F))))
         after.append(Assign("dQ", Dot(Transposed(Slice("fb_prev_2d")), Flat(Slice("d_fbq_seq"), width(F)))))
@@ -842,7 +952,8 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         ),
         (*invariant_loops, *setup),
         TimeLoop(True, tuple(step)),
-        hidden=f"{output_seq.name}.shape[2]",
+        hidden=hidden,
+        proj=proj,
         heads=heads and bool(n_early),
         after=tuple(after),
         returns=(
@@ -850,6 +961,7 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
             "dW",
             *(["dR"] if R_blocks else []),
             *(["db"] if spec.input_bias else []),
+            *(["dW_p"] if projection else []),
             *(["dQ"] if F else []),
         ),
         allocated=tuple(allocated),
@@ -859,7 +971,9 @@ def lower(kernel: KernelExpressions | CellStorage) -> ModulePlan:
         backward=backward_kernel,
         forward_buffers=(*state_seqs, gate_seq, *tape_extra),
         tape_extra=tape_extra,
-        tape_extra_shapes=((1, F),) * bool(F) + tuple((0, 0 if s in storage.scalars else 1) for s in storage.saved),
+        tape_extra_shapes=((1, F),) * bool(F)
+        + tuple((0, 0 if s in storage.scalars else 1) for s in storage.saved)
+        + ((0, 1),) * projection,
         backward_buffers=(*state_grads, *grad_fb, *adjoint_seqs, *(g for _, g in unit_grads)),
         state_seqs=state_seqs,
         state_grads=state_grads,

@@ -24,13 +24,15 @@ INPUTS: tuple[str, ...] = ()
 #: The default number of heads of a block-diagonal R (K, H/K, G_r·H/K); None: R is dense (H, G_r·H).
 HEADS: int | None = None
 STATE: tuple[str, ...] = ("h",)
+#: Whether the output h is projected: h = u W_p with W_p (H, P), so h, y and the rows of R have P units.
+PROJECTED = False
 PARAMS: tuple[str, ...] = ("W", "R", "b")
 #: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
 #: a per-row value, (T, B)).
 TAPE_EXTRA: tuple[tuple[int, int], ...] = ()
 
 
-def param_shapes(input_size, hidden_size, heads=None):
+def param_shapes(input_size, hidden_size, heads=None, proj_size=None):
     """Shape of every parameter, keyed by PARAMS."""
     return {"W": (input_size, hidden_size), "R": (hidden_size, hidden_size), "b": (hidden_size,)}
 
@@ -56,10 +58,11 @@ class Tape:
         self.order = order
 
 
-def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None):
+def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None, proj_size=None):
     """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does; dict keyed by PARAMS.
 
     ``heads``: the number of heads of a block-diagonal R (default HEADS); only None for a dense R.
+    ``proj_size``: P, the units of a projected output (default H); only None for a cell without projection.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -71,7 +74,7 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=N
     bound = 1.0 / np.sqrt(_check_size(hidden_size, "hidden_size"))
     return {
         name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-        for name, shape in param_shapes(input_size, hidden_size, heads).items()
+        for name, shape in param_shapes(input_size, hidden_size, heads, proj_size).items()
     }
 
 
@@ -91,7 +94,7 @@ def _prepare_forward(x, params, state, lengths, reverse, inputs):
         raise ValueError(
             f"x: this cell reads the input row x_t itself, so I must equal H; got I = {n_in}, H = {hidden}"
         )
-    initial = _check_state(state, "state", batch, hidden, x.dtype)
+    initial = _check_state(state, "state", batch, _widths(params), x.dtype)
     step_inputs = _check_inputs(inputs, (steps, batch, hidden), x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)
@@ -149,14 +152,14 @@ def _prepare_backward(dy, tape, dstate):
     _check_tape(tape)
     x, params = tape.x, tape.params
     steps, batch, _ = x.shape
-    hidden = _hidden(params)
+    width = _output_width(params)
     dy = _check_array(dy, "dy", 3, x.dtype)
-    if dy.shape != (steps, batch, hidden):
-        raise ValueError(f"dy: expected shape {(steps, batch, hidden)}, got {dy.shape}")
+    if dy.shape != (steps, batch, width):
+        raise ValueError(f"dy: expected shape {(steps, batch, width)}, got {dy.shape}")
     if tape.order is not None:
         dy = np.take_along_axis(dy, tape.order[:, :, None], axis=0)
     alloc = np.empty if bool(np.all(tape.lengths == steps)) else np.zeros  # rows past a length stay zero
-    final = _check_state(dstate, "dstate", batch, hidden, x.dtype)
+    final = _check_state(dstate, "dstate", batch, _widths(params), x.dtype)
     return dy, final, alloc
 
 
@@ -167,10 +170,34 @@ def _input_order(dx, order):
 
 def _hidden(params):
     """The hidden size H of checked parameters."""
+    if PROJECTED:
+        return params["W_p"].shape[0]
     if not RECURRENT_GATES:
         return params["b"].shape[0] // len(GATES)
     R = params["R"]
     return R.shape[0] * R.shape[1] if HEADS is not None else R.shape[0]
+
+
+def _output_width(params):
+    """The units of the output h (P when projected, else H) of checked parameters."""
+    return params["W_p"].shape[1] if PROJECTED else _hidden(params)
+
+
+def _widths(params):
+    """The units of each state, in STATE order: the output's, then H for every other."""
+    return (_output_width(params),) + (_hidden(params),) * (len(STATE) - 1)
+
+
+def _check_proj(proj_size, hidden):
+    """P, the units of a projected output (H when None); refuses any for a cell without projection."""
+    if not PROJECTED:
+        if proj_size is not None:
+            raise ValueError(
+                f"proj_size: {VARIANT} has no projected output (its spec declares no projection); expected None, "
+                f"got {proj_size!r}"
+            )
+        return None
+    return _check_size(hidden if proj_size is None else proj_size, "proj_size")
 
 
 def _check_heads(heads, hidden):
@@ -246,8 +273,8 @@ def _check_tape(tape):
     if ok:
         steps, batch, _ = x.shape
         hidden = _hidden(params)
-        seq = (steps + 1, batch, hidden)
-        arrays = [(s, seq) for s in tape.states] + [(tape.gate_seq, (steps, batch, len(GATES) * hidden))]
+        seqs = [(steps + 1, batch, w) for w in _widths(params)]
+        arrays = [*zip(tape.states, seqs, strict=False), (tape.gate_seq, (steps, batch, len(GATES) * hidden))]
         arrays += [
             (e, (steps + more, batch, blocks * hidden) if blocks else (steps + more, batch))
             for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA, strict=False)
@@ -301,9 +328,15 @@ def _check_params(params, n_in, dtype):
     extra = [k for k in params if k not in PARAMS]
     if missing or extra:
         raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
-    # The hidden size comes from R, or from b in a cell without R: check that one before reading it.
-    heads = None
-    if RECURRENT_GATES and HEADS is not None:
+    # The hidden size comes from W_p, R, or from b in a cell without R: check that one before reading it.
+    heads = proj = None
+    if PROJECTED:
+        W_p = params["W_p"]
+        if not (isinstance(W_p, np.ndarray) and W_p.ndim == 2 and W_p.shape[0] > 0 and W_p.shape[1] > 0):
+            got = getattr(W_p, "shape", W_p)
+            raise ValueError(f"params['W_p']: expected shape (H, P) with H, P >= 1, got {got!r}")
+        proj = W_p.shape[1]
+    elif RECURRENT_GATES and HEADS is not None:
         R = params["R"]
         if not (isinstance(R, np.ndarray) and R.ndim == 3 and R.shape[0] > 0 and R.shape[1] > 0):
             got = getattr(R, "shape", R)
@@ -325,23 +358,24 @@ def _check_params(params, n_in, dtype):
             )
     hidden = _hidden(params)
     checked = {}
-    for name, shape in param_shapes(n_in, hidden, heads).items():
+    for name, shape in param_shapes(n_in, hidden, heads, proj).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
         if checked[name].shape != shape:
             raise ValueError(f"params[{name!r}]: expected shape {shape}, got {checked[name].shape}")
     return checked
 
 
-def _check_state(state, name, batch, hidden, dtype):
+def _check_state(state, name, batch, widths, dtype):
+    """The states (or their gradients) in STATE order, each (B, its width); zeros when None."""
     if state is None:
-        return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in STATE)
+        return tuple(np.zeros((batch, w), dtype=dtype) for w in widths)
     if not isinstance(state, (tuple, list)) or len(state) != len(STATE):
         got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
         raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
     checked = []
-    for s, value in zip(STATE, state, strict=True):
+    for s, value, w in zip(STATE, state, widths, strict=True):
         value = _check_array(value, f"{name}[{s!r}]", 2, dtype)
-        if value.shape != (batch, hidden):
-            raise ValueError(f"{name}[{s!r}]: expected shape {(batch, hidden)}, got {value.shape}")
+        if value.shape != (batch, w):
+            raise ValueError(f"{name}[{s!r}]: expected shape {(batch, w)}, got {value.shape}")
         checked.append(value)
     return tuple(checked)

@@ -30,7 +30,7 @@ from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 7
+TEMPLATE_VERSION = 8
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -72,6 +72,20 @@ def _tuple_of(items: object) -> str:
 
 def _tuple_literal(names: object) -> str:
     return _tuple_of(python_literal(str(n)) for n in names)
+
+
+def _constant(name: str, text: str) -> str:
+    """``name = "text"`` as Python source; a literal too long for one line is split at spaces into parts
+    that Python joins back (implicit concatenation inside parentheses)."""
+    line = f"{name} = {python_literal(text)}"
+    if len(line) <= LINE_WIDTH:
+        return line
+    parts = textwrap.wrap(
+        text, LINE_WIDTH - 20, drop_whitespace=False, replace_whitespace=False, expand_tabs=False, break_long_words=True
+    )
+    if "".join(parts) != text:  # pragma: no cover - textwrap keeps every character with these options
+        return line
+    return "\n".join([f"{name} = (", *(f"{INDENT}{python_literal(part)}" for part in parts), ")"])
 
 
 def _docstring_lines(lines: object) -> list[str]:
@@ -123,7 +137,9 @@ def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
         if spec.heads is not None
         else f"R (H, {len(recurrent)}H)"
     )
-    shapes = [f"W (I, {G}H)", *([R] if recurrent else []), f"b ({G}H,)"]
+    if spec.projection:
+        R = f"R (P, {len(recurrent)}H)"
+    shapes = [f"W (I, {G}H)", *([R] if recurrent else []), f"b ({G}H,)", *(["W_p (H, P)"] if spec.projection else [])]
     shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} ({G}H,)" for p in spec.gate_params]
     shapes += [f"{p} (H,)" for p in spec.unit_params]
     if recurrent and spec.heads is not None:
@@ -159,6 +175,18 @@ def _docstring_products(storage: CellStorage) -> tuple[list[str], list[str]]:
     truncated = "(truncated gradient: no error flows through h_{t-1} where it enters the pre-activations)"
     rules = [] if backward.recurrent_gemm else [truncated]
     rules += ["dx_t = d_xW W^T;  dW = sum_t x_t^T d_xW;  db = sum_t,batch d_xW", *dR]
+    if storage.spec.projection:
+        h = storage.spec.output_state
+        products.append(
+            f"Projected output: the equation of {h} gives its H units u; the carried output is {h} = u W_p (P units),"
+            " one GEMM per step after the equations."
+        )
+        rules = [
+            f"dnext_{h} (H units) = (dy_t + the error carried from step t+1) W_p^T, one GEMM per step before the"
+            " equations",
+            *rules,
+            "dW_p = sum_t u_t^T (dy_t + the error carried from step t+1)",
+        ]
     return products, rules
 
 
@@ -191,24 +219,27 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         *(
             [f'"R": (heads, head_size, {width(len(recurrent), "head_size")})']
             if recurrent and spec.heads is not None
-            else [f'"R": (hidden_size, {width(len(recurrent), "hidden_size")})']
+            else [f'"R": ({"proj_size" if spec.projection else "hidden_size"}, {width(len(recurrent), "hidden_size")})']
             if recurrent
             else []
         ),
         f'"b": ({wide},)',
+        *(['"W_p": (hidden_size, proj_size)'] if spec.projection else []),
         *([f'"Q": ({feedback}, {feedback})'] if F else []),
         *(f"{python_literal(p)}: ({wide},)" for p in spec.gate_params),
         *(f"{python_literal(p)}: (hidden_size,)" for p in spec.unit_params),
     ]
     extra = [b.name for b in plan.tape_extra]
-    grad_of = {"W": "dW", "R": "dR", "b": "db", "Q": "dQ"} | {name: buffer.name for name, buffer in plan.unit_grads}
+    grad_of = {"W": "dW", "R": "dR", "b": "db", "W_p": "dW_p", "Q": "dQ"} | {
+        name: buffer.name for name, buffer in plan.unit_grads
+    }
     grads = [f"{python_literal(name)}: {grad_of[name]}" for name in spec.params]
     context = {
         "variant": spec.name,
         "description": in_docstring(spec.description),
-        "paper": in_docstring(spec.paper),
-        "description_literal": python_literal(spec.description),
-        "paper_literal": python_literal(spec.paper),
+        "paper": "\n".join(textwrap.wrap(in_docstring(spec.paper) + ".", LINE_WIDTH, break_long_words=False)),
+        "description_constant": _constant("DESCRIPTION", spec.description),
+        "paper_constant": _constant("PAPER", spec.paper),
         "variant_literal": python_literal(spec.name),
         "version": __version__,
         "template_version": TEMPLATE_VERSION,
@@ -225,13 +256,28 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "heads_doc": "; heads: of the block-diagonal R, default HEADS" if spec.heads is not None else "",
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
+        "projected": str(spec.projection),
+        "projection": spec.projection,
+        "proj_doc": "; proj_size: P, the units of the projected output h, default H" if spec.projection else "",
+        "out_units": "P" if spec.projection else "H",
+        "shapes_doc": (
+            f"y (T, B, P) holds h_1..h_T; h (B, P){', every other state (B, H)' if len(spec.state) > 1 else ''}"
+            if spec.projection
+            else "y (T, B, H) holds h_1..h_T; every state (B, H)"
+        ),
+        "state_arrays_doc": "arrays, h (B, P), others (B, H)" if spec.projection else "(B, H) arrays",
+        "state_shapes_doc": "h (B, P), the others (B, H)" if spec.projection else "each (B, H)",
         "params": _tuple_literal(spec.params),
         "tape_extra": wrap(
             "TAPE_EXTRA = (", _tuple_of(_tuple_of(map(str, shape)) for shape in plan.tape_extra_shapes)[1:-1], ")", ""
         ),
         "n_gates": G,
         "unit_params": [{"shape_doc": in_docstring(p)} for p in spec.unit_params],
-        "recurrent_products": [in_docstring(line) for line in products],
+        "recurrent_products": [
+            wrapped
+            for line in products
+            for wrapped in textwrap.wrap(in_docstring(line), LINE_WIDTH, break_long_words=False)
+        ],
         "input_projection": "xW_k = x_t W_k + b_k" if spec.input_bias else "xW_k = x_t W_k (b_k enters the equations)",
         "forward_text": _docstring_lines(str_assignment(a.lhs, a.rhs) for a in forward.equations),
         "backward_text": _docstring_lines(

@@ -151,6 +151,14 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
                 f"input_bias: false, but no equation reads {', '.join(unread)} (expected the bias placed in the "
                 "equations, block by block)"
             )
+    if spec.projection:
+        h_prev = dict(prev)[spec.output_state]
+        reader = next((a for a in declared if h_prev in a.rhs.free_symbols), None)
+        if reader is not None:
+            raise SpecError(
+                f"projection: {reader.lhs} reads {h_prev} unit by unit, but a projected {spec.output_state} has P "
+                "units, not H (expected it read only through the recurrent products hR_k)"
+            )
     ordered = _topological_order(declared, (inputs - set(late)) | {UNITS}, late)
     return ForwardEquations(
         spec=spec,
