@@ -76,12 +76,15 @@ class TorchRecurrent(torch.nn.Module):
         dtype: torch.float32 or torch.float64.
         seed: seed of the initialisation (the generated ``init_params``: uniform in ±1/sqrt(H)).
         heads: the number of heads of a cell with a block-diagonal R (its HEADS when None).
+        proj_size: P of a cell with a projected output (``lstmp``; H when None), as torch.nn.LSTM's proj_size:
+            then h and each direction's output have P units.
 
     Parameters are named ``<param>_l<layer>[_reverse]`` with the generated module's layouts (W (I, G*H), ...).
     ``forward(x, state=None, lengths=None, inputs=None)`` returns ``(output, final_state)``; ``final_state`` is a
-    tuple in STATE order of (L*D, B, H) tensors (for a one-state cell like the GRU, the tensor itself, as torch
-    does). ``inputs``: the cell's per-step inputs (its INPUTS, such as zoneout masks), a dict of (L*D, T, B, H)
-    tensors ((L*D, B, T, H) with batch_first), index ``layer * D + direction``; they get no gradient.
+    tuple in STATE order of (L*D, B, H) tensors, (L*D, B, P) for a projected h (for a one-state cell like the GRU,
+    the tensor itself, as torch does). ``inputs``: the cell's per-step inputs (its INPUTS, such as zoneout masks),
+    a dict of (L*D, T, B, H) tensors ((L*D, B, T, H) with batch_first), index ``layer * D + direction``; they get
+    no gradient.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class TorchRecurrent(torch.nn.Module):
         dtype: torch.dtype = torch.float32,
         seed: int | None = None,
         heads: int | None = None,
+        proj_size: int | None = None,
     ) -> None:
         super().__init__()
         from lstmgen.layers import RecurrentLayer
@@ -112,8 +116,11 @@ class TorchRecurrent(torch.nn.Module):
             dtype=np.float32 if dtype == torch.float32 else np.float64,
             seed=seed,
             heads=heads,
+            proj_size=proj_size,
         )
         self.cell = layer.cell
+        self.proj_size = layer.proj_size
+        self._state_widths = layer.state_widths()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional, self.batch_first = layer.bidirectional, layer.batch_first
         self.num_directions = layer.num_directions
@@ -163,11 +170,13 @@ class TorchRecurrent(torch.nn.Module):
             lengths = lengths.cpu().numpy()
         if state is not None:
             state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
-            expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
-            if len(state) != n_states or any(s.shape != expected for s in state):
+            count = self.num_layers * self.num_directions
+            expected = [(count, batch, w) for w in self._state_widths]
+            if len(state) != n_states or any(tuple(s.shape) != e for s, e in zip(state, expected, strict=False)):
                 got = [tuple(s.shape) for s in state]
+                shapes = ", ".join(map(str, expected))
                 raise ValueError(
-                    f"state: expected {n_states} tensor(s) of shape {expected} in {self.cell.STATE}, got {got}"
+                    f"state: expected {n_states} tensor(s) of shapes {shapes} in {self.cell.STATE}, got {got}"
                 )
         step_inputs = self._step_inputs(inputs, x.shape[0], batch)
         finals = []

@@ -257,8 +257,8 @@ ALTERNATIVES = {"layernorm_lstm_functional": layernorm_lstm_functional}
 
 
 def run_reference(variant, x, params, state, truncated=False, inputs=None):
-    """Unroll the reference cell: returns (y (T, B, H), or (T, B, P) when projected, final state tuple). ``inputs``: the per-step inputs
-    (T, B, H) by name, passed to the step as keywords."""
+    """Unroll the reference cell: returns (y (T, B, H), or (T, B, P) when projected, final state tuple).
+    ``inputs``: the per-step inputs (T, B, H) by name, passed to the step as keywords."""
     if variant == "lstm_fgr":
         return lstm_fgr_unroll(params, x, state, truncated)
     step = STEPS[variant] if variant in STEPS else ALTERNATIVES[variant]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sympy
 import torch
-from problems import random_problem, random_step_inputs
+from problems import proj_size, random_problem, random_step_inputs, state_widths
 from reference_cells import STEPS
 
 from lstmgen.analysis.error_flow import state_jacobian
@@ -22,7 +22,7 @@ from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
 from lstmgen.variants import VARIANTS
 
 NO_R = ["indrnn", "sru", "mingru", "minlstm", "rg_lru"]
-MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm", "slstm", "layernorm_lstm"]
+MODERN = [*NO_R, "janet", "ligru", "zoneout_lstm", "slstm", "layernorm_lstm", "lstmp"]
 
 
 @pytest.mark.parametrize("gradient", ["full", "truncated"])
@@ -154,7 +154,8 @@ def _stack_reference(name, x, params, num_layers, bidirectional, masks):
             k = layer * directions + direction
             p = params[layer][direction]
             H = p["b"].shape[0] // len(VARIANTS[name].gates)
-            state = tuple(torch.zeros(x.shape[1], H, dtype=x.dtype) for _ in VARIANTS[name].state)
+            widths = [p["W_p"].shape[1] if "W_p" in p else H] + [H] * (len(VARIANTS[name].state) - 1)
+            state = tuple(torch.zeros(x.shape[1], w, dtype=x.dtype) for w in widths)
             steps = range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])
             ys = {}
             for t in steps:
@@ -174,7 +175,8 @@ def test_stacked_layers_match_a_stack_of_references(generated_module, name):
     I = H if name == "rg_lru" else 2
     cell = generated_module(name)
     heads = 2 if name == "slstm" else None
-    layer = RecurrentLayer(cell, I, H, num_layers=layers, bidirectional=bidirectional, seed=3, heads=heads)
+    proj = {"proj_size": 2} if cell.PROJECTED else {}
+    layer = RecurrentLayer(cell, I, H, num_layers=layers, bidirectional=bidirectional, seed=3, heads=heads, **proj)
     D = layer.num_directions
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 2, I))
@@ -204,11 +206,13 @@ def test_torch_autograd_function_passes_gradcheck(generated_module, name):
     T, B, H = 3, 2, 4 if name == "slstm" else 3
     I = H if cell.INPUT_ROW else 2
     rng = np.random.default_rng(1)
-    params = cell.init_params(I, H, dtype=np.float64, seed=2, heads=2 if cell.HEADS else None)
+    proj = proj_size(cell, H)
+    sizes = {"heads": 2 if cell.HEADS else None, **({"proj_size": proj} if proj else {})}
+    params = cell.init_params(I, H, dtype=np.float64, seed=2, **sizes)
     tensors = [torch.tensor(params[n] * 1.5, requires_grad=True) for n in cell.PARAMS]
     x = torch.tensor(rng.standard_normal((T, B, I)), requires_grad=True)
     # Positive states: the sLSTM's normaliser n is (a zero one takes the zero-state rule, tested elsewhere).
-    state = [torch.tensor(0.5 + rng.random((B, H)), requires_grad=True) for _ in cell.STATE]
+    state = [torch.tensor(0.5 + rng.random((B, w)), requires_grad=True) for w in state_widths(cell, H, proj)]
     masks = {m: rng.uniform(0, 1, (T, B, H)) for m in cell.INPUTS} or None
 
     def f(x, *rest):

@@ -67,7 +67,7 @@ def test_adapter_errors(generated_module):
     rnn = TorchRecurrent(generated_module("lstm"), 2, 4, seed=0)
     with pytest.raises(TypeError, match=r"x: expected dtype torch\.float32 \(the module's\), got torch\.float64"):
         rnn(torch.zeros(5, 3, 2, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"state: expected 2 tensor\(s\) of shape \(1, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"state: expected 2 tensor\(s\) of shapes \(1, 3, 4\), \(1, 3, 4\)"):
         rnn(torch.zeros(5, 3, 2), (torch.zeros(1, 3, 4),))
     with pytest.raises(ValueError, match=r"x: expected a 3-D tensor, got shape \(5, 2\)"):
         rnn(torch.zeros(5, 2))
@@ -88,3 +88,29 @@ def test_double_backward_raises_instead_of_dropping_the_second_order_term(genera
             torch.autograd.grad(loss, x, create_graph=True, retain_graph=True)
     (gx,) = torch.autograd.grad(out.sum(), x)  # once-differentiable use is unchanged
     assert gx.shape == x.shape
+
+
+def test_projected_lstm_module_matches_torch_lstm_with_proj_size(generated_module):
+    """TorchRecurrent over lstmp is torch.nn.LSTM(proj_size=P): outputs, h_n (P units), c_n (H) and gradients."""
+    from lstmgen.interop_torch import to_torch
+    from lstmgen.layers import RecurrentLayer
+
+    cell = generated_module("lstmp")
+    rnn = TorchRecurrent(cell, 3, 5, num_layers=2, bidirectional=True, proj_size=2, dtype=torch.float64, seed=4)
+    layer = RecurrentLayer(cell, 3, 5, num_layers=2, bidirectional=True, proj_size=2, seed=4)
+    reference = to_torch(layer)  # the same weights (the same seed) as torch's own module
+    x = torch.tensor(np.random.default_rng(0).standard_normal((6, 4, 3)))
+    out, (h_n, c_n) = rnn(x)
+    out_t, (h_t, c_t) = reference(x)
+    assert out.shape == (6, 4, 4) and h_n.shape == (4, 4, 2) and c_n.shape == (4, 4, 5)
+    for ours, theirs in ((out, out_t), (h_n, h_t), (c_n, c_t)):
+        np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-12, atol=1e-14)
+    (out.sum() + h_n.sum()).backward()
+    (out_t.sum() + h_t.sum()).backward()
+    np.testing.assert_allclose(
+        rnn.W_p_l1_reverse.grad.numpy(), reference.weight_hr_l1_reverse.grad.numpy().T, rtol=1e-10
+    )
+    # lstmp's GATES are torch's order (i, f, g, o): R is weight_hh transposed, (P, 4H).
+    np.testing.assert_allclose(rnn.R_l0.grad.numpy(), reference.weight_hh_l0.grad.numpy().T, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"state: expected 2 tensor\(s\) of shapes \(4, 4, 2\), \(4, 4, 5\)"):
+        rnn(x, (torch.zeros(4, 4, 5), torch.zeros(4, 4, 5)))
