@@ -18,7 +18,8 @@ repeating the call for about 20 ms):
   * for the sLSTM's block-diagonal R (4 heads) at S3 and S4: its per-step recurrent products as the generated
     kernels do them (per head: a copy, a GEMM, the spread into gate order), against one dense GEMM.
 The RG-LRU reads x_t itself, so it runs with I = H. The layer-normalised LSTM's PyTorch loop normalises x W for all
-steps at once with torch.nn.functional.layer_norm, then h R and c per step.
+steps at once with torch.nn.functional.layer_norm, then h R and c per step. The projected LSTM (`lstmp`) runs with
+P = H/2 and is also timed against torch.nn.LSTM(proj_size=P) itself (torch's own C++ loop).
 """
 
 from __future__ import annotations
@@ -52,7 +53,19 @@ def _run_py():
 _RUN = _run_py()
 SIZES, machine, time_interleaved = _RUN.SIZES, _RUN.machine, _RUN.time_interleaved
 
-CELLS = ("indrnn", "sru", "mingru", "minlstm", "janet", "ligru", "rg_lru", "zoneout_lstm", "slstm", "layernorm_lstm")
+CELLS = (
+    "indrnn",
+    "sru",
+    "mingru",
+    "minlstm",
+    "janet",
+    "ligru",
+    "rg_lru",
+    "zoneout_lstm",
+    "slstm",
+    "layernorm_lstm",
+    "lstmp",
+)
 NO_R = ("indrnn", "sru", "mingru", "minlstm", "rg_lru")
 #: Cells timed beside the generated `lstm`: those without R (at most half its time) and the layer-normalised
 #: LSTM (the share of its time that the normalisation costs).
@@ -190,6 +203,24 @@ def layernorm_lstm_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tens
     return torch.stack(ys)
 
 
+def lstmp_loop(x: Tensor, xw: Tensor, p: list[Tensor], masks: list[Tensor], h: Tensor) -> Tensor:
+    """h (B, P) = (o * tanh(c)) W_p with c (B, H); R (P, 4H)."""
+    R, W_p = p[0], p[1]
+    c = torch.zeros(xw.shape[1], W_p.shape[0], dtype=xw.dtype)
+    ys = []
+    for t in range(xw.shape[0]):
+        a_i, a_f, a_g, a_o = (xw[t] + h @ R).chunk(4, 1)
+        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        h = (torch.sigmoid(a_o) * torch.tanh(c)) @ W_p
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def proj_size(name: str, hidden: int) -> int | None:
+    """P of the projected LSTM in this benchmark (H/2, as speech models project to a fraction of the cell)."""
+    return max(1, hidden // 2) if name == "lstmp" else None
+
+
 LOOPS = {name: globals()[f"{name}_loop"] for name in CELLS}
 
 
@@ -210,9 +241,10 @@ def _problem(name: str, size, dtype):
     module = importlib.import_module(f"generated.{name}")
     rng = np.random.default_rng(0)
     heads = None if module.HEADS is None else max(k for k in range(1, module.HEADS + 1) if H % k == 0)
-    params = module.init_params(I, H, dtype=dtype, seed=0, heads=heads)
+    P = proj_size(name, H)
+    params = module.init_params(I, H, dtype=dtype, seed=0, heads=heads, **({"proj_size": P} if P else {}))
     x = rng.standard_normal((T, B, I)).astype(dtype)
-    a = rng.standard_normal((T, B, H)).astype(dtype)
+    a = rng.standard_normal((T, B, P or H)).astype(dtype)
     masks = {m: (rng.uniform(0, 1, (T, B, H)) < 0.15).astype(dtype) for m in module.INPUTS}
     return module, params, x, a, masks
 
@@ -246,7 +278,16 @@ def _floor_kernels():
         np.dot(x2, W, gates)
         return np.dot(gates, W.T), np.dot(x2.T, gates)
 
-    return dense_calls, input_calls
+    @numba.njit
+    def projection_calls(u, W_p, h, dh, du):
+        steps = u.shape[0]
+        for t in range(steps):
+            np.dot(u[t], W_p, h[t])
+        for t in range(steps - 1, -1, -1):
+            np.dot(dh[t], W_p.T, du)
+        return np.dot(u.reshape(steps * u.shape[1], u.shape[2]).T, dh.reshape(steps * dh.shape[1], dh.shape[2]))
+
+    return dense_calls, input_calls, projection_calls
 
 
 def floor_runner(name: str, size, dtype):
@@ -255,18 +296,28 @@ def floor_runner(name: str, size, dtype):
     heads, an upper bound), dx, dW and dR. No implementation built on these products can be faster; the best
     PyTorch loop divided by this time bounds the speedup any kernel can reach."""
     module, params, x, a, _ = _problem(name, size, dtype)
-    dense_calls, input_calls = _floor_kernels()
+    dense_calls, input_calls, projection_calls = _floor_kernels()
     T, B, I = x.shape
-    H, G, Gr = a.shape[2], len(module.GATES), len(module.RECURRENT_GATES)
+    H, G, Gr = size[3], len(module.GATES), len(module.RECURRENT_GATES)
     rng = np.random.default_rng(0)
     x2, W = x.reshape(T * B, I), params["W"]
     gates = np.empty((T * B, G * H), dtype)
     if not Gr:
         return lambda: input_calls(x2, W, gates)
-    R = rng.standard_normal((H, Gr * H)).astype(dtype)
-    h = rng.standard_normal((T, B, H)).astype(dtype)
-    rec, grad_h = np.empty((B, Gr * H), dtype), np.empty((H, B), dtype)
-    return lambda: dense_calls(x2, W, R, h, gates, rec, grad_h, gates)
+    P = a.shape[2]  # the width of h: H, or P of a projected output
+    R = rng.standard_normal((P, Gr * H)).astype(dtype)
+    h = rng.standard_normal((T, B, P)).astype(dtype)
+    rec, grad_h = np.empty((B, Gr * H), dtype), np.empty((P, B), dtype)
+    if "W_p" not in params:
+        return lambda: dense_calls(x2, W, R, h, gates, rec, grad_h, gates)
+    # A projected output adds u W_p per step forward, dh W_p^T per step backward and dW_p.
+    u, du, W_p = rng.standard_normal((T, B, H)).astype(dtype), np.empty((B, H), dtype), params["W_p"]
+
+    def run():
+        dense_calls(x2, W, R, h, gates, rec, grad_h, gates)
+        projection_calls(u, W_p, h, a, du)
+
+    return run
 
 
 def torch_runner(name: str, size, dtype, scripted: bool):
@@ -286,6 +337,26 @@ def torch_runner(name: str, size, dtype, scripted: bool):
             t.grad = None
         xw = input_projection(name, tx, tensors)
         (loop(tx, xw, rest, tmasks, h0) * ta).sum().backward()
+
+    return run
+
+
+def torch_lstm_runner(size, dtype):
+    """torch.nn.LSTM(proj_size=P) itself: torch's own loop of the projected LSTM."""
+    T, B, I, H = size
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    torch.manual_seed(0)
+    net = torch.nn.LSTM(I, H, proj_size=proj_size("lstmp", H), dtype=tdtype)
+    x = torch.randn(T, B, I, dtype=tdtype, requires_grad=True)
+    a = torch.randn(T, B, proj_size("lstmp", H), dtype=tdtype)
+
+    def run():
+        net.zero_grad(set_to_none=True)
+        x.grad = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "LSTM with projections is not supported with oneDNN"
+            out, _ = net(x)
+        (out * a).sum().backward()
 
     return run
 
@@ -351,13 +422,13 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                     "lstmgen lstm": generated_runner("lstm", size, dtype) if name in BESIDE_LSTM else None,
                     "GEMM floor": floor_runner(name, size, dtype),
                     "sru package": sru_package_runner(size, dtype) if name == "sru" else None,
+                    "torch nn.LSTM": torch_lstm_runner(size, dtype) if name == "lstmp" and size[3] > 1 else None,
                 }
                 runners = {k: v for k, v in runners.items() if v is not None}
                 runners, counts = batched(runners, 0.02)
                 times = {k: v / counts[k] for k, v in time_interleaved(runners, repeats, min_seconds).items()}
-                best = min(
-                    (k for k in ("torch eager", "torch TorchScript", "sru package") if k in times), key=times.get
-                )
+                contenders = ("torch eager", "torch TorchScript", "sru package", "torch nn.LSTM")
+                best = min((k for k in contenders if k in times), key=times.get)
                 row = {
                     "cell": name,
                     "size": label,
@@ -371,6 +442,8 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
                 }
                 if "sru package" in times:
                     row["sru_package_ms"] = 1e3 * times["sru package"]
+                if "torch nn.LSTM" in times:
+                    row["nn_lstm_ms"] = 1e3 * times["torch nn.LSTM"]
                 row["floor_ms"] = 1e3 * times["GEMM floor"]
                 row["max_speedup"] = times[best] / times["GEMM floor"]
                 if "lstmgen lstm" in times:

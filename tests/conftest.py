@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +15,29 @@ from lstmgen.variants import VARIANTS
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = REPO / "generated"
 BUILTIN = tuple(VARIANTS)
+#: Where test_spec_files writes the TOML examples' modules: a fixed place, so that numba's cache of them lasts
+#: from one run to the next and tests/compile_ahead.py can fill it.
+EXAMPLE_MODULES = REPO / ".pytest_cache" / "lstmgen-examples"
+
+
+def pytest_sessionstart(session):
+    """Compile the generated modules in a second process while this one runs (see tests/compile_ahead.py);
+    LSTMGEN_COMPILE_AHEAD=0 turns it off."""
+    if os.environ.get("LSTMGEN_COMPILE_AHEAD", "1") == "0":
+        return
+    script = Path(__file__).with_name("compile_ahead.py")
+    session.config.lstmgen_compile_ahead = subprocess.Popen(
+        [sys.executable, str(script), str(EXAMPLE_MODULES)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    process = getattr(session.config, "lstmgen_compile_ahead", None)
+    if process is not None:
+        process.terminate()  # numba writes its cache files atomically: stopping mid-way leaves none half-written
+        process.wait()
 
 
 @pytest.fixture(scope="session")

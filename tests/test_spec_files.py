@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import EXAMPLE_MODULES, REPO
 from problems import random_problem
 from test_kernels_vs_autograd import assert_close
 
@@ -90,8 +90,9 @@ REFERENCES = {
 
 
 @pytest.fixture(scope="module")
-def example_modules(tmp_path_factory):
-    out = tmp_path_factory.mktemp("examples")
+def example_modules():
+    out = EXAMPLE_MODULES  # a fixed place: numba's cache of these modules outlives the run
+    out.mkdir(parents=True, exist_ok=True)
     return {
         (name, mode): load_module(write_module(EXAMPLES / name, out, mode))
         for name in REFERENCES

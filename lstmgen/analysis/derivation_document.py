@@ -49,7 +49,8 @@ class Names:
         spec = forward.spec
         self.latex: dict[sympy.Symbol, str] = {}
         self.text: dict[sympy.Symbol, str] = {}
-        graves = self.graves = notation == "graves" and {"c", "h"} <= set(spec.state)
+        # Graves' notation has no name for a projected output: a projected cell keeps the modern one.
+        graves = self.graves = notation == "graves" and {"c", "h"} <= set(spec.state) and not spec.projection
         gates = [g.name for g in spec.gates]
         #: LaTeX and text subscript of each gate's matrix blocks and bias: Greek in Graves' notation.
         self.gate_latex = {k: _GREEK_GATE[k] if graves and k in _GREEK_GATE else k for k in gates}
@@ -94,6 +95,10 @@ class Names:
         for s in spec.state:
             name(unit_symbol(s), *value(s))
             name(unit_symbol(f"{s}_prev"), *value(s, "t-1"))
+        if spec.projection:  # the equations' value of a projected output, before W_p: h̃
+            out = spec.output_state
+            self.projected = value(out)
+            name(unit_symbol(out), rf"\tilde{{{_upright(out)}}}_{{t}}", f"{out}̃[t]")
         for a in forward.equations:
             if a.role in ("intermediate", "reduction"):
                 name(a.lhs, *value(str(a.lhs)))
@@ -142,7 +147,9 @@ class Names:
                 name(unit_symbol(f"d_a_{k}"), f"\\delta_{{{_GREEK_GATE[k]}}}^{{t}}", f"δ_{_GREEK_TEXT[k]}(t)")
         out = spec.output_state
         for s, seed in derivation.backward.seeds:
-            if s == out:
+            if s == out and spec.projection:  # the gradient on h̃: δh_t W_pᵀ
+                latex, text = self.latex[unit_symbol(f"d_{out}")], self.text[unit_symbol(f"d_{out}")]
+            elif s == out:
                 latex, text = (r"\epsilon_c^{t}", "ε_c(t)") if graves else (rf"\delta {value(s)[0]}", f"δ{value(s)[1]}")
             elif s in spec.state:
                 latex, text = (
@@ -346,11 +353,25 @@ class DocumentBuilder:
     def gate(self, gate: str) -> Name:
         return Name(self.names.gate_latex[gate], self.names.gate_text[gate])
 
+    def projected(self) -> tuple[Name, Name]:
+        """A projected output h_t and its gradient δh_t (P units; dy_t plus the error from step t+1)."""
+        latex, text = self.names.projected
+        return Name(latex, text), Name(rf"\delta {latex}", f"δ{text}")
+
     def forward(self) -> tuple[Equation, ...]:
-        return tuple(Equation(self.sym(a.lhs), self.expr(a.rhs, True)) for a in self.d.forward if a.role != "source")
+        lines = [Equation(self.sym(a.lhs), self.expr(a.rhs, True)) for a in self.d.forward if a.role != "source"]
+        if self.d.spec.projection:
+            h, _ = self.projected()
+            h_cell = self.sym(unit_symbol(self.d.spec.output_state))
+            lines.append(Equation(h, Name(f"{h_cell.latex} W_{{p}}", f"{h_cell.text}·W_p")))
+        return tuple(lines)
 
     def backward(self) -> tuple[Equation, ...]:
         lines = []
+        if self.d.spec.projection:
+            _, dh = self.projected()
+            d_cell = self.sym(unit_symbol(f"d_{self.d.spec.output_state}"))
+            lines.append(Equation(d_cell, TimesTransposed(dh, "W", Name("p", "p"))))
         for line in self.d.backward_lines():
             terms: list[Math] = []
             if not (line.elementwise == 0 and line.recurrent):
@@ -371,6 +392,10 @@ class DocumentBuilder:
         for g in self.d.weight_gradients:
             if g.adjoint != 0:
                 lines.append(self._gradient(g))
+        if self.d.spec.projection:
+            _, dh = self.projected()
+            h_cell = self.sym(unit_symbol(self.d.spec.output_state))
+            lines.append(Equation(GradientOf(Name("W_{p}", "W_p")), Sum(dh, h_cell)))
         return tuple(lines)
 
     def _gradient(self, g: WeightGradient) -> Equation:
@@ -523,6 +548,12 @@ def build_document(derivation: Derivation, notation: str = "modern") -> Document
 
 def _jacobian_note(derivation: Derivation) -> str:
     note = f"One-step Jacobian of the carried state ({derivation.gradient} gradient)."
+    if derivation.spec.projection:
+        h = derivation.spec.output_state
+        note += (
+            f" {h} is projected after its equation ({h}_t is the tilde value times W_p): the blocks below hold for"
+            f" the tilde value; those of {h}_t are W_p transposed times them."
+        )
     if derivation.backward.forward.scalars:
         note += (
             " Its diagonal part, with the per-row values of the reductions over the units (means, variances) held"
