@@ -185,7 +185,9 @@ def test_printed_backward_is_what_the_kernel_computes(spec, gradient):
         assert sympy.expand(got - expected) == 0, f"printed d_{value} differs from the kernel's"
     text = render_derivation(derivation, "text", "modern", False)
     body = text.split("Backward", 1)[1].split("Weight gradients", 1)[0]
-    assert sum(" = " in row for row in body.splitlines()) == len(lines)
+    # A projected output adds its seed's line: the kernel's GEMM (dy_t + carried) W_p^T before the step.
+    assert sum(" = " in row for row in body.splitlines()) == len(lines) + spec.projection
+    assert ("  δh̃[t] = δh[t]·W_pᵀ" in body.splitlines()) == spec.projection
 
 
 def test_printed_gru_carried_error_has_every_recurrent_term():
