@@ -561,14 +561,21 @@ def markdown_table(rows: list[dict]) -> str:
         "| of `lstm`'s time |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    names = {"torch eager": "eager", "torch TorchScript": "TorchScript", "sru package": "sru package"}
+    names["torch nn.LSTM"] = "nn.LSTM"
     for r in rows:
-        torch_ms = {"torch eager": r["eager_ms"], "torch TorchScript": r["script_ms"]}.get(r["best_torch"])
-        torch_ms = r.get("sru_package_ms") if torch_ms is None else torch_ms
-        which = {"torch eager": "eager", "torch TorchScript": "TorchScript"}.get(r["best_torch"], "sru package")
+        torch_ms = {
+            "torch eager": r["eager_ms"],
+            "torch TorchScript": r["script_ms"],
+            "sru package": r.get("sru_package_ms"),
+            "torch nn.LSTM": r.get("nn_lstm_ms"),
+        }[r["best_torch"]]
         of_lstm = f"{r['of_lstm']:.2f}" if "of_lstm" in r else "–"
+        of_lstm += f" (layer norm {100 * r['norm_share']:.0f}%)" if "norm_share" in r else ""
         lines.append(
-            f"| `{r['cell']}` | {r['size']} | {r['dtype']} | {r['ours_ms']:.2f} | {torch_ms:.2f} ({which}) "
-            f"| {r['speedup']:.1f}× | {r['floor_ms']:.2f} ({r['max_speedup']:.1f}×) | {of_lstm} |"
+            f"| `{r['cell']}` | {r['size']} | {r['dtype']} | {r['ours_ms']:.2f} | {torch_ms:.2f} "
+            f"({names[r['best_torch']]}) | {r['speedup']:.1f}× | {r['floor_ms']:.2f} ({r['max_speedup']:.1f}×) "
+            f"| {of_lstm} |"
         )
     return "\n".join(lines)
 
@@ -596,10 +603,10 @@ def main(argv: list[str] | None = None) -> dict:
     product_sizes = sizes if args.quick else {k: v for k, v in sizes.items() if k in ("S3", "S4")}
     products = head_products(product_sizes, dtypes, 4 if not args.quick else 2, repeats, min_seconds)
     result = {"machine": machine(), "threads": torch.get_num_threads(), "results": rows, "slstm_products": products}
+    if args.json:  # first: a table that fails to print must not lose the run
+        args.json.write_text(json.dumps(result, indent=1))
     if args.markdown:
         print(markdown_table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
     return result
 
 

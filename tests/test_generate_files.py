@@ -162,8 +162,7 @@ sys.path.insert(0, {directory!r})
 import rnn_tanh as m
 warnings.simplefilter("always")
 p = m.init_params(2, 3, seed=0)
-y, f, t = m.forward(np.zeros((2, 1, 2)), p)
-m.backward(np.ones_like(y), t)
+y, f, t = m.forward(np.zeros((2, 1, 2)), p)  # the forward kernel alone: its cache files are the ones damaged
 print("ran")
 """
 
