@@ -111,6 +111,8 @@ class CellSpec:
             pre-activations): block k of ``p`` is ``p_<gate k>`` in the equations.
         input_bias: False when the equations place the bias themselves (``b_<gate>``), for instance after
             normalising x_t W: then ``xW_k`` is x_t W_k without b_k, and db is derived like any parameter's.
+        init: ``(parameter, value)`` pairs: parameters that ``init_params`` fills with a constant instead of
+            drawing them (a layer norm's gains 1 and shifts 0, as torch.nn.LayerNorm starts).
         projection: True when the output state is projected (the LSTMP of Sak et al. 2014): its equation gives
             the H-unit value u, and the carried output is h = u W_p with W_p (H, P), P the module's
             ``proj_size`` (H by default); R is then (P, G_r·H) and y, h are (·, P). The equations may read h_{t-1}
@@ -131,6 +133,7 @@ class CellSpec:
     inputs: tuple[str, ...] = field(default=())
     gate_params: tuple[str, ...] = field(default=())
     input_bias: bool = True
+    init: tuple[tuple[str, float], ...] = field(default=())
     projection: bool = False
     heads: int | None = None
 
@@ -185,6 +188,19 @@ class CellSpec:
                 defined.add(lhs)
                 continue
             claim(lhs, where)
+        for k, item in enumerate(self.init):
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise SpecError(f"init[{k}]: expected a (parameter, value) pair, got {item!r}")
+            name, value = item
+            if name not in self.params or name in [n for n, _ in self.init[:k]]:
+                raise SpecError(f"init[{k}]: expected a distinct parameter of {self.params}, got {name!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value != value
+                or abs(value) == float("inf")
+            ):
+                raise SpecError(f"init[{k}] ({name}): expected a finite number, got {value!r}")
         if not isinstance(self.projection, bool):
             raise SpecError(f"projection: expected true or false, got {self.projection!r}")
         if self.projection:

@@ -10,6 +10,8 @@
     gate_params = []                    # optional: (G*H,) vectors, block k read as <name>_<gate k>
     input_bias = true                   # optional: false when the equations place b_<gate> themselves
     projection = false                  # optional: true for h = (its equation) W_p, W_p (H, P)
+    [init]                              # optional: parameters init_params fills with a constant
+    gamma = 1.0
     heads = 4                           # optional: a block-diagonal R of 4 heads (default: dense)
 
     [[gates]]                           # one table per gate, in column order
@@ -49,6 +51,7 @@ _TOP_LEVEL = {
     "gate_params": False,
     "input_bias": False,
     "projection": False,
+    "init": False,
     "heads": False,
 }
 _GATE_FIELDS = {"name": True, "activation": True, "preactivation": False, "recurrent_source": False}
@@ -108,6 +111,7 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         gate_params=_strings(table.get("gate_params", []), "gate_params"),
         input_bias=table.get("input_bias", True),
         projection=table.get("projection", False),
+        init=_init(table.get("init", {})),
         heads=_heads(table.get("heads")),
     )
 
@@ -119,6 +123,12 @@ def _check_fields(table: dict[str, object], fields: dict[str, bool], prefix: str
     for key, required in fields.items():
         if required and key not in table:
             raise SpecError(f"{prefix}{key}: missing field")
+
+
+def _init(value: object) -> tuple[tuple[str, object], ...]:
+    if not isinstance(value, dict):
+        raise SpecError("init: expected a table of parameter = number")
+    return tuple(value.items())
 
 
 def _heads(value: object) -> int | None:

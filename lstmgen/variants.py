@@ -316,6 +316,8 @@ LAYERNORM_LSTM = CellSpec(
     gate_params=("gamma_x", "gamma_h"),
     input_bias=False,
     unit_params=("gamma_c", "beta_c"),
+    # As torch.nn.LayerNorm starts: gains 1, shift 0.
+    init=(("gamma_x", 1.0), ("gamma_h", 1.0), ("gamma_c", 1.0), ("beta_c", 0.0)),
 )
 
 LSTMP = CellSpec(

@@ -30,8 +30,11 @@ def random_problem(module, sizes, dtype, seed):
     proj = proj_size(module, H)
     widths = state_widths(module, H, proj)
     params = module.init_params(I, H, dtype=np.float64, seed=seed, heads=heads, **({"proj_size": proj} if proj else {}))
-    # Wider than the default init so that saturation and peephole terms matter.
+    # Wider than the default init so that saturation and peephole terms matter; the parameters init_params fills
+    # with a constant (layer norm gains) drawn per unit, so that a mix-up of units or blocks shows.
     params = {k: (v * 1.5).astype(dtype) for k, v in params.items()}
+    for k in getattr(module, "INIT", {}):
+        params[k] = rng.uniform(0.5, 1.5, params[k].shape).astype(dtype)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     state = tuple((0.5 * rng.standard_normal((B, w))).astype(dtype) for w in widths)
     if module.VARIANT.startswith("slstm"):  # the sLSTM's normaliser n is positive once it has run a step

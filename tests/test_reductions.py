@@ -240,3 +240,31 @@ h = "n"
         current = torch.tanh(normed + current @ tp["R"] + tp["b"])
         ys.append(current)
     np.testing.assert_allclose(y, torch.stack(ys).detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_init_params_start_the_layer_norm_gains_at_one_and_its_shift_at_zero(generated_module):
+    """As torch.nn.LayerNorm starts; the other parameters are the same draws as without INIT."""
+    m = generated_module("layernorm_lstm")
+    assert m.INIT == {"gamma_x": 1.0, "gamma_h": 1.0, "gamma_c": 1.0, "beta_c": 0.0}
+    params = m.init_params(3, 4, seed=0, dtype=np.float32)
+    for name, value in m.INIT.items():
+        assert params[name].dtype == np.float32
+        np.testing.assert_array_equal(params[name], np.full(m.param_shapes(3, 4)[name], value))
+    bound = 1 / np.sqrt(4)
+    drawn = np.random.default_rng(0).uniform(-bound, bound, size=(3, 16)).astype(np.float32)  # W is drawn first
+    np.testing.assert_array_equal(params["W"], drawn)
+
+
+@pytest.mark.parametrize(
+    ("init", "message"),
+    [
+        ("init = 1", "init: expected a table of parameter = number"),
+        ("[init]\nW_x = 1.0", r"init\[0\]: expected a distinct parameter of \('W', 'R', 'b'\), got 'W_x'"),
+        ('[init]\nb = "one"', r"init\[0\] \(b\): expected a finite number, got 'one'"),
+        ("[init]\nb = inf", r"init\[0\] \(b\): expected a finite number, got inf"),
+    ],
+)
+def test_spec_errors_of_init(init, message):
+    text = 'name = "c"\nstate = ["h"]\n' + init + '\n[[gates]]\nname = "g"\nactivation = "tanh"\n[equations]\nh = "g"\n'
+    with pytest.raises(SpecError, match=message):
+        spec_from_table(tomllib.loads(text))

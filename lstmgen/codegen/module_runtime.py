@@ -24,6 +24,8 @@ INPUTS: tuple[str, ...] = ()
 #: The default number of heads of a block-diagonal R (K, H/K, G_r·H/K); None: R is dense (H, G_r·H).
 HEADS: int | None = None
 STATE: tuple[str, ...] = ("h",)
+#: Parameters ``init_params`` fills with a constant instead of drawing them (layer norm gains and shifts).
+INIT: dict[str, float] = {}
 #: Whether the output h is projected: h = u W_p with W_p (H, P), so h, y and the rows of R have P units.
 PROJECTED = False
 PARAMS: tuple[str, ...] = ("W", "R", "b")
@@ -59,7 +61,8 @@ class Tape:
 
 
 def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None, proj_size=None):
-    """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does; dict keyed by PARAMS.
+    """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does, except those in INIT,
+    filled with their constant; dict keyed by PARAMS.
 
     ``heads``: the number of heads of a block-diagonal R (default HEADS); only None for a dense R.
     ``proj_size``: P, the units of a projected output (default H); only None for a cell without projection.
@@ -72,10 +75,12 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=N
     except (TypeError, ValueError):
         raise TypeError(f"seed: expected None, a non-negative integer or a numpy Generator, got {seed!r}") from None
     bound = 1.0 / np.sqrt(_check_size(hidden_size, "hidden_size"))
-    return {
+    params = {
         name: rng.uniform(-bound, bound, size=shape).astype(dtype)
         for name, shape in param_shapes(input_size, hidden_size, heads, proj_size).items()
     }
+    # Drawn above too, so that the other parameters are the same draws with or without INIT.
+    return {name: np.full_like(value, INIT[name]) if name in INIT else value for name, value in params.items()}
 
 
 def _prepare_forward(x, params, state, lengths, reverse, inputs):

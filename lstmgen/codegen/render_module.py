@@ -30,7 +30,7 @@ from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 8
+TEMPLATE_VERSION = 9
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -252,6 +252,7 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "inputs": _tuple_literal(spec.inputs),
         "has_step_inputs": bool(spec.inputs),
         "heads_default": str(spec.heads),
+        "init": "{" + ", ".join(f"{python_literal(n)}: {float(v)!r}" for n, v in spec.init) + "}",
         "block_diagonal": spec.heads is not None,
         "heads_doc": "; heads: of the block-diagonal R, default HEADS" if spec.heads is not None else "",
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
