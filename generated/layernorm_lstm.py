@@ -459,7 +459,6 @@ def _backward_kernel(
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     tmp3__scratch = np.empty(hidden, dtype=x.dtype)
     tmp4__scratch = np.empty(hidden, dtype=x.dtype)
-    tmp5__scratch = np.empty(hidden, dtype=x.dtype)
     d_c__scratch = np.empty(hidden, dtype=x.dtype)
     d_a_o__scratch = np.empty(hidden, dtype=x.dtype)
     tmp6__scratch = np.empty(hidden, dtype=x.dtype)
@@ -467,7 +466,6 @@ def _backward_kernel(
     tmp7__scratch = np.empty(hidden, dtype=x.dtype)
     d_a_f__scratch = np.empty(hidden, dtype=x.dtype)
     d_a_i__scratch = np.empty(hidden, dtype=x.dtype)
-    tmp8__scratch = np.empty(hidden, dtype=x.dtype)
     tmp9__scratch = np.empty(hidden, dtype=x.dtype)
     tmp10__scratch = np.empty(hidden, dtype=x.dtype)
     tmp11__scratch = np.empty(hidden, dtype=x.dtype)
@@ -619,15 +617,14 @@ def _backward_kernel(
             for j in range(hidden):
                 sum_d_sum_h__value += tmp4__scratch[j]
             # tmp5 = 1/sqrt_h
-            for j in range(hidden):
-                tmp5__scratch[j] = real(1)/sqrt_h__saved
+            tmp5__value = real(1)/sqrt_h__saved
             # d_sum_h = -sum_d_sum_h/(sqrt_h*H)
-            d_sum_h__value = -sum_d_sum_h__value*tmp1__value*tmp5__scratch[j]
+            d_sum_h__value = -sum_d_sum_h__value*tmp1__value*tmp5__value
             # d_c = d_sum_h + dnext_c + 2*d_sum_h2*(c - sum_h/H) + d_tanh_h*gamma_c*(1 - tanh_h**2)/sqrt_h
             for j in range(hidden):
                 d_c__scratch[j] = (
-                    real(2)*d_sum_h2__value*tmp2__scratch[j] + d_sum_h__value + c__grad_row[j] +
-                    tmp4__scratch[j]*tmp5__scratch[j]
+                    real(2)*d_sum_h2__value*tmp2__scratch[j] + d_sum_h__value + tmp5__value*tmp4__scratch[j] +
+                    c__grad_row[j]
                 )
             # d_a_o = dnext_h*o*tanh_h*(1 - o)
             for j in range(hidden):
@@ -648,29 +645,28 @@ def _backward_kernel(
             for j in range(hidden):
                 d_a_i__scratch[j] = (real(1) - i__row[j])*g__row[j]*tmp6__scratch[j]
             # tmp8 = -mu_h
-            for j in range(hidden):
-                tmp8__scratch[j] = -mu_h__saved
+            tmp8__value = -mu_h__saved
             # tmp9 = hR_f + tmp8
             for j in range(hidden):
-                tmp9__scratch[j] = hR_f__saved_row[j] + tmp8__scratch[j]
+                tmp9__scratch[j] = tmp8__value + hR_f__saved_row[j]
             # tmp10 = d_a_f*gamma_h_f
             for j in range(hidden):
                 tmp10__scratch[j] = d_a_f__scratch[j]*gamma_h_f__row[j]
             # tmp11 = hR_g + tmp8
             for j in range(hidden):
-                tmp11__scratch[j] = hR_g__saved_row[j] + tmp8__scratch[j]
+                tmp11__scratch[j] = tmp8__value + hR_g__saved_row[j]
             # tmp12 = d_a_g*gamma_h_g
             for j in range(hidden):
                 tmp12__scratch[j] = d_a_g__scratch[j]*gamma_h_g__row[j]
             # tmp13 = hR_i + tmp8
             for j in range(hidden):
-                tmp13__scratch[j] = hR_i__saved_row[j] + tmp8__scratch[j]
+                tmp13__scratch[j] = tmp8__value + hR_i__saved_row[j]
             # tmp14 = d_a_i*gamma_h_i
             for j in range(hidden):
                 tmp14__scratch[j] = d_a_i__scratch[j]*gamma_h_i__row[j]
             # tmp15 = hR_o + tmp8
             for j in range(hidden):
-                tmp15__scratch[j] = hR_o__saved_row[j] + tmp8__scratch[j]
+                tmp15__scratch[j] = tmp8__value + hR_o__saved_row[j]
             # tmp16 = d_a_o*gamma_h_o
             for j in range(hidden):
                 tmp16__scratch[j] = d_a_o__scratch[j]*gamma_h_o__row[j]
@@ -771,7 +767,7 @@ def _backward_kernel(
                 d_c_prev__scratch[j] = tmp7__scratch[j]
             # gradient of gamma_c += d_tanh_h*(1 - tanh_h**2)*(c - sum_h/H)/sqrt_h
             for j in range(hidden):
-                gamma_c__grad[j] += tmp2__scratch[j]*tmp3__scratch[j]*tmp5__scratch[j]
+                gamma_c__grad[j] += tmp5__value*tmp2__scratch[j]*tmp3__scratch[j]
             # gradient of beta_c += d_tanh_h*(1 - tanh_h**2)
             for j in range(hidden):
                 beta_c__grad[j] += tmp3__scratch[j]

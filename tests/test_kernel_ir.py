@@ -10,6 +10,7 @@ from lstmgen.codegen.kernel_ir import (
     Buffer,
     Gemm,
     Scalar,
+    ScalarStore,
     ScalarView,
     Slice,
     Transposed,
@@ -139,3 +140,19 @@ def test_generated_code_blemishes_are_gone():
     gru_v3 = (GENERATED / "gru_v3.py").read_text()
     assert "hR_n = src_n R_n with src_n = h_prev*r" in gru_v3
     assert "dR_n = sum_t src_n^T d_hR_n" in gru_v3
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+def test_per_row_values_stay_per_row(variant, gradient):
+    """A value computed from per-row values alone (``1/sqrt_h`` of a saved one) is a local, not a row filled with
+    H copies; and a per-row statement reads no unit's element (it would read a stale ``j``)."""
+    p = plan(variant, gradient)
+    for kernel in (p.forward, p.backward):
+        for item in row_items(kernel):
+            if isinstance(item, UnitLoop):
+                for store in item.stores:
+                    constant = not store.value.free_symbols  # d_h_prev = 0 of the truncated rule
+                    assert constant or store.value.atoms(sympy.Indexed), f"{item.comment}: per-row value per unit"
+            elif isinstance(item, ScalarStore):
+                assert not item.value.atoms(sympy.Indexed), f"{item.comment}: reads a unit's element"

@@ -199,17 +199,19 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
         separate_recurrent_adjoint=separate,
         invariants=AssignmentList.of(invariants),
         forward_scalars=_per_row(forward.scalars, forward_phases),
-        backward_scalars=_per_row(backward.scalars, backward_phases),
+        backward_scalars=_per_row(backward.scalars, backward_phases, also=forward.scalars),
     )
 
 
-def _per_row(known: frozenset[sympy.Symbol], lists: tuple[AssignmentList, ...]) -> frozenset[sympy.Symbol]:
+def _per_row(
+    known: frozenset[sympy.Symbol], lists: tuple[AssignmentList, ...], also: frozenset[sympy.Symbol] = frozenset()
+) -> frozenset[sympy.Symbol]:
     """``known`` and the CSE temporaries that are sums over the units or computed from per-row values and
-    constants alone (``1/H``)."""
+    constants alone (``1/H``, and in backward ``1/sqrt_h`` of a saved per-row value: ``also``)."""
     out = set(known)
     for assignments in lists:
         for a in assignments:
             values = a.rhs.free_symbols - {UNITS}
-            if a.role == "temporary" and (isinstance(a.rhs, sum_units) or values <= out):
+            if a.role == "temporary" and (isinstance(a.rhs, sum_units) or values <= out | also):
                 out.add(a.lhs)
     return frozenset(out)
