@@ -1,0 +1,103 @@
+"""Experiment 4 of Hochreiter & Schmidhuber (1997), the adding problem (§5.4).
+
+Each sequence element is a pair (value in [-1, 1], marker). Sequences have random lengths T … T + T/10. One of
+the first ten pairs is marked (marker 1; its value is X1), then one of the first T/2 − 1 pairs not yet marked
+(X2). The other markers are 0, except those of the first and the last pair, which are −1; if the first pair is
+the marked one, its value counts as 0. The target at the end is 0.5 + (X1 + X2)/4; an absolute error above 0.04 is a
+wrong prediction. Training stops when the mean squared error over the last 2000 sequences is below 0.01 and
+none of them was wrong. The paper's network: 2 memory blocks of 2 cells, input-gate biases −3 and −6, weights
+in [−0.1, 0.1], learning rate 0.5, online; Table 7, T = 100: 74,000 sequences to success on average, 1 wrong
+prediction of 2560 test sequences.
+
+    python experiments/adding_problem.py --T 100 --seed 0 [--variant lstm_1997] [--max-sequences N]
+
+The last line printed is one JSON object: variant, T, seed, sequences_to_success (null if not reached),
+test_wrong_of_2560, wall_s, and the run's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from sequence_trainer import Network, Task, default_gradient, padded_batch, report, train
+
+#: The paper's figures (Table 7, T = 100).
+PAPER = {"T": 100, "sequences_to_success": 74_000, "test_wrong_of_2560": 1}
+TOLERANCE = 0.04
+
+
+def adding_sequence(rng: np.random.Generator, T: int) -> tuple[np.ndarray, float]:
+    """One sequence (length in T … T + T/10, pairs (value, marker)) and its target 0.5 + (X1 + X2)/4."""
+    if T < 20:
+        raise ValueError(f"T: expected at least 20 (the second marked pair is among the first T/2 - 1), got {T}")
+    length = int(rng.integers(T, T + T // 10 + 1))
+    seq = np.zeros((length, 2))
+    seq[:, 0] = rng.uniform(-1.0, 1.0, size=length)
+    seq[0, 1] = seq[-1, 1] = -1.0
+    first = int(rng.integers(0, 10))
+    # Uniform over the first T/2 - 1 pairs other than the first marked one.
+    candidates = T // 2 - 1
+    second = int(rng.integers(0, candidates - (first < candidates)))
+    second += first < candidates and second >= first
+    seq[[first, second], 1] = 1.0
+    # The paper's rare case: a marked first pair adds 0 (we read it so whichever of the two draws marked it).
+    x1, x2 = (0.0 if k == 0 else seq[k, 0] for k in (first, second))
+    return seq, 0.5 + (x1 + x2) / 4.0
+
+
+def task(T: int) -> Task:
+    def sample(rng: np.random.Generator, batch: int):
+        pairs = [adding_sequence(rng, T) for _ in range(batch)]
+        x, lengths = padded_batch([s for s, _ in pairs])
+        return x, lengths, np.array([[target] for _, target in pairs])
+
+    return Task(
+        name=f"adding T={T}",
+        n_in=2,
+        n_out=1,
+        sample=sample,
+        correct=lambda out, t: np.abs(out - t).max(axis=1) < TOLERANCE,
+        error=lambda out, t: ((out - t) ** 2).mean(axis=1),
+        error_goal=0.01,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--T", type=int, default=100, help="minimal sequence length (default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
+    parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
+    parser.add_argument("--cells", type=int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)")
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--batch", type=int, default=1, help="sequences per update (default 1: online)")
+    parser.add_argument("--max-sequences", type=int, default=300_000)
+    parser.add_argument("--test-size", type=int, default=2560)
+    parser.add_argument("--curve", help="write the learning curve (JSON) here")
+    parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N sequences (0: none)")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    gradient = args.gradient or default_gradient(args.variant)
+    # The paper's input-gate biases, one per memory block; a cell without an input gate has none.
+    biases = {"i": (-3.0, -6.0)} if args.variant.startswith("lstm") else {}
+    network = Network.build(args.variant, 2, args.cells, 1, rng, gradient=gradient, gate_biases=biases)
+    result = train(
+        task(args.T),
+        network,
+        rng,
+        lr=args.lr,
+        max_sequences=args.max_sequences,
+        batch=args.batch,
+        test_size=args.test_size,
+        log_every=args.log_every,
+    )
+    fields = {"variant": args.variant, "gradient": gradient, "T": args.T, "seed": args.seed, "cells": args.cells}
+    summary = report({**fields, "block_size": 1, "lr": args.lr, "batch": args.batch}, result, args.curve)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""A small trainer for the 1997 paper's experiments, on lstmgen's public API only.
+
+A network is one recurrent layer (a module from ``lstmgen.load``) and a layer of logistic output units that
+reads the cells' outputs h at the end of each sequence; the loss is the squared error there, as in Hochreiter &
+Schmidhuber (1997). Training is plain SGD, online (one sequence per update, the paper's setting) or on
+mini-batches; everything is drawn from one seed, so a run is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import lstmgen
+
+#: A batch: x (T, B, I), lengths (B,), targets (B, outputs).
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def default_gradient(variant: str) -> str:
+    """The 1997 cell trains with its truncated rule; every other cell with the full gradient."""
+    return "truncated" if variant == "lstm_1997" else "full"
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class Network:
+    """One recurrent layer and a logistic output layer read at the end of every sequence.
+
+    Attributes:
+        cell: the generated module (``forward``, ``backward``, ``init_params``, ``GATES``).
+        params: the cell's parameters, keyed by ``cell.PARAMS``.
+        V: (H, outputs) output weights; c: (outputs,) output biases.
+    """
+
+    cell: object
+    params: dict[str, np.ndarray]
+    V: np.ndarray
+    c: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        variant: str,
+        n_in: int,
+        hidden: int,
+        n_out: int,
+        rng: np.random.Generator,
+        *,
+        gradient: str | None = None,
+        weight_range: float = 0.1,
+        gate_biases: dict[str, Sequence[float]] | None = None,
+    ) -> Network:
+        """Every weight uniform in [-weight_range, weight_range]; ``gate_biases`` sets the bias of a gate's units
+        (gate name -> values spread over the units in contiguous groups: (-3, -6) over 4 units is -3, -3, -6, -6,
+        the paper's input-gate biases of its two memory blocks)."""
+        cell = lstmgen.load(variant, gradient=gradient or default_gradient(variant))
+        shapes = cell.param_shapes(n_in, hidden)
+        params = {name: rng.uniform(-weight_range, weight_range, size=shape) for name, shape in shapes.items()}
+        for gate, values in (gate_biases or {}).items():
+            if gate not in cell.GATES:
+                raise ValueError(f"gate_biases: {variant} has no gate {gate!r} (its gates: {cell.GATES})")
+            k = cell.GATES.index(gate)
+            groups = np.arange(hidden) * len(values) // hidden
+            params["b"][k * hidden : (k + 1) * hidden] = np.asarray(values, dtype=float)[groups]
+        V = rng.uniform(-weight_range, weight_range, size=(hidden, n_out))
+        c = rng.uniform(-weight_range, weight_range, size=n_out)
+        return cls(cell, params, V, c)
+
+    def predict(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(B, outputs): the output units at the end of each sequence of x (T, B, I)."""
+        _, final, _ = self.cell.forward(x, self.params, lengths=lengths)
+        return _sigmoid(final[0] @ self.V + self.c)
+
+    def train_step(self, batch: Batch, lr: float) -> np.ndarray:
+        """One SGD update on the mean over the batch of ½‖out − target‖²; returns out (B, outputs) before it."""
+        x, lengths, targets = batch
+        # Sequences that all fill x need no lengths (online training: always), which saves the kernel the masking.
+        y, final, tape = self.cell.forward(x, self.params, lengths=lengths if lengths.min() < len(x) else None)
+        h_end = final[0]
+        out = _sigmoid(h_end @ self.V + self.c)
+        d_z = (out - targets) * out * (1.0 - out) / len(targets)
+        dstate = (d_z @ self.V.T, *(np.zeros_like(s) for s in final[1:]))
+        _, grads, _ = self.cell.backward(np.zeros_like(y), tape, dstate)
+        self.V -= lr * (h_end.T @ d_z)
+        self.c -= lr * d_z.sum(axis=0)
+        for name, g in grads.items():
+            self.params[name] -= lr * g
+        return out
+
+
+@dataclass(frozen=True)
+class Task:
+    """What an experiment defines: its data, and when an output is right.
+
+    ``sample(rng, batch)`` draws a batch; ``correct(out, targets)`` is (B,) bool; ``error(out, targets)`` is (B,)
+    the training error the stopping rule averages; training succeeds once that average over the last ``window``
+    sequences is below ``error_goal`` and all of them are correct.
+    """
+
+    name: str
+    n_in: int
+    n_out: int
+    sample: Callable[[np.random.Generator, int], Batch]
+    correct: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    error: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    error_goal: float
+    window: int = 2000
+
+
+@dataclass
+class RunResult:
+    sequences_to_success: int | None
+    sequences_seen: int
+    test_wrong: int
+    test_size: int
+    wall_s: float
+    train_s: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def train(
+    task: Task,
+    network: Network,
+    rng: np.random.Generator,
+    *,
+    lr: float,
+    max_sequences: int,
+    batch: int = 1,
+    test_size: int = 2560,
+    log_every: int = 0,
+    curve_every: int = 500,
+) -> RunResult:
+    """Train until the task's success rule holds or ``max_sequences`` have been seen; then count the wrong
+    outputs on ``test_size`` fresh sequences. ``curve`` holds (sequences seen, mean error of the last
+    ``curve_every``). A progress line goes to stderr every ``log_every`` sequences (0: none)."""
+    start = time.perf_counter()
+    # The window of the stopping rule, kept as running totals: O(1) per sequence.
+    errors: deque[float] = deque()
+    wrong: deque[bool] = deque()
+    error_sum, wrong_count = 0.0, 0
+    curve: list[tuple[int, float]] = []
+    recent: list[float] = []
+    seen, success = 0, None
+    while seen < max_sequences and success is None:
+        data = task.sample(rng, batch)
+        out = network.train_step(data, lr)
+        err = task.error(out, data[2])
+        ok = task.correct(out, data[2])
+        for e, k in zip(err.tolist(), ok.tolist(), strict=True):
+            seen += 1
+            errors.append(e)
+            wrong.append(not k)
+            error_sum += e
+            wrong_count += not k
+            if len(errors) > task.window:
+                error_sum -= errors.popleft()
+                wrong_count -= wrong.popleft()
+            recent.append(e)
+            if len(recent) == curve_every:
+                curve.append((seen, float(np.mean(recent))))
+                recent.clear()
+            if log_every and seen % log_every == 0:
+                print(
+                    f"{task.name}: {seen} sequences, mean error {error_sum / len(errors):.4f} over the last "
+                    f"{len(errors)}, {wrong_count} wrong",
+                    file=sys.stderr,
+                )
+            full = len(errors) == task.window
+            if success is None and full and wrong_count == 0 and error_sum / task.window < task.error_goal:
+                success = seen
+    train_s = time.perf_counter() - start
+    x, lengths, targets = task.sample(rng, test_size)
+    wrong = int(np.sum(~task.correct(network.predict(x, lengths), targets)))
+    return RunResult(success, seen, wrong, test_size, time.perf_counter() - start, train_s, curve)
+
+
+def report(fields: dict, result: RunResult, curve_path: str | None = None) -> dict:
+    """The run's summary (the experiment's fields, then the result's); the curve goes to ``curve_path`` as JSON."""
+    summary = {
+        **fields,
+        "sequences_to_success": result.sequences_to_success,
+        "sequences_seen": result.sequences_seen,
+        f"test_wrong_of_{result.test_size}": result.test_wrong,
+        "wall_s": round(result.wall_s, 3),
+        "us_per_sequence": round(1e6 * result.train_s / max(result.sequences_seen, 1), 1),
+    }
+    if curve_path:
+        with open(curve_path, "w") as f:
+            json.dump({**summary, "curve": result.curve}, f)
+    return summary
+
+
+def padded_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Time-major (T, B, I) zero-padded array of sequences of shapes (T_b, I), and their lengths (B,)."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    x = np.zeros((lengths.max(), len(sequences), sequences[0].shape[1]))
+    for b, s in enumerate(sequences):
+        x[: len(s), b] = s
+    return x, lengths

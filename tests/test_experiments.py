@@ -1,0 +1,114 @@
+"""The 1997 experiments: their data generators follow the paper's rules, and a quick run of each learns."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.fixture(scope="module")
+def experiments():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield {name: importlib.import_module(name) for name in ("adding_problem", "temporal_order", "sequence_trainer")}
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+@pytest.mark.parametrize("T", [20, 24, 100, 1000])
+def test_adding_sequences_follow_the_paper(experiments, T):
+    adding = experiments["adding_problem"]
+    rng = np.random.default_rng(T)
+    positions = set()
+    for _ in range(2000):
+        seq, target = adding.adding_sequence(rng, T)
+        values, markers = seq[:, 0], seq[:, 1]
+        assert T <= len(seq) <= T + T // 10
+        assert np.all(np.abs(values) <= 1.0)
+        marked = np.flatnonzero(markers == 1.0)
+        assert len(marked) == 2
+        # One marked pair is among the first ten, the other among the first T/2 - 1 (either may come first).
+        assert marked.min() < 10 and marked.max() < max(10, T // 2 - 1)
+        positions.update(marked.tolist())
+        others = np.setdiff1d(np.arange(len(seq)), marked)
+        ends = [k for k in (0, len(seq) - 1) if k not in marked]
+        assert np.all(markers[ends] == -1.0)
+        assert np.all(markers[np.setdiff1d(others, ends)] == 0.0)
+        # A marked first pair counts as 0.
+        assert target == pytest.approx(0.5 + values[marked[marked > 0]].sum() / 4.0)
+        assert 0.0 <= target <= 1.0
+    # Every allowed position is drawn (too many to be seen in 2000 draws at T = 1000).
+    if T <= 100:
+        assert positions == set(range(max(10, T // 2 - 1)))
+
+
+def test_adding_refuses_a_too_short_T(experiments):
+    with pytest.raises(ValueError, match="T: expected at least 20"):
+        experiments["adding_problem"].adding_sequence(np.random.default_rng(0), 10)
+
+
+def test_temporal_order_sequences_follow_the_paper(experiments):
+    order = experiments["temporal_order"]
+    rng = np.random.default_rng(0)
+    classes = set()
+    for _ in range(400):
+        seq, k = order.temporal_order_sequence(rng)
+        assert 100 <= len(seq) <= 110
+        assert np.all(seq.sum(axis=1) == 1.0)
+        symbols = [order.SYMBOLS[j] for j in seq.argmax(axis=1)]
+        assert symbols[0] == "E" and symbols[-1] == "B"
+        relevant = [t for t, s in enumerate(symbols) if s in "XY"]
+        assert len(relevant) == 2
+        t1, t2 = (t + 1 for t in relevant)  # the paper's positions are 1-based
+        assert 10 <= t1 <= 20 and 50 <= t2 <= 60
+        assert set(symbols[1:-1]) - {"X", "Y"} <= set("abcd")
+        pair = symbols[relevant[0]] + symbols[relevant[1]]
+        assert order.CLASSES[k] == {"XX": "Q", "XY": "R", "YX": "S", "YY": "U"}[pair]
+        classes.add(k)
+    assert classes == {0, 1, 2, 3}
+
+
+def _curve_falls(summary_path):
+    curve = json.loads(summary_path.read_text())["curve"]
+    errors = [e for _, e in curve]
+    return errors[0], min(errors[-2:])
+
+
+def test_adding_quick_run_learns(experiments, tmp_path, capsys):
+    """A short problem (T = 20) in 20,000 sequences (seconds): the squared error falls well below chance."""
+    curve = tmp_path / "curve.json"
+    argv = ["--T", "20", "--seed", "0", "--max-sequences", "20000", "--test-size", "256", "--curve", str(curve)]
+    summary = experiments["adding_problem"].main([*argv, "--log-every", "0"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == summary
+    assert {"variant", "T", "seed", "sequences_to_success", "test_wrong_of_256", "wall_s"} <= set(summary)
+    first, final = _curve_falls(curve)
+    # Chance (predicting the mean target 0.5) is a squared error of Var(X1 + X2)/16 = 1/24.
+    assert first > 0.03
+    assert final < first / 3
+
+
+def test_temporal_order_quick_run_learns(experiments, tmp_path, capsys):
+    curve = tmp_path / "curve.json"
+    argv = ["--seed", "0", "--max-sequences", "20000", "--test-size", "64", "--curve", str(curve), "--log-every", "0"]
+    summary = experiments["temporal_order"].main(argv)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    first, final = _curve_falls(curve)
+    # Chance is 3/16 per output once the net has learned the class priors; a net that tells the order is far below.
+    assert first > 0.15
+    assert final < first / 2
+
+
+def test_gate_biases_are_spread_over_the_blocks(experiments):
+    trainer = experiments["sequence_trainer"]
+    net = trainer.Network.build("lstm_1997", 2, 4, 1, np.random.default_rng(0), gate_biases={"i": (-3.0, -6.0)})
+    k = net.cell.GATES.index("i")
+    np.testing.assert_array_equal(net.params["b"][4 * k : 4 * k + 4], [-3.0, -3.0, -6.0, -6.0])
+    assert np.all(np.abs(net.params["W"]) <= 0.1)
+    with pytest.raises(ValueError, match="gate_biases: lstm_1997 has no gate 'f'"):
+        trainer.Network.build("lstm_1997", 2, 4, 1, np.random.default_rng(0), gate_biases={"f": (1.0,)})
