@@ -17,11 +17,8 @@ test_wrong_of_2560, wall_s, and the run's settings.
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
-from sequence_trainer import Network, Task, default_gradient, padded_batch, report, train
+from sequence_trainer import Task, experiment_parser, padded_batch, run_experiment
 
 #: The paper's figures (Table 7, T = 100).
 PAPER = {"T": 100, "sequences_to_success": 74_000, "test_wrong_of_2560": 1}
@@ -65,38 +62,11 @@ def task(T: int) -> Task:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = experiment_parser(__doc__.split("\n\n")[0], max_sequences=300_000)
     parser.add_argument("--T", type=int, default=100, help="minimal sequence length (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
-    parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
-    parser.add_argument("--cells", type=int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)")
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--batch", type=int, default=1, help="sequences per update (default 1: online)")
-    parser.add_argument("--max-sequences", type=int, default=300_000)
-    parser.add_argument("--test-size", type=int, default=2560)
-    parser.add_argument("--curve", help="write the learning curve (JSON) here")
-    parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N sequences (0: none)")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    gradient = args.gradient or default_gradient(args.variant)
-    # The paper's input-gate biases, one per memory block; a cell without an input gate has none.
-    biases = {"i": (-3.0, -6.0)} if args.variant.startswith("lstm") else {}
-    network = Network.build(args.variant, 2, args.cells, 1, rng, gradient=gradient, gate_biases=biases)
-    result = train(
-        task(args.T),
-        network,
-        rng,
-        lr=args.lr,
-        max_sequences=args.max_sequences,
-        batch=args.batch,
-        test_size=args.test_size,
-        log_every=args.log_every,
-    )
-    fields = {"variant": args.variant, "gradient": gradient, "T": args.T, "seed": args.seed, "cells": args.cells}
-    summary = report({**fields, "block_size": 1, "lr": args.lr, "batch": args.batch}, result, args.curve)
-    print(json.dumps(summary))
-    return summary
+    # The paper's input-gate biases, one per memory block.
+    return run_experiment(args, task(args.T), args.T, (-3.0, -6.0))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ mini-batches; everything is drawn from one seed, so a run is deterministic.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -207,3 +208,42 @@ def padded_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for b, s in enumerate(sequences):
         x[: len(s), b] = s
     return x, lengths
+
+
+def experiment_parser(description: str, max_sequences: int) -> argparse.ArgumentParser:
+    """The options every experiment takes (the experiment adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
+    parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
+    parser.add_argument("--cells", type=int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)")
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--batch", type=int, default=1, help="sequences per update (default 1: online)")
+    parser.add_argument("--max-sequences", type=int, default=max_sequences)
+    parser.add_argument("--test-size", type=int, default=2560)
+    parser.add_argument("--curve", help="write the learning curve (JSON) here")
+    parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N sequences (0: none)")
+    return parser
+
+
+def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_biases: tuple[float, ...]) -> dict:
+    """Build the network, train it, print the summary as one JSON line and return it. ``input_gate_biases``: one
+    per memory block of the paper, given to the input gate of a cell that has one."""
+    rng = np.random.default_rng(args.seed)
+    gradient = args.gradient or default_gradient(args.variant)
+    biases = {"i": input_gate_biases} if args.variant.startswith("lstm") else {}
+    network = Network.build(args.variant, task.n_in, args.cells, task.n_out, rng, gradient=gradient, gate_biases=biases)
+    result = train(
+        task,
+        network,
+        rng,
+        lr=args.lr,
+        max_sequences=args.max_sequences,
+        batch=args.batch,
+        test_size=args.test_size,
+        log_every=args.log_every,
+    )
+    fields = {"variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed, "cells": args.cells}
+    summary = report({**fields, "block_size": 1, "lr": args.lr, "batch": args.batch}, result, args.curve)
+    print(json.dumps(summary))
+    return summary

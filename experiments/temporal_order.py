@@ -18,11 +18,8 @@ The last line printed is one JSON object (variant, T, seed, sequences_to_success
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
-from sequence_trainer import Network, Task, default_gradient, padded_batch, report, train
+from sequence_trainer import Task, experiment_parser, padded_batch, run_experiment
 
 SYMBOLS = ("E", "B", "a", "b", "c", "d", "X", "Y")
 CLASSES = ("Q", "R", "S", "U")  # XX, XY, YX, YY
@@ -59,37 +56,8 @@ def task() -> Task:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
-    parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
-    parser.add_argument("--cells", type=int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)")
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--batch", type=int, default=1, help="sequences per update (default 1: online)")
-    parser.add_argument("--max-sequences", type=int, default=200_000)
-    parser.add_argument("--test-size", type=int, default=2560)
-    parser.add_argument("--curve", help="write the learning curve (JSON) here")
-    parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N sequences (0: none)")
-    args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    gradient = args.gradient or default_gradient(args.variant)
-    biases = {"i": (-2.0, -4.0)} if args.variant.startswith("lstm") else {}
-    t = task()
-    network = Network.build(args.variant, t.n_in, args.cells, t.n_out, rng, gradient=gradient, gate_biases=biases)
-    result = train(
-        t,
-        network,
-        rng,
-        lr=args.lr,
-        max_sequences=args.max_sequences,
-        batch=args.batch,
-        test_size=args.test_size,
-        log_every=args.log_every,
-    )
-    fields = {"variant": args.variant, "gradient": gradient, "T": 100, "seed": args.seed, "cells": args.cells}
-    summary = report({**fields, "block_size": 1, "lr": args.lr, "batch": args.batch}, result, args.curve)
-    print(json.dumps(summary))
-    return summary
+    args = experiment_parser(__doc__.split("\n\n")[0], max_sequences=200_000).parse_args(argv)
+    return run_experiment(args, task(), 100, (-2.0, -4.0))
 
 
 if __name__ == "__main__":
