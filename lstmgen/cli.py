@@ -11,7 +11,7 @@ from pathlib import Path
 from lstmgen import __version__
 from lstmgen.analysis.derivation import build_derivation
 from lstmgen.analysis.derivation_printer import FORMATS, NOTATIONS, render_derivation, render_error_flow
-from lstmgen.analysis.error_flow import MAX_MEASURED_STEPS, measure_error_flow
+from lstmgen.analysis.error_flow import MAX_MEASURED_STEPS, MEASURED_HIDDEN, measure_error_flow
 from lstmgen.analysis.error_flow_plot import check_plot_target, plot_error_flow
 from lstmgen.codegen.render_module import module_name
 from lstmgen.generate import check_module_stem, generate_source, make_output_directory, write_source, write_text
@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     cec.add_argument("--compare", default="", help="more built-in variants to measure, comma separated")
     cec.add_argument("--plot", type=Path, metavar="FILE.png", help="write a log-scale plot of the measurement")
     cec.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
+    cec.add_argument(
+        "--block-size",
+        type=int,
+        metavar="S",
+        help="measure VARIANT with memory blocks of S cells sharing its block gates (the compared variants keep "
+        "a gate per cell)",
+    )
     return parser
 
 
@@ -118,6 +125,15 @@ def _cec(args: argparse.Namespace) -> int:
         )
     if args.seed < 0:
         raise ValueError(f"--seed: expected a non-negative integer, got {args.seed}")
+    if args.block_size is not None:
+        if args.steps is None:
+            raise ValueError("--block-size: sets the memory blocks of the measurement; give --steps T")
+        if not spec.block_gates:
+            raise ValueError(f"--block-size: {spec.name} has no gates a memory block shares (no block_gates)")
+        if not (args.block_size >= 1 and MEASURED_HIDDEN % args.block_size == 0):
+            raise ValueError(
+                f"--block-size: expected a divisor of the measured H = {MEASURED_HIDDEN}, got {args.block_size}"
+            )
     if args.plot:
         check_plot_target(args.plot)
     derivation = build_derivation(spec, args.gradient)
@@ -127,9 +143,13 @@ def _cec(args: argparse.Namespace) -> int:
     cells = [spec, *others]
     curves = {}
     for n, cell in enumerate(cells, start=1):
+        blocks = {"block_size": args.block_size} if n == 1 and args.block_size is not None else {}
         label = cell.name if args.gradient == "full" else f"{cell.name} ({args.gradient})"
+        label += f" S={args.block_size}" if blocks else ""
         report = _progress(f"[{n}/{len(cells)}] {label}")
-        curves[label] = measure_error_flow(load(cell, args.gradient), args.steps, seed=args.seed, progress=report)
+        curves[label] = measure_error_flow(
+            load(cell, args.gradient), args.steps, seed=args.seed, progress=report, **blocks
+        )
     labels = list(curves)
     print(f"\nMeasured ||dL/ds(T-q)|| of the carried state (c, else h), error injected at step T = {args.steps}:")
     print("    q  " + "  ".join(f"{label:>22}" for label in labels))

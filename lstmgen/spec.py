@@ -120,6 +120,12 @@ class CellSpec:
         heads: None for a dense R; K for a block-diagonal one stored compactly as (K, H/K, G_r·H/K) (head k's
             units h[k·d:(k+1)·d] feed units k·d…(k+1)·d of every recurrent gate); K is the default number of heads,
             the module reads the actual one from R's shape.
+        block_gates: the gates a memory block shares (the 1997 LSTM's input and output gates): with the module's
+            run-time ``block_size`` S, one unit of such a gate serves the S consecutive cells of its block, so its
+            columns of W, R and b are H/S wide (S = 1, the default, is a gate per cell). Each must have the
+            default pre-activation ``xW_k + hR_k``, which is then the same for every cell of a block: the
+            block's cells run the per-cell equations on its shared column, and the gradient of the shared
+            column is the sum of the S cells' (the adjoint of the sharing).
     """
 
     name: str
@@ -136,6 +142,7 @@ class CellSpec:
     init: tuple[tuple[str, float], ...] = field(default=())
     projection: bool = False
     heads: int | None = None
+    block_gates: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         check_identifier(self.name, "name")
@@ -216,10 +223,32 @@ class CellSpec:
                 raise SpecError("heads: a block-diagonal R needs a gate whose pre-activation reads hR_k")
             if self.feedback or any(g.recurrent_source for g in self.gates):
                 raise SpecError("heads: not supported together with feedback or a gate's recurrent_source")
+        self._check_block_gates(gate_names)
         missing = [s for s in self.state if s not in defined]
         if missing:
             raise SpecError(
                 f"equations: state {missing[0]!r} is never updated (expected an equation '{missing[0]} = ...')"
+            )
+
+    def _check_block_gates(self, gate_names: list[str]) -> None:
+        gates = {g.name: g for g in self.gates}
+        for k, name in enumerate(self.block_gates):
+            where = f"block_gates[{k}]"
+            if name not in gates or name in self.block_gates[:k]:
+                raise SpecError(
+                    f"{where}: expected a distinct gate name (one of {', '.join(gate_names)}), got {name!r}"
+                )
+            gate = gates[name]
+            if gate.preactivation_text != f"xW_{name} + hR_{name}" or gate.recurrent_source or name in self.feedback:
+                raise SpecError(
+                    f"{where} ({name}): a gate a memory block shares needs the default pre-activation "
+                    f"'xW_{name} + hR_{name}' (the same for every cell of the block), no recurrent_source and no "
+                    "feedback"
+                )
+        if self.block_gates and (self.heads is not None or self.projection or self.gate_params or not self.input_bias):
+            raise SpecError(
+                "block_gates: memory blocks are not supported together with heads, a projection, gate parameters "
+                "or input_bias = false"
             )
 
     @property

@@ -10,9 +10,10 @@
     gate_params = []                    # optional: (G*H,) vectors, block k read as <name>_<gate k>
     input_bias = true                   # optional: false when the equations place b_<gate> themselves
     projection = false                  # optional: true for h = (its equation) W_p, W_p (H, P)
+    heads = 4                           # optional: a block-diagonal R of 4 heads (default: dense)
+    block_gates = []                    # optional: gates a memory block of block_size cells shares
     [init]                              # optional: parameters init_params fills with a constant
     gamma = 1.0
-    heads = 4                           # optional: a block-diagonal R of 4 heads (default: dense)
 
     [[gates]]                           # one table per gate, in column order
     name = "i"
@@ -53,6 +54,7 @@ _TOP_LEVEL = {
     "projection": False,
     "init": False,
     "heads": False,
+    "block_gates": False,
 }
 _GATE_FIELDS = {"name": True, "activation": True, "preactivation": False, "recurrent_source": False}
 MAX_SPEC_BYTES = 100_000
@@ -113,6 +115,7 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         projection=table.get("projection", False),
         init=_init(table.get("init", {})),
         heads=_heads(table.get("heads")),
+        block_gates=_strings(table.get("block_gates", []), "block_gates"),
     )
 
 

@@ -78,6 +78,7 @@ class TorchRecurrent(torch.nn.Module):
         heads: the number of heads of a cell with a block-diagonal R (its HEADS when None).
         proj_size: P of a cell with a projected output (``lstmp``; H when None), as torch.nn.LSTM's proj_size:
             then h and each direction's output have P units.
+        block_size: S, the cells of a memory block of a cell with block gates (``lstm_1997``; 1 when None).
 
     Parameters are named ``<param>_l<layer>[_reverse]`` with the generated module's layouts (W (I, G*H), ...).
     ``forward(x, state=None, lengths=None, inputs=None)`` returns ``(output, final_state)``; ``final_state`` is a
@@ -100,6 +101,7 @@ class TorchRecurrent(torch.nn.Module):
         seed: int | None = None,
         heads: int | None = None,
         proj_size: int | None = None,
+        block_size: int | None = None,
     ) -> None:
         super().__init__()
         from lstmgen.layers import RecurrentLayer
@@ -117,6 +119,7 @@ class TorchRecurrent(torch.nn.Module):
             seed=seed,
             heads=heads,
             proj_size=proj_size,
+            block_size=block_size,
         )
         self.cell = layer.cell
         self.proj_size = layer.proj_size

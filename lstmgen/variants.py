@@ -16,7 +16,15 @@ def _peephole_gates(*names: str, g: str = "tanh") -> tuple[Gate, ...]:
     )
 
 
-def _lstm_family(name: str, description: str, paper: str, gates: tuple[Gate, ...], c: str, h: str) -> CellSpec:
+def _lstm_family(
+    name: str,
+    description: str,
+    paper: str,
+    gates: tuple[Gate, ...],
+    c: str,
+    h: str,
+    block_gates: tuple[str, ...] = (),
+) -> CellSpec:
     peepholes = tuple(f"p_{g.name}" for g in gates if "p_" in g.preactivation)
     return CellSpec(
         name=name,
@@ -26,6 +34,7 @@ def _lstm_family(name: str, description: str, paper: str, gates: tuple[Gate, ...
         state=("h", "c"),
         equations=(("c", c), ("h", h)),
         unit_params=peepholes,
+        block_gates=block_gates,
     )
 
 
@@ -45,6 +54,7 @@ LSTM_1997 = _lstm_family(
     (Gate("i", "sigmoid"), Gate("g", "squash_g"), Gate("o", "sigmoid")),
     c="c_prev + i*g",
     h="o*squash_h(c)",
+    block_gates=("i", "o"),  # the paper's memory blocks: S cells share one input and one output gate
 )
 
 LSTM = _lstm_family(

@@ -32,6 +32,19 @@ def lstm_1997(p, x, state, truncated):
     return o * (2 * sigmoid(c) - 1), c
 
 
+def lstm_1997_blocks(p, x, state, truncated):
+    """lstm_1997 with memory blocks (the 1997 paper's architecture): one input and one output gate per block of S
+    cells, so W, R and b hold H/S columns for each of i and o; S is read from b's width, H + 2H/S."""
+    h, c = state
+    H = c.shape[-1]
+    n = (p["b"].shape[0] - H) // 2
+    a_i, a_g, a_o = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).split([n, H, n], dim=-1)
+    i = sigmoid(a_i).repeat_interleave(H // n, dim=-1)  # block k's gate multiplies cells kS..kS+S-1
+    o = sigmoid(a_o).repeat_interleave(H // n, dim=-1)
+    c = c + i * (4 * sigmoid(a_g) - 2)
+    return o * (2 * sigmoid(c) - 1), c
+
+
 def peephole_lstm(
     p, x, state, truncated, gates="ifgo", peepholes=True, g_act=tanh, h_act=tanh, cifg=False, feedback=None
 ):
@@ -253,7 +266,7 @@ STEPS = {
     "lstmp": lstmp,
 }
 #: Second references of a variant, by a name of their own: the same cell written another way.
-ALTERNATIVES = {"layernorm_lstm_functional": layernorm_lstm_functional}
+ALTERNATIVES = {"layernorm_lstm_functional": layernorm_lstm_functional, "lstm_1997_blocks": lstm_1997_blocks}
 
 
 def run_reference(variant, x, params, state, truncated=False, inputs=None):

@@ -396,7 +396,15 @@ class DocumentBuilder:
             _, dh = self.projected()
             h_cell = self.sym(unit_symbol(self.d.spec.output_state))
             lines.append(Equation(GradientOf(Name("W_{p}", "W_p")), Sum(dh, h_cell)))
+        lines += [self._block_gradient(self.gate(gate)) for gate in self.d.spec.block_gates]
         return tuple(lines)
+
+    @staticmethod
+    def _block_gradient(gate: Name) -> Equation:
+        """Column k of θ ∈ {W, R, b} of a gate a memory block shares: the sum of its cells' per-cell gradients."""
+        lhs = GradientOf(Name(rf"\theta_{{{gate.latex},k}}", f"θ_{gate.text}[k]"))
+        cell = rf"\frac{{\partial L}}{{\partial \theta_{{{gate.latex},j}}}}"
+        return Equation(lhs, Name(rf"\sum_{{j \in \mathcal{{B}}_k}} {cell}", f"Σ_(j in B_k) dL/dθ_{gate.text}[j]"))
 
     def _gradient(self, g: WeightGradient) -> Equation:
         if g.kind == "gate":  # block g.gate of a gate parameter (or of a bias the equations place)
@@ -535,6 +543,13 @@ def build_document(derivation: Derivation, notation: str = "modern") -> Document
         weights_note += (
             " R is block-diagonal (heads of d = H/heads units): each dL/dR_k keeps only its diagonal blocks, head"
             " j's units of h[t-1] against head j's units of the adjoint."
+        )
+    if derivation.spec.block_gates:
+        weights_note += (
+            f" Memory blocks (block_size = S): {', '.join(derivation.spec.block_gates)} are shared by the S cells"
+            " j of each block B_k = {kS, ..., kS + S - 1}, so column k of each of their θ in {W, R, b} gets the"
+            " sum over its cells of the per-cell gradients above (the adjoint of one gate value read by S cell"
+            " equations); with S = 1 they are the per-cell gradients."
         )
     sections = (
         Section("Forward", forward_note, b.forward()),

@@ -162,6 +162,8 @@ def single_unit_analysis() -> SingleUnitAnalysis:
 
 #: The measurement restarts the forward pass from every step back: its work grows as T², so T is bounded.
 MAX_MEASURED_STEPS = 5000
+#: H of the measurement's cells.
+MEASURED_HIDDEN = 32
 
 
 def state_gradients(
@@ -170,15 +172,17 @@ def state_gradients(
     *,
     batch: int = 16,
     input_size: int = 8,
-    hidden: int = 32,
+    hidden: int = MEASURED_HIDDEN,
     seed: int = 0,
+    block_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[tuple[np.ndarray, ...]], object]:
     """∂L/∂s_{T−q} for q = 0..T, for every state s, with the error injected at the last step only.
 
     The module runs on seeded random weights (its ``init_params``) and standard normal inputs, in float64
     (``input_size`` is the hidden size for a cell that reads x_t itself); per-step inputs (zoneout's masks) are
-    held at 0.5.
+    held at 0.5; ``block_size``: the cells of a memory block of a cell with block gates (one gate per cell when
+    None).
     Each ∂L/∂s_{T−q} is the gradient on the initial state of the last q steps, restarted from the recorded
     state s_{T−q}: the module's own forward and backward, nothing else. Returns the list indexed by q (each a
     tuple in STATE order of (B, H) arrays) and the tape of the full forward pass. ``progress(q, steps)`` is
@@ -198,7 +202,8 @@ def state_gradients(
     rng = np.random.default_rng(seed)
     if getattr(module, "INPUT_ROW", False):
         input_size = hidden
-    params = module.init_params(input_size, hidden, dtype=np.float64, seed=seed)
+    blocks = {} if block_size is None else {"block_size": block_size}
+    params = module.init_params(input_size, hidden, dtype=np.float64, seed=seed, **blocks)
     x = rng.standard_normal((steps, batch, input_size))
     inputs = {name: np.full((steps, batch, hidden), 0.5) for name in getattr(module, "INPUTS", ())}
     _, _, tape = module.forward(x, params, inputs=inputs)

@@ -7,6 +7,7 @@ file something to import and lint against and are not inlined.
 """
 
 import contextlib
+import functools
 import traceback
 import warnings
 
@@ -29,12 +30,14 @@ INIT: dict[str, float] = {}
 #: Whether the output h is projected: h = u W_p with W_p (H, P), so h, y and the rows of R have P units.
 PROJECTED = False
 PARAMS: tuple[str, ...] = ("W", "R", "b")
+#: The gates a memory block of S = block_size cells shares: their columns of W, R and b are H/S wide.
+BLOCK_GATES: tuple[str, ...] = ()
 #: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
 #: a per-row value, (T, B)).
 TAPE_EXTRA: tuple[tuple[int, int], ...] = ()
 
 
-def param_shapes(input_size, hidden_size, heads=None, proj_size=None):
+def param_shapes(input_size, hidden_size, heads=None, proj_size=None, block_size=None):
     """Shape of every parameter, keyed by PARAMS."""
     return {"W": (input_size, hidden_size), "R": (hidden_size, hidden_size), "b": (hidden_size,)}
 
@@ -44,12 +47,13 @@ INLINE_MARKER = "# ---- generated modules inline this file from here ----"
 
 
 class Tape:
-    """What forward saved for backward: x, the per-step inputs (a dict keyed by INPUTS), parameters, every
-    state, the stored gate values, the lengths and the time order of each sequence."""
+    """What forward saved for backward: x, the per-step inputs (a dict keyed by INPUTS), the parameters (a
+    block gate's columns repeated for each cell of its block), every state, the stored gate values, the
+    lengths, the time order of each sequence and the cells per memory block."""
 
-    __slots__ = ("extra", "gate_seq", "inputs", "lengths", "order", "params", "states", "x")
+    __slots__ = ("block_size", "extra", "gate_seq", "inputs", "lengths", "order", "params", "states", "x")
 
-    def __init__(self, x, inputs, params, states, gate_seq, extra, lengths, order):
+    def __init__(self, x, inputs, params, states, gate_seq, extra, lengths, order, block_size):
         self.x = x
         self.inputs = inputs
         self.params = params
@@ -58,14 +62,17 @@ class Tape:
         self.extra = extra
         self.lengths = lengths
         self.order = order
+        self.block_size = block_size
 
 
-def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None, proj_size=None):
+def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None, proj_size=None, block_size=None):
     """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does, except those in INIT,
     filled with their constant; dict keyed by PARAMS.
 
     ``heads``: the number of heads of a block-diagonal R (default HEADS); only None for a dense R.
     ``proj_size``: P, the units of a projected output (default H); only None for a cell without projection.
+    ``block_size``: S, the cells of a memory block, which share one unit of each gate in BLOCK_GATES (default
+    1, a gate per cell); only None for a cell without block gates.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -77,7 +84,7 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=N
     bound = 1.0 / np.sqrt(_check_size(hidden_size, "hidden_size"))
     params = {
         name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-        for name, shape in param_shapes(input_size, hidden_size, heads, proj_size).items()
+        for name, shape in param_shapes(input_size, hidden_size, heads, proj_size, block_size).items()
     }
     # Drawn above too, so that the other parameters are the same draws with or without INIT.
     return {name: np.full_like(value, INIT[name]) if name in INIT else value for name, value in params.items()}
@@ -86,14 +93,17 @@ def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=N
 def _prepare_forward(x, params, state, lengths, reverse, inputs):
     """Check forward's arguments; x and the per-step inputs in the order the kernel runs them, padding zeroed.
 
-    Returns x, the per-step inputs (dict keyed by INPUTS), params, initial state, lengths (int64), the time
-    order (or None) and whether the batch is padded.
+    Returns x, the per-step inputs (dict keyed by INPUTS), params (per cell: a block gate's columns repeated for
+    each cell of its block), initial state, lengths (int64), the time order (or None), whether the batch is
+    padded and the cells per memory block.
     """
     x = _check_array(x, "x", 3, None)
     steps, batch, n_in = x.shape
     if steps == 0 or batch == 0:
         raise ValueError(f"x: expected T >= 1 and B >= 1, got shape {x.shape}")
     params = _check_params(params, n_in, x.dtype)
+    block_size = _block_size(params)
+    params = _per_cell(params, block_size)
     hidden = _hidden(params)
     if INPUT_ROW and n_in != hidden:
         raise ValueError(
@@ -114,7 +124,7 @@ def _prepare_forward(x, params, state, lengths, reverse, inputs):
         valid = _valid(lengths, steps)[:, :, None]
         x = np.where(valid, x, x.dtype.type(0))
         step_inputs = {k: np.where(valid, v, x.dtype.type(0)) for k, v in step_inputs.items()}
-    return x, step_inputs, params, initial, lengths, order, padded
+    return x, step_inputs, params, initial, lengths, order, padded, block_size
 
 
 def _check_inputs(inputs, shape, dtype):
@@ -219,6 +229,87 @@ def _check_heads(heads, hidden):
     return heads
 
 
+def _check_block_size(block_size, hidden):
+    """S, the cells of a memory block (1 when None); refuses any for a cell without block gates."""
+    if not BLOCK_GATES:
+        if block_size is not None:
+            raise ValueError(
+                f"block_size: {VARIANT} has no gates a memory block shares (its spec declares no block_gates); "
+                f"expected None, got {block_size!r}"
+            )
+        return 1
+    block_size = _check_size(1 if block_size is None else block_size, "block_size")
+    if hidden % block_size:
+        raise ValueError(
+            f"block_size: H = {hidden} is not divisible by block_size = {block_size} (each memory block has "
+            "block_size cells)"
+        )
+    return block_size
+
+
+def _block_size_of(b, hidden):
+    """S read from the width of an unchecked b: (G - n)·H + n·H/S for the n gates in BLOCK_GATES."""
+    per_cell = len(GATES) - len(BLOCK_GATES)
+    width = b.shape[0] if isinstance(b, np.ndarray) and b.ndim == 1 else 0
+    shared = width - per_cell * hidden
+    units = shared // len(BLOCK_GATES)
+    if shared <= 0 or shared % len(BLOCK_GATES) or hidden % units:
+        raise ValueError(
+            f"params['b']: expected shape ({per_cell}*H + {len(BLOCK_GATES)}*H/S,) with H = {hidden} and S, the "
+            f"cells per memory block (gates {', '.join(BLOCK_GATES)}), dividing H; got {getattr(b, 'shape', b)!r}"
+        )
+    return hidden // units
+
+
+def _block_size(params):
+    """S of checked parameters: the cells per memory block (1 for a cell without block gates)."""
+    return _block_size_of(params["b"], _hidden(params)) if BLOCK_GATES else 1
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_columns(hidden, block_size, gates):
+    """For each column of the per-cell layout of ``gates`` (len(gates)·H columns), the column of the compact
+    layout it repeats (a block gate's column serves the S cells of its block); and the first per-cell column of
+    each compact one."""
+    columns = []
+    for gate in gates:
+        units = np.arange(hidden) // block_size if gate in BLOCK_GATES else np.arange(hidden)
+        columns.append(units + (columns[-1][-1] + 1 if columns else 0))
+    columns = np.concatenate(columns)
+    starts = np.flatnonzero(np.diff(columns, prepend=-1))
+    columns.setflags(write=False)
+    starts.setflags(write=False)
+    return columns, starts
+
+
+def _per_cell(params, block_size):
+    """The parameters with each block gate's column repeated for the S cells of its block: the kernels run the
+    per-cell equations, and every cell of a block computes the same gate value."""
+    if block_size == 1:
+        return params
+    hidden = _hidden(params)
+    gate_columns, _ = _shared_columns(hidden, block_size, GATES)
+    recurrent_columns, _ = _shared_columns(hidden, block_size, RECURRENT_GATES)
+    per_cell = dict(params)
+    per_cell["W"] = params["W"][:, gate_columns]
+    per_cell["b"] = params["b"][gate_columns]
+    per_cell["R"] = params["R"][:, recurrent_columns]
+    return per_cell
+
+
+def _per_block(grads, hidden, block_size):
+    """The gradients of the compact parameters from the per-cell ones: a shared column's gradient is the sum of
+    its S cells' (the adjoint of repeating it)."""
+    if block_size == 1:
+        return grads
+    _, gate_starts = _shared_columns(hidden, block_size, GATES)
+    _, recurrent_starts = _shared_columns(hidden, block_size, RECURRENT_GATES)
+    grads["W"] = np.add.reduceat(grads["W"], gate_starts, axis=1)
+    grads["b"] = np.add.reduceat(grads["b"], gate_starts)
+    grads["R"] = np.add.reduceat(grads["R"], recurrent_starts, axis=1)
+    return grads
+
+
 def _run(kernel, *args):
     """Call a compiled kernel. A corrupted numba cache file next to this module (truncated, overwritten) makes
     numba fail while loading it on every run: discard the cache once, with a warning, and compile afresh."""
@@ -295,6 +386,9 @@ def _check_tape(tape):
         )
         ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
         ok = ok and (tape.order is None or (isinstance(tape.order, np.ndarray) and tape.order.shape == (steps, batch)))
+        # The tape's parameters are per cell (one column per cell): S only says how backward sums them.
+        size = tape.block_size
+        ok = ok and isinstance(size, int) and size >= 1 and hidden % size == 0 and (size == 1 or bool(BLOCK_GATES))
     if not ok:
         raise ValueError("tape: its arrays do not match each other (was the tape modified after forward?)")
 
@@ -362,8 +456,9 @@ def _check_params(params, n_in, dtype):
                 f"params['b']: expected shape ({len(GATES)}*H,) with H >= 1, got {getattr(b, 'shape', b)!r}"
             )
     hidden = _hidden(params)
+    block_size = _block_size_of(params["b"], hidden) if BLOCK_GATES else None
     checked = {}
-    for name, shape in param_shapes(n_in, hidden, heads, proj).items():
+    for name, shape in param_shapes(n_in, hidden, heads, proj, block_size).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
         if checked[name].shape != shape:
             raise ValueError(f"params[{name!r}]: expected shape {shape}, got {checked[name].shape}")

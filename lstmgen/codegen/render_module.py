@@ -30,7 +30,7 @@ from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 9
+TEMPLATE_VERSION = 10
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -129,6 +129,14 @@ def _call(kernel: Kernel, result: str) -> list[str]:
     return wrap(f"{result}_run(", f"{kernel.name}, {args}", ")", INDENT)
 
 
+def _gate_columns(spec: CellSpec, gates: list[str]) -> str:
+    """The extent of the column blocks of ``gates`` in param_shapes: H each, H/S (``block``) for a block gate."""
+    shared = sum(g in spec.block_gates for g in gates)
+    terms = [width(len(gates) - shared, "hidden_size")] * (len(gates) > shared)
+    terms += [width(shared, "block")] * bool(shared)
+    return " + ".join(terms)
+
+
 def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
     """The docstring's parameter shapes and which gate owns each column block."""
     G, F = len(spec.gates), len(spec.feedback)
@@ -151,6 +159,11 @@ def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
         blocks = "column block k of W and b belongs to GATES[k], of R to RECURRENT_GATES[k]."
     else:
         blocks = "column block k of W and b belongs to GATES[k]; no gate has a recurrent matrix."
+    if spec.block_gates:
+        blocks += (
+            f"\nMemory blocks of S = block_size cells (param_shapes, init_params) share {', '.join(spec.block_gates)}:"
+            "\nthe blocks of those gates are then H/S columns wide; each serves the S cells of its block."
+        )
     return [f"Parameters: {', '.join(shapes)};", *blocks.split("\n")]
 
 
@@ -212,14 +225,14 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
     backward_kernel = printer.kernel(plan.backward)
     products, rules = _docstring_products(storage)
     G, F = len(spec.gates), len(spec.feedback)
-    wide, feedback = width(G, "hidden_size"), width(F, "hidden_size")
     recurrent = [gate for gate, _ in forward.hR]
+    wide, feedback = _gate_columns(spec, [g.name for g in spec.gates]), width(F, "hidden_size")
     shapes = [
         f'"W": (input_size, {wide})',
         *(
             [f'"R": (heads, head_size, {width(len(recurrent), "head_size")})']
             if recurrent and spec.heads is not None
-            else [f'"R": ({"proj_size" if spec.projection else "hidden_size"}, {width(len(recurrent), "hidden_size")})']
+            else [f'"R": ({"proj_size" if spec.projection else "hidden_size"}, {_gate_columns(spec, recurrent)})']
             if recurrent
             else []
         ),
@@ -255,6 +268,9 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "init": "{" + ", ".join(f"{python_literal(n)}: {float(v)!r}" for n, v in spec.init) + "}",
         "block_diagonal": spec.heads is not None,
         "heads_doc": "; heads: of the block-diagonal R, default HEADS" if spec.heads is not None else "",
+        "block_gates": _tuple_literal(spec.block_gates),
+        "memory_blocks": bool(spec.block_gates),
+        "block_doc": "; block_size: S, the cells per memory block, default 1" if spec.block_gates else "",
         "parameters_doc": "\n".join(in_docstring(line) for line in _parameters_doc(spec, recurrent)),
         "states": _tuple_literal(spec.state),
         "projected": str(spec.projection),
@@ -296,7 +312,7 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         "tape_call": wrap(
             "tape = Tape(",
             f"x, step_inputs, params, {_tuple_of(b.name for b in plan.state_seqs)}, gate_seq, {_tuple_of(extra)}, "
-            "lengths, order",
+            "lengths, order, block_size",
             ")",
             INDENT,
         ),
