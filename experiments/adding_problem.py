@@ -3,7 +3,7 @@
 Each sequence element is a pair (value in [-1, 1], marker). Sequences have random lengths T … T + T/10. One of
 the first ten pairs is marked (marker 1; its value is X1), then one of the first T/2 − 1 pairs not yet marked
 (X2). The other markers are 0, except those of the first and the last pair, which are −1; if the first pair is
-the marked one, its value counts as 0. The target at the end is 0.5 + (X1 + X2)/4; an absolute error above 0.04 is a
+a marked one, its value is set to 0. The target at the end is 0.5 + (X1 + X2)/4; an absolute error above 0.04 is a
 wrong prediction. Training stops when the mean squared error over the last 2000 sequences is below 0.01 and
 none of them was wrong. The paper's network: 2 memory blocks of 2 cells, input-gate biases −3 and −6, weights
 in [−0.1, 0.1], learning rate 0.5, online; Table 7, T = 100: 74,000 sequences to success on average, 1 wrong
@@ -18,37 +18,42 @@ test_wrong_of_2560, wall_s, and the run's settings.
 from __future__ import annotations
 
 import numpy as np
-from sequence_trainer import Task, experiment_parser, padded_batch, run_experiment
+from sequence_trainer import Batch, Task, experiment_parser, run_experiment
 
 #: The paper's figures (Table 7, T = 100).
 PAPER = {"T": 100, "sequences_to_success": 74_000, "test_wrong_of_2560": 1}
 TOLERANCE = 0.04
 
 
-def adding_sequence(rng: np.random.Generator, T: int) -> tuple[np.ndarray, float]:
-    """One sequence (length in T … T + T/10, pairs (value, marker)) and its target 0.5 + (X1 + X2)/4."""
+def adding_batch(rng: np.random.Generator, T: int, n: int) -> Batch:
+    """n sequences, time-major and zero-padded: x (T + T/10, n, 2) of pairs (value, marker), lengths (n,) in
+    T … T + T/10, targets (n, 1) = 0.5 + (X1 + X2)/4."""
     if T < 20:
         raise ValueError(f"T: expected at least 20 (the second marked pair is among the first T/2 - 1), got {T}")
-    length = int(rng.integers(T, T + T // 10 + 1))
-    seq = np.zeros((length, 2))
-    seq[:, 0] = rng.uniform(-1.0, 1.0, size=length)
-    seq[0, 1] = seq[-1, 1] = -1.0
-    first = int(rng.integers(0, 10))
+    rows = np.arange(n)
+    lengths = rng.integers(T, T + T // 10 + 1, size=n)
+    values = rng.uniform(-1.0, 1.0, size=(T + T // 10, n))
+    markers = np.zeros_like(values)
+    markers[0] = -1.0
+    markers[lengths - 1, rows] = -1.0
+    first = rng.integers(0, 10, size=n)
     # Uniform over the first T/2 - 1 pairs other than the first marked one.
     candidates = T // 2 - 1
-    second = int(rng.integers(0, candidates - (first < candidates)))
-    second += first < candidates and second >= first
-    seq[[first, second], 1] = 1.0
-    # The paper's rare case: a marked first pair adds 0 (we read it so whichever of the two draws marked it).
-    x1, x2 = (0.0 if k == 0 else seq[k, 0] for k in (first, second))
-    return seq, 0.5 + (x1 + x2) / 4.0
+    second = rng.integers(0, candidates - (first < candidates), size=n)
+    second += (first < candidates) & (second >= first)
+    markers[first, rows] = markers[second, rows] = 1.0
+    # The paper's case of a marked first pair: "we set X1 to zero", the value itself, so that the input still says
+    # what the target adds (whichever of the two draws marked it).
+    values[0, (first == 0) | (second == 0)] = 0.0
+    targets = 0.5 + (values[first, rows] + values[second, rows]) / 4.0
+    x = np.stack([values, markers], axis=-1)
+    x[np.arange(len(x))[:, None] >= lengths] = 0.0
+    return x, lengths, targets[:, None]
 
 
 def task(T: int) -> Task:
-    def sample(rng: np.random.Generator, batch: int):
-        pairs = [adding_sequence(rng, T) for _ in range(batch)]
-        x, lengths = padded_batch([s for s, _ in pairs])
-        return x, lengths, np.array([[target] for _, target in pairs])
+    def sample(rng: np.random.Generator, batch: int) -> Batch:
+        return adding_batch(rng, T, batch)
 
     return Task(
         name=f"adding T={T}",

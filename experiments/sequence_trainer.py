@@ -60,19 +60,24 @@ class Network:
         gradient: str | None = None,
         weight_range: float = 0.1,
         gate_biases: dict[str, Sequence[float]] | None = None,
+        block_size: int = 1,
     ) -> Network:
         """Every weight uniform in [-weight_range, weight_range]; ``gate_biases`` sets the bias of a gate's units
         (gate name -> values spread over the units in contiguous groups: (-3, -6) over 4 units is -3, -3, -6, -6,
-        the paper's input-gate biases of its two memory blocks)."""
+        the paper's input-gate biases of its two memory blocks). ``block_size``: S cells per memory block, which
+        share one unit of each of the cell's BLOCK_GATES (1: a gate per cell)."""
         cell = lstmgen.load(variant, gradient=gradient or default_gradient(variant))
-        shapes = cell.param_shapes(n_in, hidden)
+        shapes = cell.param_shapes(n_in, hidden, **({"block_size": block_size} if block_size != 1 else {}))
         params = {name: rng.uniform(-weight_range, weight_range, size=shape) for name, shape in shapes.items()}
+        # The gates' column blocks of b: H wide, H/S for a gate the memory blocks share.
+        widths = [hidden // block_size if g in getattr(cell, "BLOCK_GATES", ()) else hidden for g in cell.GATES]
+        starts = np.cumsum([0, *widths])
         for gate, values in (gate_biases or {}).items():
             if gate not in cell.GATES:
                 raise ValueError(f"gate_biases: {variant} has no gate {gate!r} (its gates: {cell.GATES})")
             k = cell.GATES.index(gate)
-            groups = np.arange(hidden) * len(values) // hidden
-            params["b"][k * hidden : (k + 1) * hidden] = np.asarray(values, dtype=float)[groups]
+            groups = np.arange(widths[k]) * len(values) // widths[k]
+            params["b"][starts[k] : starts[k + 1]] = np.asarray(values, dtype=float)[groups]
         V = rng.uniform(-weight_range, weight_range, size=(hidden, n_out))
         c = rng.uniform(-weight_range, weight_range, size=n_out)
         return cls(cell, params, V, c)
@@ -103,9 +108,9 @@ class Network:
 class Task:
     """What an experiment defines: its data, and when an output is right.
 
-    ``sample(rng, batch)`` draws a batch; ``correct(out, targets)`` is (B,) bool; ``error(out, targets)`` is (B,)
-    the training error the stopping rule averages; training succeeds once that average over the last ``window``
-    sequences is below ``error_goal`` and all of them are correct.
+    ``sample(rng, n)`` draws n sequences at once (a batch: time-major, zero-padded); ``correct(out, targets)`` is
+    (B,) bool; ``error(out, targets)`` is (B,) the training error the stopping rule averages; training succeeds
+    once that average over the last ``window`` sequences is below ``error_goal`` and all of them are correct.
     """
 
     name: str
@@ -152,8 +157,9 @@ def train(
     curve: list[tuple[int, float]] = []
     recent: list[float] = []
     seen, success = 0, None
+    batches = _batches(task, rng, batch)
     while seen < max_sequences and success is None:
-        data = task.sample(rng, batch)
+        data = next(batches)
         out = network.train_step(data, lr)
         err = task.error(out, data[2])
         ok = task.correct(out, data[2])
@@ -185,6 +191,17 @@ def train(
     return RunResult(success, seen, wrong, test_size, time.perf_counter() - start, train_s, curve)
 
 
+def _batches(task: Task, rng: np.random.Generator, batch: int, draw: int = 1024):
+    """Batches of ``batch`` sequences, drawn about ``draw`` at a time (one vectorised draw, not one per
+    sequence), each cut to its longest sequence."""
+    per_draw = batch * max(1, draw // batch)
+    while True:
+        x, lengths, targets = task.sample(rng, per_draw)
+        for k in range(0, per_draw, batch):
+            part = lengths[k : k + batch]
+            yield x[: part.max(), k : k + batch], part, targets[k : k + batch]
+
+
 def report(fields: dict, result: RunResult, curve_path: str | None = None) -> dict:
     """The run's summary (the experiment's fields, then the result's); the curve goes to ``curve_path`` as JSON."""
     summary = {
@@ -201,15 +218,6 @@ def report(fields: dict, result: RunResult, curve_path: str | None = None) -> di
     return summary
 
 
-def padded_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Time-major (T, B, I) zero-padded array of sequences of shapes (T_b, I), and their lengths (B,)."""
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    x = np.zeros((lengths.max(), len(sequences), sequences[0].shape[1]))
-    for b, s in enumerate(sequences):
-        x[: len(s), b] = s
-    return x, lengths
-
-
 def experiment_parser(description: str, max_sequences: int) -> argparse.ArgumentParser:
     """The options every experiment takes (the experiment adds its own)."""
     parser = argparse.ArgumentParser(description=description)
@@ -217,6 +225,12 @@ def experiment_parser(description: str, max_sequences: int) -> argparse.Argument
     parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
     parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
     parser.add_argument("--cells", type=int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        help="cells per memory block, sharing the cell's block gates (default: 2, the paper's, for a cell with "
+        "block gates such as lstm_1997; 1 for the others)",
+    )
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=1, help="sequences per update (default 1: online)")
     parser.add_argument("--max-sequences", type=int, default=max_sequences)
@@ -232,7 +246,18 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
     rng = np.random.default_rng(args.seed)
     gradient = args.gradient or default_gradient(args.variant)
     biases = {"i": input_gate_biases} if args.variant.startswith("lstm") else {}
-    network = Network.build(args.variant, task.n_in, args.cells, task.n_out, rng, gradient=gradient, gate_biases=biases)
+    cell = lstmgen.load(args.variant, gradient=gradient)
+    block_size = args.block_size or (2 if getattr(cell, "BLOCK_GATES", ()) else 1)
+    network = Network.build(
+        args.variant,
+        task.n_in,
+        args.cells,
+        task.n_out,
+        rng,
+        gradient=gradient,
+        gate_biases=biases,
+        block_size=block_size,
+    )
     result = train(
         task,
         network,
@@ -244,6 +269,6 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
         log_every=args.log_every,
     )
     fields = {"variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed, "cells": args.cells}
-    summary = report({**fields, "block_size": 1, "lr": args.lr, "batch": args.batch}, result, args.curve)
+    summary = report({**fields, "block_size": block_size, "lr": args.lr, "batch": args.batch}, result, args.curve)
     print(json.dumps(summary))
     return summary

@@ -19,7 +19,7 @@ The last line printed is one JSON object (variant, T, seed, sequences_to_success
 from __future__ import annotations
 
 import numpy as np
-from sequence_trainer import Task, experiment_parser, padded_batch, run_experiment
+from sequence_trainer import Task, experiment_parser, run_experiment
 
 SYMBOLS = ("E", "B", "a", "b", "c", "d", "X", "Y")
 CLASSES = ("Q", "R", "S", "U")  # XX, XY, YX, YY
@@ -27,22 +27,26 @@ TOLERANCE = 0.3
 PAPER = {"sequences_to_success": 31_390}
 
 
-def temporal_order_sequence(rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """One sequence, (length, 8) one-hot, and its class index into CLASSES."""
-    length = int(rng.integers(100, 111))
-    symbols = rng.integers(2, 6, size=length)  # a, b, c, d
-    symbols[0], symbols[-1] = 0, 1  # E ... B
-    t1, t2 = int(rng.integers(10, 21)) - 1, int(rng.integers(50, 61)) - 1
-    first, second = (int(v) for v in rng.integers(0, 2, size=2))  # 0: X, 1: Y
-    symbols[t1], symbols[t2] = 6 + first, 6 + second
-    return np.eye(len(SYMBOLS))[symbols], 2 * first + second
+def temporal_order_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n sequences, time-major and zero-padded: x (110, n, 8) one-hot, lengths (n,) in 100 … 110, and the class
+    of each, an index into CLASSES (n,)."""
+    rows = np.arange(n)
+    lengths = rng.integers(100, 111, size=n)
+    symbols = rng.integers(2, 6, size=(110, n))  # a, b, c, d
+    symbols[0] = 0  # E
+    symbols[lengths - 1, rows] = 1  # B
+    t1, t2 = rng.integers(10, 21, size=n) - 1, rng.integers(50, 61, size=n) - 1
+    first, second = rng.integers(0, 2, size=(2, n))  # 0: X, 1: Y
+    symbols[t1, rows], symbols[t2, rows] = 6 + first, 6 + second
+    x = np.eye(len(SYMBOLS))[symbols]
+    x[np.arange(110)[:, None] >= lengths] = 0.0
+    return x, lengths, 2 * first + second
 
 
 def task() -> Task:
     def sample(rng: np.random.Generator, batch: int):
-        drawn = [temporal_order_sequence(rng) for _ in range(batch)]
-        x, lengths = padded_batch([s for s, _ in drawn])
-        return x, lengths, np.eye(len(CLASSES))[[k for _, k in drawn]]
+        x, lengths, classes = temporal_order_batch(rng, batch)
+        return x, lengths, np.eye(len(CLASSES))[classes]
 
     return Task(
         name="temporal order 6a",

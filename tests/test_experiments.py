@@ -23,10 +23,12 @@ def experiments():
 @pytest.mark.parametrize("T", [20, 24, 100, 1000])
 def test_adding_sequences_follow_the_paper(experiments, T):
     adding = experiments["adding_problem"]
-    rng = np.random.default_rng(T)
+    x, lengths, targets = adding.adding_batch(np.random.default_rng(T), T, 2000)
+    assert x.shape == (T + T // 10, 2000, 2) and targets.shape == (2000, 1)
     positions = set()
-    for _ in range(2000):
-        seq, target = adding.adding_sequence(rng, T)
+    for b in range(2000):
+        seq, target = x[: lengths[b], b], targets[b, 0]
+        assert np.all(x[lengths[b] :, b] == 0.0)  # padding
         values, markers = seq[:, 0], seq[:, 1]
         assert T <= len(seq) <= T + T // 10
         assert np.all(np.abs(values) <= 1.0)
@@ -39,8 +41,9 @@ def test_adding_sequences_follow_the_paper(experiments, T):
         ends = [k for k in (0, len(seq) - 1) if k not in marked]
         assert np.all(markers[ends] == -1.0)
         assert np.all(markers[np.setdiff1d(others, ends)] == 0.0)
-        # A marked first pair counts as 0.
-        assert target == pytest.approx(0.5 + values[marked[marked > 0]].sum() / 4.0)
+        # A marked first pair holds the value 0, so the target is the sum of what the input shows.
+        assert 0 not in marked or values[0] == 0.0
+        assert target == pytest.approx(0.5 + values[marked].sum() / 4.0)
         assert 0.0 <= target <= 1.0
     # Every allowed position is drawn (too many to be seen in 2000 draws at T = 1000).
     if T <= 100:
@@ -49,15 +52,16 @@ def test_adding_sequences_follow_the_paper(experiments, T):
 
 def test_adding_refuses_a_too_short_T(experiments):
     with pytest.raises(ValueError, match="T: expected at least 20"):
-        experiments["adding_problem"].adding_sequence(np.random.default_rng(0), 10)
+        experiments["adding_problem"].adding_batch(np.random.default_rng(0), 10, 1)
 
 
 def test_temporal_order_sequences_follow_the_paper(experiments):
     order = experiments["temporal_order"]
-    rng = np.random.default_rng(0)
+    x, lengths, classes_drawn = order.temporal_order_batch(np.random.default_rng(0), 400)
     classes = set()
-    for _ in range(400):
-        seq, k = order.temporal_order_sequence(rng)
+    for b in range(400):
+        seq, k = x[: lengths[b], b], classes_drawn[b]
+        assert np.all(x[lengths[b] :, b] == 0.0)  # padding
         assert 100 <= len(seq) <= 110
         assert np.all(seq.sum(axis=1) == 1.0)
         symbols = [order.SYMBOLS[j] for j in seq.argmax(axis=1)]
@@ -110,5 +114,12 @@ def test_gate_biases_are_spread_over_the_blocks(experiments):
     k = net.cell.GATES.index("i")
     np.testing.assert_array_equal(net.params["b"][4 * k : 4 * k + 4], [-3.0, -3.0, -6.0, -6.0])
     assert np.all(np.abs(net.params["W"]) <= 0.1)
+    # Two memory blocks of two cells: one input-gate unit per block, so one bias each; b is [i (2), g (4), o (2)].
+    blocks = trainer.Network.build(
+        "lstm_1997", 2, 4, 1, np.random.default_rng(0), gate_biases={"i": (-3.0, -6.0)}, block_size=2
+    )
+    assert blocks.params["b"].shape == (8,) and blocks.params["W"].shape == (2, 8)
+    np.testing.assert_array_equal(blocks.params["b"][:2], [-3.0, -6.0])
+    assert np.all(np.abs(blocks.params["b"][2:]) <= 0.1)
     with pytest.raises(ValueError, match="gate_biases: lstm_1997 has no gate 'f'"):
         trainer.Network.build("lstm_1997", 2, 4, 1, np.random.default_rng(0), gate_biases={"f": (1.0,)})
