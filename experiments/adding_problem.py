@@ -63,7 +63,17 @@ def task(T: int) -> Task:
         correct=lambda out, t: np.abs(out - t).max(axis=1) < TOLERANCE,
         error=lambda out, t: ((out - t) ** 2).mean(axis=1),
         error_goal=0.01,
+        test_breakdown=_wrong_by_target,
     )
+
+
+def _wrong_by_target(out: np.ndarray, targets: np.ndarray, correct: np.ndarray) -> dict:
+    """The test's wrong predictions and all its sequences per tenth of the target range [0, 1]."""
+    tenth = np.minimum((targets[:, 0] * 10).astype(int), 9)
+    return {
+        "test_wrong_by_target_tenth": np.bincount(tenth[~correct], minlength=10).tolist(),
+        "test_by_target_tenth": np.bincount(tenth, minlength=10).tolist(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

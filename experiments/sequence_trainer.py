@@ -121,6 +121,8 @@ class Task:
     error: Callable[[np.ndarray, np.ndarray], np.ndarray]
     error_goal: float
     window: int = 2000
+    #: Where the test's wrong outputs are, from (out, targets, correct): fields added to the run's summary.
+    test_breakdown: Callable[[np.ndarray, np.ndarray, np.ndarray], dict] | None = None
 
 
 @dataclass
@@ -132,6 +134,7 @@ class RunResult:
     wall_s: float
     train_s: float
     curve: list[tuple[int, float]] = field(default_factory=list)
+    breakdown: dict = field(default_factory=dict)
 
 
 def train(
@@ -187,8 +190,11 @@ def train(
                 success = seen
     train_s = time.perf_counter() - start
     x, lengths, targets = task.sample(rng, test_size)
-    wrong = int(np.sum(~task.correct(network.predict(x, lengths), targets)))
-    return RunResult(success, seen, wrong, test_size, time.perf_counter() - start, train_s, curve)
+    out = network.predict(x, lengths)
+    correct = task.correct(out, targets)
+    breakdown = task.test_breakdown(out, targets, correct) if task.test_breakdown else {}
+    wall_s = time.perf_counter() - start
+    return RunResult(success, seen, int(np.sum(~correct)), test_size, wall_s, train_s, curve, breakdown)
 
 
 def _batches(task: Task, rng: np.random.Generator, batch: int, draw: int = 1024):
@@ -211,6 +217,7 @@ def report(fields: dict, result: RunResult, curve_path: str | None = None) -> di
         f"test_wrong_of_{result.test_size}": result.test_wrong,
         "wall_s": round(result.wall_s, 3),
         "us_per_sequence": round(1e6 * result.train_s / max(result.sequences_seen, 1), 1),
+        **result.breakdown,
     }
     if curve_path:
         with open(curve_path, "w") as f:

@@ -91,6 +91,9 @@ def test_adding_quick_run_learns(experiments, tmp_path, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == summary
     assert {"variant", "T", "seed", "sequences_to_success", "test_wrong_of_256", "wall_s"} <= set(summary)
+    assert summary["block_size"] == 2  # the paper's memory blocks, by default for lstm_1997
+    assert sum(summary["test_wrong_by_target_tenth"]) == summary["test_wrong_of_256"]
+    assert sum(summary["test_by_target_tenth"]) == 256
     first, final = _curve_falls(curve)
     # Chance (predicting the mean target 0.5) is a squared error of Var(X1 + X2)/16 = 1/24.
     assert first > 0.03

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from reference_cells import reference_gradients
@@ -12,6 +9,7 @@ from test_kernels_vs_autograd import assert_close, module_for
 
 from lstmgen.analysis.derivation import build_derivation
 from lstmgen.analysis.derivation_printer import render_derivation
+from lstmgen.cli import main
 from lstmgen.spec import Gate, SpecError
 from lstmgen.spec_file import spec_from_table
 from lstmgen.variants import get_variant
@@ -186,19 +184,22 @@ def test_derivation_shows_the_block_sum():
     assert "B_k" not in render_derivation(build_derivation(get_variant("lstm"), "full"), "text")
 
 
-def test_cec_measures_memory_blocks():
-    command = [sys.executable, "-m", "lstmgen", "cec", "lstm_1997", "--gradient", "truncated", "--steps", "4"]
-    out = subprocess.run([*command, "--block-size", "2"], capture_output=True, text=True, check=True).stdout
+def test_cec_measures_memory_blocks(capsys):
+    command = ["cec", "lstm_1997", "--gradient", "truncated", "--steps", "4"]
+    assert main([*command, "--block-size", "2"]) == 0
+    out = capsys.readouterr().out
     assert "lstm_1997 (truncated) S=2" in out
     rows = [line.split() for line in out.splitlines()[-5:]]
     assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 4]
     # The truncated rule keeps the carousel with shared gates: the error on c stays what it was one step back.
     flow = [float(r[1]) for r in rows[1:]]
     assert flow[0] > 0 and all(f == flow[0] for f in flow)
-    bad = subprocess.run([*command, "--block-size", "5"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--block-size: expected a divisor of the measured H = 32, got 5" in bad.stderr
-    bad = subprocess.run([*command[:-2], "--block-size", "2"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--block-size: sets the memory blocks of the measurement; give --steps" in bad.stderr
+    assert main([*command, "--block-size", "5"]) == 2
+    assert "--block-size: expected a divisor of the measured H = 32, got 5" in capsys.readouterr().err
+    assert main([*command[:-2], "--block-size", "2"]) == 2
+    assert "--block-size: sets the memory blocks of the measurement; give --steps" in capsys.readouterr().err
+    assert main(["cec", "lstm", "--steps", "4", "--block-size", "2"]) == 2
+    assert "--block-size: lstm has no gates a memory block shares" in capsys.readouterr().err
 
 
 def test_a_stack_of_layers_with_memory_blocks():

@@ -547,9 +547,9 @@ def build_document(derivation: Derivation, notation: str = "modern") -> Document
     if derivation.spec.block_gates:
         weights_note += (
             f" Memory blocks (block_size = S): {', '.join(derivation.spec.block_gates)} are shared by the S cells"
-            " j of each block B_k = {kS, ..., kS + S - 1}, so column k of each of their θ in {W, R, b} gets the"
-            " sum over its cells of the per-cell gradients above (the adjoint of one gate value read by S cell"
-            " equations); with S = 1 they are the per-cell gradients."
+            " j of each block B_k = {kS, ..., kS + S - 1}, so column k of each of their matrices W, R and bias b"
+            " (theta below) gets the sum over its cells of the per-cell gradients above (the adjoint of one gate"
+            " value read by S cell equations); with S = 1 they are the per-cell gradients."
         )
     sections = (
         Section("Forward", forward_note, b.forward()),
