@@ -215,3 +215,29 @@ def test_a_stack_of_layers_with_memory_blocks():
     assert all(g[k].shape == p[k].shape for g, p in pairs for k in p)
     with pytest.raises(ValueError, match="block_size: lstm has no gates a memory block shares"):
         RecurrentLayer("lstm", 3, 4, block_size=2)
+
+
+def test_torch_adapter_with_memory_blocks(generated_module):
+    import torch
+
+    from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
+
+    cell = generated_module("lstm_1997")
+    rng = np.random.default_rng(0)
+    params = cell.init_params(2, 4, seed=1, block_size=2)
+    tensors = [torch.tensor(params[n] * 1.5, requires_grad=True) for n in cell.PARAMS]
+    x = torch.tensor(rng.standard_normal((3, 2, 2)), requires_grad=True)
+    state = [torch.tensor(0.5 * rng.standard_normal((2, 4)), requires_grad=True) for _ in cell.STATE]
+
+    def f(x, *rest):
+        return GeneratedCellFunction.apply(cell, np.array([3, 2]), True, None, x, *rest)
+
+    assert torch.autograd.gradcheck(f, (x, *tensors, *state), eps=1e-6, atol=1e-7, rtol=1e-6)
+    rnn = TorchRecurrent(cell, 2, 4, num_layers=2, block_size=2, seed=0)
+    assert {n: tuple(p.shape) for n, p in rnn.named_parameters() if n.startswith("W")} == {
+        "W_l0": (2, 8),
+        "W_l1": (4, 8),
+    }
+    out, _ = rnn(torch.zeros(5, 3, 2))
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in rnn.parameters())
