@@ -241,3 +241,47 @@ def test_torch_adapter_with_memory_blocks(generated_module):
     out, _ = rnn(torch.zeros(5, 3, 2))
     out.sum().backward()
     assert all(p.grad is not None and p.grad.shape == p.shape for p in rnn.parameters())
+
+
+def test_a_toml_cell_with_a_shared_forget_gate_matches_autograd(tmp_path):
+    """Gers et al. (2000) keep the memory blocks with the forget gate: i, f and o per block, from a TOML table."""
+    import torch
+    from conftest import import_without_jit
+
+    from lstmgen.generate import generate_source, write_source
+
+    spec = spec_from_table(
+        {
+            "name": "lstm_blocks",
+            "state": ["h", "c"],
+            "gates": [{"name": n, "activation": "tanh" if n == "g" else "sigmoid"} for n in "ifgo"],
+            "equations": {"c": "f*c_prev + i*g", "h": "o*tanh(c)"},
+            "block_gates": ["i", "f", "o"],
+        }
+    )
+    module = import_without_jit(write_source(generate_source(spec), tmp_path, "lstm_blocks"))
+    x, params, state, dy, dstate = block_problem(module, (3, 2, 2, 6, 3), np.float64, seed=2)
+    assert params["b"].shape == (6 + 3 * 2,)  # g per cell, i, f, o one unit per block of 3
+
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    h, c = (torch.tensor(s, requires_grad=True) for s in state)
+    ts = (h, c)
+    loss = 0
+    for t in range(3):
+        a_i, a_f, a_g, a_o = (tx[t] @ tp["W"] + h @ tp["R"] + tp["b"]).split([2, 2, 6, 2], dim=-1)
+        i, f, o = (torch.sigmoid(a).repeat_interleave(3, dim=-1) for a in (a_i, a_f, a_o))
+        c = f * c + i * torch.tanh(a_g)
+        h = o * torch.tanh(c)
+        loss = loss + (h * torch.tensor(dy[t])).sum()
+    loss = loss + (h * torch.tensor(dstate[0])).sum() + (c * torch.tensor(dstate[1])).sum()
+    expected = dict(
+        zip(
+            ["dx", *(f"d{k}" for k in tp), "dstate0[h]", "dstate0[c]"],
+            torch.autograd.grad(loss, [tx, *tp.values(), *ts]),
+            strict=True,
+        )
+    )
+    outputs = run(module, x, params, state, dy, dstate)
+    for name, value in expected.items():
+        assert_close(outputs[name], value.numpy(), 1e-9, 1e-12, name)
