@@ -7,9 +7,9 @@ YX → S, YY → U. A sequence is correct when every output's absolute error at 
 stops when the mean error over the last 2000 sequences is below 0.1 and all of them were correct. The paper's
 network: 2 memory blocks of 2 cells, 4 output units; Table 9 reports about 31,000 sequences to success.
 
-Assumptions (the paper's text was not at hand when this was written; each is a flag): learning rate 0.5,
-input-gate biases −2 and −4, weights in [−0.1, 0.1], the error being the mean over the outputs of the
-squared error.
+The learning rate 0.5 is the NIPS 1996 version's (its experiment 2a). Assumptions (the journal paper's text was
+not at hand; each is a flag): input-gate biases −2 and −4, weights in [−0.1, 0.1], the error being the mean over
+the outputs of the squared error.
 
     python experiments/temporal_order.py --seed 0 [--variant lstm_1997] [--max-sequences N]
 
