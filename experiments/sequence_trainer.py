@@ -253,8 +253,8 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
     rng = np.random.default_rng(args.seed)
     gradient = args.gradient or default_gradient(args.variant)
     biases = {"i": input_gate_biases} if args.variant.startswith("lstm") else {}
-    cell = lstmgen.load(args.variant, gradient=gradient)
-    block_size = args.block_size or (2 if getattr(cell, "BLOCK_GATES", ()) else 1)
+    # The spec says whether the cell has block gates (loading the module here would generate it a second time).
+    block_size = args.block_size or (2 if lstmgen.get_variant(args.variant).block_gates else 1)
     network = Network.build(
         args.variant,
         task.n_in,

@@ -24,7 +24,6 @@ from sequence_trainer import Task, experiment_parser, run_experiment
 SYMBOLS = ("E", "B", "a", "b", "c", "d", "X", "Y")
 CLASSES = ("Q", "R", "S", "U")  # XX, XY, YX, YY
 TOLERANCE = 0.3
-PAPER = {"sequences_to_success": 31_390}
 
 
 def temporal_order_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
