@@ -225,7 +225,6 @@ def _backward_kernel(
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
-    d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_n = dnext_h*(1 - z)*(1 - n**2)
@@ -277,9 +276,6 @@ def _backward_kernel(
             # d_hR_n = d_a_n*r
             for j in range(hidden):
                 d_hR_n__row[j] = tmp2__scratch[j]
-            # d_h_prev = dnext_h*z
-            for j in range(hidden):
-                d_h_prev__scratch[j] = tmp1__scratch[j]
             # gradient of b_rn += d_a_n*r
             for j in range(hidden):
                 b_rn__grad[j] += tmp2__scratch[j]
@@ -289,9 +285,9 @@ def _backward_kernel(
             # d_hR_z = d_a_z
             for j in range(hidden):
                 d_hR_z__row[j] = d_xW_z__row[j]
-            # d_h_prev, carried to step t-1
+            # d_h_prev = dnext_h*z, carried to step t-1
             for j in range(hidden):
-                h__grad_row[j] = d_h_prev__scratch[j]
+                h__grad_row[j] = tmp1__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 3 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

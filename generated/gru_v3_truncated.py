@@ -242,7 +242,6 @@ def _backward_kernel(
     dR = np.empty((hidden, 3 * hidden), dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     tmp0__scratch = np.empty(hidden, dtype=x.dtype)
-    d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     R_early[:, 0:hidden] = R[:, 0:hidden]
     R_early[:, 1 * hidden:2 * hidden] = R[:, 1 * hidden:2 * hidden]
     n__RT = np.ascontiguousarray(R[:, 2 * hidden:3 * hidden].T)
@@ -302,18 +301,15 @@ def _backward_kernel(
             # d_a_r = dnext_src_n*h_prev*r*(1 - r)
             for j in range(hidden):
                 d_xW_r__row[j] = (real(1) - r__row[j])*dnext_src_n__row[j]*h_prev__row[j]*r__row[j]
-            # d_h_prev = dnext_h*z
-            for j in range(hidden):
-                d_h_prev__scratch[j] = tmp0__scratch[j]
             # d_hR_r = d_a_r
             for j in range(hidden):
                 d_hR_r__row[j] = d_xW_r__row[j]
             # d_hR_z = d_a_z
             for j in range(hidden):
                 d_hR_z__row[j] = d_xW_z__row[j]
-            # d_h_prev, carried to step t-1
+            # d_h_prev = dnext_h*z, carried to step t-1
             for j in range(hidden):
-                h__grad_row[j] = d_h_prev__scratch[j]
+                h__grad_row[j] = tmp0__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 3 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

@@ -458,7 +458,6 @@ def _backward_kernel(
     gemm_h_buf = np.empty((hidden, batch), dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     tmp0__scratch = np.empty(hidden, dtype=x.dtype)
-    d_tanh_h__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     tmp3__scratch = np.empty(hidden, dtype=x.dtype)
     tmp4__scratch = np.empty(hidden, dtype=x.dtype)
@@ -485,7 +484,6 @@ def _backward_kernel(
     tmp24__scratch = np.empty(hidden, dtype=x.dtype)
     tmp25__scratch = np.empty(hidden, dtype=x.dtype)
     tmp26__scratch = np.empty(hidden, dtype=x.dtype)
-    d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_tanh_h = dnext_h*o
@@ -595,9 +593,6 @@ def _backward_kernel(
             # tmp0 = dnext_h*o
             for j in range(hidden):
                 tmp0__scratch[j] = dnext_h__scratch[j]*o__row[j]
-            # d_tanh_h = dnext_h*o
-            for j in range(hidden):
-                d_tanh_h__scratch[j] = tmp0__scratch[j]
             # tmp1 = 1/H
             tmp1__value = real(1)/real(hidden)
             # tmp2 = c - sum_h*tmp1
@@ -605,7 +600,7 @@ def _backward_kernel(
                 tmp2__scratch[j] = -sum_h__saved*tmp1__value + c__row[j]
             # tmp3 = d_tanh_h*(1 - tanh_h**2)
             for j in range(hidden):
-                tmp3__scratch[j] = (real(1) - (tanh_h__saved_row[j]*tanh_h__saved_row[j]))*d_tanh_h__scratch[j]
+                tmp3__scratch[j] = (real(1) - (tanh_h__saved_row[j]*tanh_h__saved_row[j]))*tmp0__scratch[j]
             # tmp4 = gamma_c*tmp3
             for j in range(hidden):
                 tmp4__scratch[j] = gamma_c__vec[j]*tmp3__scratch[j]
@@ -765,9 +760,6 @@ def _backward_kernel(
             # d_hR_o = d_sum_mu_h + 2*d_sum_var_h*(hR_o - mu_h) + d_a_o*gamma_h_o*rs_h
             for j in range(hidden):
                 d_hR_o__row[j] = d_sum_mu_h__value + rs_h__saved*tmp16__scratch[j] + tmp28__value*tmp15__scratch[j]
-            # d_c_prev = d_c*f
-            for j in range(hidden):
-                d_c_prev__scratch[j] = tmp7__scratch[j]
             # gradient of gamma_c += d_tanh_h*(1 - tanh_h**2)*(c - sum_h/H)/sqrt_h
             for j in range(hidden):
                 gamma_c__grad[j] += tmp5__value*tmp2__scratch[j]*tmp3__scratch[j]
@@ -810,9 +802,9 @@ def _backward_kernel(
             # gradient of b_o += d_a_o
             for j in range(hidden):
                 b_o__grad_row[j] += d_a_o__scratch[j]
-            # d_c_prev, carried to step t-1
+            # d_c_prev = d_c*f, carried to step t-1
             for j in range(hidden):
-                c__grad_row[j] = d_c_prev__scratch[j]
+                c__grad_row[j] = tmp7__scratch[j]
         # d_h_prev = d_hR R^T: one GEMM per step, computed transposed: (H, 4H) x (4H, B).
         np.dot(R, d_rec_seq[t].T, gemm_h_buf)
         # The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.

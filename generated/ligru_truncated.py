@@ -204,7 +204,6 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
     tmp0__scratch = np.empty(hidden, dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
-    d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_n = dnext_h*(1 - z)*positive(n)
@@ -237,12 +236,9 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
             # d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
             for j in range(hidden):
                 d_xW_z__row[j] = (h_prev__row[j] - n__row[j])*tmp0__scratch[j]*tmp1__scratch[j]
-            # d_h_prev = dnext_h*z
+            # d_h_prev = dnext_h*z, carried to step t-1
             for j in range(hidden):
-                d_h_prev__scratch[j] = tmp1__scratch[j]
-            # d_h_prev, carried to step t-1
-            for j in range(hidden):
-                h__grad_row[j] = d_h_prev__scratch[j]
+                h__grad_row[j] = tmp1__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 2 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

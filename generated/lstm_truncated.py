@@ -245,7 +245,6 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, c__seq, gate_seq, tanh_c__seq
     d_c__scratch = np.empty(hidden, dtype=x.dtype)
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
-    d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_c = dnext_c + dnext_h*o*(1 - tanh_c**2)
@@ -304,15 +303,12 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, c__seq, gate_seq, tanh_c__seq
             # d_a_i = d_c*g*i*(1 - i)
             for j in range(hidden):
                 d_xW_i__row[j] = (real(1) - i__row[j])*g__row[j]*tmp1__scratch[j]
-            # d_c_prev = d_c*f
-            for j in range(hidden):
-                d_c_prev__scratch[j] = tmp2__scratch[j]
             # d_h_prev = 0
             for j in range(hidden):
                 h__grad_row[j] = real(0)
-            # d_c_prev, carried to step t-1
+            # d_c_prev = d_c*f, carried to step t-1
             for j in range(hidden):
-                c__grad_row[j] = d_c_prev__scratch[j]
+                c__grad_row[j] = tmp2__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 4 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

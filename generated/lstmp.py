@@ -261,7 +261,6 @@ def _backward_kernel(
     d_c__scratch = np.empty(hidden, dtype=x.dtype)
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
-    d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # The gradient on the projected output h (P units) of the step.
         for nb in range(batch):
@@ -328,12 +327,9 @@ def _backward_kernel(
             # d_a_i = d_c*g*i*(1 - i)
             for j in range(hidden):
                 d_xW_i__row[j] = (real(1) - i__row[j])*g__row[j]*tmp1__scratch[j]
-            # d_c_prev = d_c*f
+            # d_c_prev = d_c*f, carried to step t-1
             for j in range(hidden):
-                d_c_prev__scratch[j] = tmp2__scratch[j]
-            # d_c_prev, carried to step t-1
-            for j in range(hidden):
-                c__grad_row[j] = d_c_prev__scratch[j]
+                c__grad_row[j] = tmp2__scratch[j]
         # d_h_prev = d_hR R^T: one GEMM per step, computed transposed: (H, 4H) x (4H, B).
         np.dot(R, d_gate_seq[t].T, gemm_h_buf)
         # The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.

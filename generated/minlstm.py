@@ -195,7 +195,6 @@ def _backward_kernel(dy, x, lengths, W, h__seq, gate_seq, h__grad_buf, d_gate_se
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
     tmp3__scratch = np.empty(hidden, dtype=x.dtype)
     tmp4__scratch = np.empty(hidden, dtype=x.dtype)
-    d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_a_n = dnext_h*i/(f + i)
@@ -244,12 +243,9 @@ def _backward_kernel(dy, x, lengths, W, h__seq, gate_seq, h__grad_buf, d_gate_se
             # d_a_f = dnext_h*f*(1 - f)*(h_prev - (f*h_prev + i*n)/(f + i))/(f + i)
             for j in range(hidden):
                 d_xW_f__row[j] = (real(1) - f__row[j])*(h_prev__row[j] + tmp3__scratch[j])*tmp4__scratch[j]
-            # d_h_prev = dnext_h*f/(f + i)
+            # d_h_prev = dnext_h*f/(f + i), carried to step t-1
             for j in range(hidden):
-                d_h_prev__scratch[j] = tmp4__scratch[j]
-            # d_h_prev, carried to step t-1
-            for j in range(hidden):
-                h__grad_row[j] = d_h_prev__scratch[j]
+                h__grad_row[j] = tmp4__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 3 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

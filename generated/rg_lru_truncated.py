@@ -319,7 +319,6 @@ def _backward_kernel(
     d_log_decay__scratch = np.empty(hidden, dtype=x.dtype)
     tmp1__scratch = np.empty(hidden, dtype=x.dtype)
     tmp2__scratch = np.empty(hidden, dtype=x.dtype)
-    d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     # softplus_lam = softplus(lam), the same at every step
     for j in range(hidden):
         softplus_lam__vec[j] = _softplus(lam__vec[j], real)
@@ -370,18 +369,15 @@ def _backward_kernel(
             # d_a_a = -8*a*d_log_decay*softplus_lam*(1 - a)
             for j in range(hidden):
                 d_xW_a__row[j] = -(real(1) - a__row[j])*softplus_lam__vec[j]*tmp2__scratch[j]
-            # d_h_prev = decay*dnext_h
-            for j in range(hidden):
-                d_h_prev__scratch[j] = tmp0__scratch[j]
             # gradient of lam += 8*a*d_log_decay*expm1(-softplus_lam)
             for j in range(hidden):
                 lam__grad[j] += _expm1(-softplus_lam__vec[j], real)*tmp2__scratch[j]
             # d_x = dnext_h*i*sqrt_h
             for j in range(hidden):
                 d_x__row[j] = tmp1__scratch[j]
-            # d_h_prev, carried to step t-1
+            # d_h_prev = decay*dnext_h, carried to step t-1
             for j in range(hidden):
-                h__grad_row[j] = d_h_prev__scratch[j]
+                h__grad_row[j] = tmp0__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 2 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in) + d_x__seq

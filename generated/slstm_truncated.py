@@ -440,7 +440,6 @@ def _backward_kernel(
     tmp5__scratch = np.empty(hidden, dtype=x.dtype)
     d_c_prev__scratch = np.empty(hidden, dtype=x.dtype)
     d_n_prev__scratch = np.empty(hidden, dtype=x.dtype)
-    d_m_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
         #   d_n = dnext_n - c*dnext_h*o/n**2
@@ -547,9 +546,6 @@ def _backward_kernel(
             # d_n_prev = d_n*f_exp
             for j in range(hidden):
                 d_n_prev__scratch[j] = d_n__scratch[j]*f_exp__saved_row[j]
-            # d_m_prev = (d_log_f_exp + d_m*tie_step(log_f + m_prev, i))*positive(n_prev)
-            for j in range(hidden):
-                d_m_prev__scratch[j] = tmp5__scratch[j]
             # d_h_prev = 0
             for j in range(hidden):
                 h__grad_row[j] = real(0)
@@ -559,9 +555,9 @@ def _backward_kernel(
             # d_n_prev, carried to step t-1
             for j in range(hidden):
                 n__grad_row[j] = d_n_prev__scratch[j]
-            # d_m_prev, carried to step t-1
+            # d_m_prev = (d_log_f_exp + d_m*tie_step(log_f + m_prev, i))*positive(n_prev), carried to step t-1
             for j in range(hidden):
-                m__grad_row[j] = d_m_prev__scratch[j]
+                m__grad_row[j] = tmp5__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 4 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

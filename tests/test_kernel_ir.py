@@ -156,3 +156,15 @@ def test_per_row_values_stay_per_row(variant, gradient):
                     assert constant or store.value.atoms(sympy.Indexed), f"{item.comment}: per-row value per unit"
             elif isinstance(item, ScalarStore):
                 assert not item.value.atoms(sympy.Indexed), f"{item.comment}: reads a unit's element"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+def test_backward_copies_no_value_into_a_scratch_row(variant, gradient):
+    """Another name for a value of the step (lstm's d_c_prev = tmp2) is read from the row that value is in: no
+    unit loop copies it into a scratch row of its own."""
+    for item in row_items(plan(variant, gradient).backward):
+        if isinstance(item, UnitLoop):
+            for store in item.stores:
+                if isinstance(store.target, Buffer) and store.target.name.endswith("__scratch"):
+                    assert not isinstance(store.value, sympy.Indexed), f"{item.comment}: a copy into a scratch row"

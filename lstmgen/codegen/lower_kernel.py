@@ -412,6 +412,7 @@ def _backward_phases(storage: CellStorage) -> list[Phase]:
         outputs = _backward_outputs(storage, p)
         direct = _direct_homes(storage, outputs, assignments)
         accumulated = _accumulated_in_place(storage, outputs, assignments)
+        aliases: set[sympy.Symbol] = set()
         for a in assignments:
             if a.lhs in accumulated:
                 target, label = accumulated[a.lhs]
@@ -423,6 +424,12 @@ def _backward_phases(storage: CellStorage) -> list[Phase]:
                 target = storage.scalar(a.lhs)
             elif a.lhs in storage.carried:
                 target = storage.buf_view(a.lhs, "carry_row", "carry_buf")
+            elif a.lhs not in direct and isinstance(a.rhs, sympy.Symbol) and a.rhs in rows.home:
+                # Another name for a value of this phase (d_c_prev = tmp2): read where the value already is,
+                # instead of a loop that copies it into a scratch row of its own.
+                rows.home[a.lhs] = rows.home[a.rhs]
+                aliases.add(a.lhs)
+                continue
             else:
                 target = direct.get(a.lhs) or storage.scratch(a.lhs)
             rows.compute(_comment(a.lhs, a.rhs, original), target, a.rhs)
@@ -433,8 +440,12 @@ def _backward_phases(storage: CellStorage) -> list[Phase]:
             if op == "+=" and expr in accumulated:
                 continue  # accumulated where it was computed
             text = print_text(expr)
-            # A carry whose adjoint was computed under its own name is a plain copy: say where it goes.
-            comment = f"{label}, carried to step t-1" if text == label else f"{label} {op} {text}"
+            if text == label:  # a carry whose adjoint was computed under its own name: say where it goes
+                # (and, for another name of a value computed above, what it is)
+                defined = f" = {print_text(original[expr])}" if expr in aliases and expr in original else ""
+                comment = f"{label}{defined}, carried to step t-1"
+            else:
+                comment = f"{label} {op} {text}"
             rows.compute(comment, target, expr, op)
         phase_note = f", phase {p + 1} of {kernel.n_phases}" if kernel.n_phases > 1 else ""
         header = (f"Elementwise step{phase_note}, derived by SymPy:", *(f"  {c}" for c in comments))
