@@ -22,7 +22,7 @@ Forward, per step t and unit j:
 
 Backward, derived by SymPy (dnext_s is the gradient on the new state s: dy_t plus the error carried
 from step t+1); d_v is dL/dv:
-    d_a_n = dnext_h*positive(n)
+    d_a_n = masked(positive(n), dnext_h)
     d_u = d_a_n*h_prev
     d_xW_n = d_a_n
     d_h_prev = 0
@@ -79,6 +79,12 @@ def _positive(y, real):
 
 
 @_jit
+def _masked(m, e, real):
+    # m * e where the indicator m is nonzero, else 0 even for an infinite or NaN e: the branch not taken.
+    return m * e if m != real(0) else real(0)
+
+
+@_jit
 def _forward_kernel(x, lengths, W, b, u__vec, h__seq, gate_seq):
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
@@ -122,7 +128,7 @@ def _backward_kernel(dy, x, lengths, W, u__vec, h__seq, gate_seq, h__grad_buf, d
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
-        #   d_a_n = dnext_h*positive(n)
+        #   d_a_n = masked(positive(n), dnext_h)
         #   d_u = d_a_n*h_prev
         #   d_xW_n = d_a_n
         #   d_h_prev = 0
@@ -137,9 +143,9 @@ def _backward_kernel(dy, x, lengths, W, u__vec, h__seq, gate_seq, h__grad_buf, d
             # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
                 dnext_h__scratch[j] = dy_row[j] + h__grad_row[j]
-            # d_a_n = dnext_h*positive(n)
+            # d_a_n = masked(positive(n), dnext_h)
             for j in range(hidden):
-                d_xW_n__row[j] = _positive(n__row[j], real)*dnext_h__scratch[j]
+                d_xW_n__row[j] = _masked(_positive(n__row[j], real), dnext_h__scratch[j], real)
             # gradient of u += d_a_n*h_prev
             for j in range(hidden):
                 u__grad[j] += d_xW_n__row[j]*h_prev__row[j]

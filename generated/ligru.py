@@ -24,7 +24,7 @@ Forward, per step t and unit j:
 
 Backward, derived by SymPy (dnext_s is the gradient on the new state s: dy_t plus the error carried
 from step t+1); d_v is dL/dv:
-    d_a_n = dnext_h*(1 - z)*positive(n)
+    d_a_n = masked(positive(n), dnext_h*(1 - z))
     d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
     d_h_prev = dnext_h*z
     d_h_prev += d_hR R^T  (one GEMM per step over the blocks z, n of R, after the loop)
@@ -147,6 +147,12 @@ def _positive(y, real):
 
 
 @_jit
+def _masked(m, e, real):
+    # m * e where the indicator m is nonzero, else 0 even for an infinite or NaN e: the branch not taken.
+    return m * e if m != real(0) else real(0)
+
+
+@_jit
 def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq):
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
@@ -203,12 +209,11 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
     real = x.dtype.type
     gemm_h_buf = np.empty((hidden, batch), dtype=x.dtype)
     d_h_prev__buf = np.empty((batch, hidden), dtype=x.dtype)
-    tmp0__scratch = np.empty(hidden, dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
-    tmp1__scratch = np.empty(hidden, dtype=x.dtype)
+    tmp0__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
-        #   d_a_n = dnext_h*(1 - z)*positive(n)
+        #   d_a_n = masked(positive(n), dnext_h*(1 - z))
         #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
         #   d_h_prev = dnext_h*z
         #   d_h_prev += d_hR R^T  (one GEMM per step over the blocks z, n of R, after the loop)
@@ -217,32 +222,29 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
         for nb in range(batch):
             if t >= lengths[nb]:
                 continue  # past its length: the gradient passes through, the step's adjoints stay zero
-            z__row = gate_seq[t, nb, 0:hidden]
             dy_row = dy[t, nb]
             h__grad_row = h__grad_buf[nb]
+            z__row = gate_seq[t, nb, 0:hidden]
             n__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             d_xW_n__row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
             h_prev__row = h__seq[t, nb]
             d_xW_z__row = d_gate_seq[t, nb, 0:hidden]
             d_h_prev__row = d_h_prev__buf[nb]
-            # tmp0 = 1 - z
-            for j in range(hidden):
-                tmp0__scratch[j] = real(1) - z__row[j]
             # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
                 dnext_h__scratch[j] = dy_row[j] + h__grad_row[j]
-            # d_a_n = dnext_h*(1 - z)*positive(n)
+            # tmp0 = dnext_h*(1 - z)
             for j in range(hidden):
-                d_xW_n__row[j] = _positive(n__row[j], real)*dnext_h__scratch[j]*tmp0__scratch[j]
-            # tmp1 = dnext_h*z
+                tmp0__scratch[j] = (real(1) - z__row[j])*dnext_h__scratch[j]
+            # d_a_n = masked(positive(n), dnext_h*(1 - z))
             for j in range(hidden):
-                tmp1__scratch[j] = dnext_h__scratch[j]*z__row[j]
+                d_xW_n__row[j] = _masked(_positive(n__row[j], real), tmp0__scratch[j], real)
             # d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
             for j in range(hidden):
-                d_xW_z__row[j] = (h_prev__row[j] - n__row[j])*tmp0__scratch[j]*tmp1__scratch[j]
+                d_xW_z__row[j] = (h_prev__row[j] - n__row[j])*tmp0__scratch[j]*z__row[j]
             # d_h_prev = dnext_h*z
             for j in range(hidden):
-                d_h_prev__row[j] = tmp1__scratch[j]
+                d_h_prev__row[j] = dnext_h__scratch[j]*z__row[j]
         # d_h_prev = (its elementwise part) + d_hR R^T: one GEMM per step, computed transposed: (H, 2H) x (2H, B).
         np.dot(R, d_gate_seq[t].T, gemm_h_buf)
         # The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.

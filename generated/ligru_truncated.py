@@ -24,7 +24,7 @@ Forward, per step t and unit j:
 
 Backward, derived by SymPy (dnext_s is the gradient on the new state s: dy_t plus the error carried
 from step t+1); d_v is dL/dv:
-    d_a_n = dnext_h*(1 - z)*positive(n)
+    d_a_n = masked(positive(n), dnext_h*(1 - z))
     d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
     d_h_prev = dnext_h*z
     d_xW_z = d_hR_z = d_a_z
@@ -147,6 +147,12 @@ def _positive(y, real):
 
 
 @_jit
+def _masked(m, e, real):
+    # m * e where the indicator m is nonzero, else 0 even for an infinite or NaN e: the branch not taken.
+    return m * e if m != real(0) else real(0)
+
+
+@_jit
 def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq):
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
@@ -201,12 +207,12 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
     steps, batch, n_in = x.shape
     hidden = h__seq.shape[2]
     real = x.dtype.type
-    tmp0__scratch = np.empty(hidden, dtype=x.dtype)
     dnext_h__scratch = np.empty(hidden, dtype=x.dtype)
-    tmp1__scratch = np.empty(hidden, dtype=x.dtype)
+    tmp0__scratch = np.empty(hidden, dtype=x.dtype)
+    d_h_prev__scratch = np.empty(hidden, dtype=x.dtype)
     for t in range(steps - 1, -1, -1):
         # Elementwise step, derived by SymPy:
-        #   d_a_n = dnext_h*(1 - z)*positive(n)
+        #   d_a_n = masked(positive(n), dnext_h*(1 - z))
         #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
         #   d_h_prev = dnext_h*z
         #   d_xW_z = d_hR_z = d_a_z
@@ -214,31 +220,31 @@ def _backward_kernel(dy, x, lengths, W, R, h__seq, gate_seq, h__grad_buf, d_gate
         for nb in range(batch):
             if t >= lengths[nb]:
                 continue  # past its length: the gradient passes through, the step's adjoints stay zero
-            z__row = gate_seq[t, nb, 0:hidden]
             dy_row = dy[t, nb]
             h__grad_row = h__grad_buf[nb]
+            z__row = gate_seq[t, nb, 0:hidden]
             n__row = gate_seq[t, nb, 1 * hidden:2 * hidden]
             d_xW_n__row = d_gate_seq[t, nb, 1 * hidden:2 * hidden]
             h_prev__row = h__seq[t, nb]
             d_xW_z__row = d_gate_seq[t, nb, 0:hidden]
-            # tmp0 = 1 - z
-            for j in range(hidden):
-                tmp0__scratch[j] = real(1) - z__row[j]
             # dnext_h = dy_t + (error carried from step t+1)
             for j in range(hidden):
                 dnext_h__scratch[j] = dy_row[j] + h__grad_row[j]
-            # d_a_n = dnext_h*(1 - z)*positive(n)
+            # tmp0 = dnext_h*(1 - z)
             for j in range(hidden):
-                d_xW_n__row[j] = _positive(n__row[j], real)*dnext_h__scratch[j]*tmp0__scratch[j]
-            # tmp1 = dnext_h*z
+                tmp0__scratch[j] = (real(1) - z__row[j])*dnext_h__scratch[j]
+            # d_a_n = masked(positive(n), dnext_h*(1 - z))
             for j in range(hidden):
-                tmp1__scratch[j] = dnext_h__scratch[j]*z__row[j]
+                d_xW_n__row[j] = _masked(_positive(n__row[j], real), tmp0__scratch[j], real)
             # d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
             for j in range(hidden):
-                d_xW_z__row[j] = (h_prev__row[j] - n__row[j])*tmp0__scratch[j]*tmp1__scratch[j]
-            # d_h_prev = dnext_h*z, carried to step t-1
+                d_xW_z__row[j] = (h_prev__row[j] - n__row[j])*tmp0__scratch[j]*z__row[j]
+            # d_h_prev = dnext_h*z
             for j in range(hidden):
-                h__grad_row[j] = tmp1__scratch[j]
+                d_h_prev__scratch[j] = dnext_h__scratch[j]*z__row[j]
+            # d_h_prev, carried to step t-1
+            for j in range(hidden):
+                h__grad_row[j] = d_h_prev__scratch[j]
     # Weight gradients over all steps at once: single large GEMMs.
     d_gates_2d = d_gate_seq.reshape(steps * batch, 2 * hidden)
     dx = np.dot(d_gates_2d, W.T).reshape(steps, batch, n_in)

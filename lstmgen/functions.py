@@ -89,6 +89,13 @@ class sqrt(sympy.Function):  # noqa: N801
     nargs = 1
 
 
+class sqrt_bounded(sympy.Function):  # noqa: N801
+    """√x whose derivative is capped at :data:`SQRT_MAX_GRADIENT` (Griffin's ``SqrtBoundDerivative``): the
+    derivative 1/(2√x) is infinite at x = 0, where a saturated gate puts the argument of RG-LRU's √(1 − a²)."""
+
+    nargs = 1
+
+
 class maximum(sympy.Function):  # noqa: N801
     """max(a, b); its derivative splits the gradient evenly at a tie, as torch.maximum."""
 
@@ -118,6 +125,15 @@ class positive(sympy.Function):  # noqa: N801
         return self if exponent.is_integer and exponent.is_positive else None
 
 
+class not_positive(sympy.Function):  # noqa: N801
+    """The indicator [y ≤ 0] = 1 − [y > 0] (NaN counts as not positive): where select takes its second branch."""
+
+    nargs = 1
+
+    def _eval_power(self, exponent: sympy.Expr) -> sympy.Expr | None:
+        return self if exponent.is_integer and exponent.is_positive else None
+
+
 class inside_unit(sympy.Function):  # noqa: N801
     """The indicator [0 < y < 1] (hard_sigmoid's derivative)."""
 
@@ -136,6 +152,26 @@ class tie_step(sympy.Function):  # noqa: N801
     nargs = 2
 
 
+class masked(sympy.Function):  # noqa: N801
+    """masked(m, e) = m·e where the indicator m is nonzero, else 0, even where e is infinite or NaN.
+
+    A product with an indicator factor (relu', select's branches, max/min's tie step, sign) is the gradient of a
+    branch: where the indicator is 0 the branch is not taken and passes no gradient, whatever its other factors
+    (1/r at r = 0, say). The derivation writes every such product this way
+    (:mod:`lstmgen.symbolic.masking`) and the kernels compute it as a select, as autograd does.
+    """
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, mask: sympy.Expr, expr: sympy.Expr) -> sympy.Expr | None:
+        if mask.is_zero or expr.is_zero:
+            return sympy.Integer(0)
+        if mask.is_Number:
+            return mask * expr
+        return None
+
+
 class sum_units(sympy.Function):  # noqa: N801
     """Σ_j e_j, the sum of a per-unit expression over the H units of a row: a reduction, one value per batch row.
 
@@ -149,6 +185,8 @@ class sum_units(sympy.Function):  # noqa: N801
 
 #: The number of units a reduction runs over (H): printed ``H`` in equations, ``real(hidden)`` in kernels.
 UNITS = sympy.Symbol("H", positive=True, integer=True)
+#: The cap on the derivative of :class:`sqrt_bounded`, Griffin's ``_MAX_SQRT_GRADIENT``.
+SQRT_MAX_GRADIENT = sympy.Integer(1000)
 #: Layer norm's epsilon, as torch.nn.functional.layer_norm's default (added to the biased variance).
 LAYER_NORM_EPS = sympy.Rational(1, 100000)
 
@@ -177,6 +215,9 @@ class FunctionRecord:
         hoisted: forward saves the value of a nested call, because the derivative reads the output.
         build: what an equation's call builds (``identity`` builds its argument); default ``cls``.
         text: the plain-text template of ``lstmgen derive --format text``; default ``name(args)``.
+        indicator: a step function of its arguments that derivatives produce (relu's [y > 0], select's
+            branches, max's tie step, sign): a product with it is written as :class:`masked`, so that where it
+            is 0 nothing of the other factors reaches a gradient.
     """
 
     name: str
@@ -191,6 +232,7 @@ class FunctionRecord:
     hoisted: bool = True
     build: Callable[..., sympy.Expr] | None = field(default=None)
     text: str = ""
+    indicator: bool = False
 
     def text_of(self, args: list[str]) -> str:
         """The call printed as text, from its printed arguments."""
@@ -249,6 +291,10 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
     FunctionRecord("exp", sympy.exp, 1, None, r"e^{{{0}}}", "_exp"),
     # log' = 1/x reads the argument, not the output: nothing to save.
     FunctionRecord("log", sympy.log, 1, None, r"\log\left({0}\right)", "_log", hoisted=False),
+    # e^y − 1 without cancellation near 0: 1 − a² as −expm1(2 log a), say. Its derivative e^y = expm1(y) + 1.
+    FunctionRecord(
+        "expm1", expm1, 1, _through_output(lambda y: y + 1), r"\left(e^{{{0}}} - 1\right)", "_expm1", gate=False
+    ),
     FunctionRecord(
         "softplus",
         softplus,
@@ -266,6 +312,15 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         "_logsigmoid",
     ),
     FunctionRecord("sqrt", sqrt, 1, _through_output(lambda y: 1 / (2 * y)), r"\sqrt{{{0}}}", "_sqrt"),
+    # Griffin's bound, written through the output: 1/sqrt(max(4x, 1/cap²)) = 1/max(2y, 1/cap).
+    FunctionRecord(
+        "sqrt_bounded",
+        sqrt_bounded,
+        1,
+        _through_output(lambda y: 1 / maximum(2 * y, 1 / SQRT_MAX_GRADIENT)),
+        r"\sqrt{{{0}}}",
+        "_sqrt",
+    ),
     # |x|' = sign(x) reads the argument; 0 at 0, as PyTorch.
     FunctionRecord("abs", sympy.Abs, 1, None, r"\left|{0}\right|", builtin="abs", hoisted=False, text="|{0}|"),
     FunctionRecord(
@@ -293,7 +348,7 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         select,
         3,
         lambda call, k: (
-            sympy.Integer(0) if k == 1 else positive(call.args[0]) if k == 2 else 1 - positive(call.args[0])
+            sympy.Integer(0) if k == 1 else positive(call.args[0]) if k == 2 else not_positive(call.args[0])
         ),
         r"\operatorname{{select}}\left({0} > 0,\, {1},\, {2}\right)",
         "_select",
@@ -303,7 +358,26 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
     ),
     # Produced by derivatives only.
     FunctionRecord(
-        "positive", positive, 1, None, r"\left[{0} > 0\right]", "_positive", vocabulary=False, text="[{0} > 0]"
+        "positive",
+        positive,
+        1,
+        None,
+        r"\left[{0} > 0\right]",
+        "_positive",
+        vocabulary=False,
+        text="[{0} > 0]",
+        indicator=True,
+    ),
+    FunctionRecord(
+        "not_positive",
+        not_positive,
+        1,
+        None,
+        r"\left[{0} \le 0\right]",
+        "_not_positive",
+        vocabulary=False,
+        text="[{0} <= 0]",
+        indicator=True,
     ),
     FunctionRecord(
         "inside_unit",
@@ -314,9 +388,18 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         "_inside_unit",
         vocabulary=False,
         text="[0 < {0} < 1]",
+        indicator=True,
     ),
-    FunctionRecord("expm1", expm1, 1, None, r"\left(e^{{{0}}} - 1\right)", "_expm1", vocabulary=False),
-    FunctionRecord("sign", sympy.sign, 1, None, r"\operatorname{{sign}}\left({0}\right)", "_sign", vocabulary=False),
+    FunctionRecord(
+        "sign",
+        sympy.sign,
+        1,
+        None,
+        r"\operatorname{{sign}}\left({0}\right)",
+        "_sign",
+        vocabulary=False,
+        indicator=True,
+    ),
     FunctionRecord(
         "tie_step",
         tie_step,
@@ -325,6 +408,19 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         r"\left(\left[{0} > {1}\right] + \tfrac{{1}}{{2}}\left[{0} = {1}\right]\right)",
         "_tie_step",
         vocabulary=False,
+        indicator=True,
+    ),
+    FunctionRecord(
+        "masked",
+        masked,
+        2,
+        None,
+        r"{0} \left({1}\right)",
+        "_masked",
+        vocabulary=False,
+        gate=False,
+        hoisted=False,
+        text="{0}*({1})",
     ),
     # Reductions over the units: lowered to a loop of their own, never printed as a call.
     FunctionRecord(

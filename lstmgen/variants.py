@@ -214,11 +214,13 @@ MINGRU = CellSpec(
 
 MINLSTM = CellSpec(
     name="minlstm",
-    description="minimal LSTM: normalised input-only gates, h = (f*h_prev + i*n)/(f + i); no R",
+    description="minimal LSTM: normalised input-only gates, h = (f*h_prev + i*n)/(f + i) in log space; no R",
     paper=MODERN,
-    gates=(Gate("f", "sigmoid", "xW_f"), Gate("i", "sigmoid", "xW_i"), Gate("n", "identity", "xW_n")),
+    # The paper's log-space form: f and i hold log σ(·), and f/(f + i) = σ(log f − log i). The quotient as
+    # written is 0/0 where both gates underflow; this form is finite for every finite pre-activation.
+    gates=(Gate("f", "logsigmoid", "xW_f"), Gate("i", "logsigmoid", "xW_i"), Gate("n", "identity", "xW_n")),
     state=("h",),
-    equations=(("h", "(f*h_prev + i*n)/(f + i)"),),
+    equations=(("f_norm", "sigmoid(f - i)"), ("i_norm", "sigmoid(i - f)"), ("h", "f_norm*h_prev + i_norm*n")),
 )
 
 JANET = CellSpec(
@@ -248,7 +250,9 @@ RG_LRU = CellSpec(
     equations=(
         ("log_decay", "-8*a*softplus(lam)"),
         ("decay", "exp(log_decay)"),
-        ("h", "decay*h_prev + sqrt(1 - decay*decay)*(i*x)"),
+        # 1 − decay² as −expm1(2 log_decay), which does not round to 0 until log_decay does; the square root's
+        # derivative capped at 1000 where it is 0, as in Griffin's code (SqrtBoundDerivative).
+        ("h", "decay*h_prev + sqrt_bounded(-expm1(2*log_decay))*(i*x)"),
     ),
     unit_params=("lam",),
 )
@@ -278,10 +282,12 @@ SLSTM = CellSpec(
         ("log_f", "logsigmoid(f)"),
         # The authors' rule: from an empty normaliser (the zero state) m = i, so the first step has i_exp = 1.
         ("m", "select(n_prev, max(log_f + m_prev, i), i)"),
-        ("i_exp", "exp(i - m)"),
+        # i - m and log_f + m_prev - m written without m, as min(·, 0): finite where an infinite input makes
+        # m infinite (inf - inf), the same value and the same gradient at a tie otherwise.
+        ("i_exp", "exp(select(n_prev, min(i - log_f - m_prev, 0), 0))"),
         # Nothing is carried from an empty normaliser: f_exp = 0 there. (The formula's exp(log_f + m_prev - i)
         # would multiply the zero c_prev and n_prev, and overflows to inf * 0 = NaN for i << 0.)
-        ("log_f_exp", "select(n_prev, log_f + m_prev - m, 0)"),
+        ("log_f_exp", "select(n_prev, min(log_f + m_prev - i, 0), 0)"),
         ("f_exp", "select(n_prev, exp(log_f_exp), 0)"),
         ("c", "f_exp*c_prev + i_exp*z"),
         ("n", "f_exp*n_prev + i_exp"),

@@ -146,6 +146,44 @@ def minlstm(p, x, state, truncated):
     return ((f * h + i * xw_n) / (f + i),)
 
 
+def minlstm_log_space(p, x, state, truncated):
+    """The paper's log-space minLSTM: f/(f + i) = exp(−softplus(d)), i/(f + i) = exp(−softplus(−d)) with
+    d = softplus(−a_f) − softplus(−a_i); finite where both gates underflow."""
+    (h,) = state
+    xw_f, xw_i, xw_n = _blocks(p, x, 3)
+    softplus = torch.nn.functional.softplus
+    diff = softplus(-xw_f) - softplus(-xw_i)
+    return (torch.exp(-softplus(diff)) * h + torch.exp(-softplus(-diff)) * xw_n,)
+
+
+#: Griffin's _MAX_SQRT_GRADIENT.
+MAX_SQRT_GRADIENT = 1000.0
+
+
+class SqrtBoundDerivative(torch.autograd.Function):
+    """Griffin's square root whose derivative is capped at MAX_SQRT_GRADIENT (recurrentgemma's torch code)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sqrt(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output / torch.sqrt(torch.clip(4.0 * x, min=1 / MAX_SQRT_GRADIENT**2))
+
+
+def rg_lru_griffin(p, x, state, truncated):
+    """Griffin's RG-LRU as its authors' code computes it: SqrtBoundDerivative of 1 − a², the latter written
+    −expm1(2 log a) (which does not round to 0 while log a is not 0)."""
+    (h,) = state
+    xw_a, xw_i = _blocks(p, x, 2)
+    r, i = sigmoid(xw_a), sigmoid(xw_i)
+    log_a = -8 * r * torch.nn.functional.softplus(p["lam"])
+    return (torch.exp(log_a) * h + SqrtBoundDerivative.apply(-torch.expm1(2 * log_a)) * (i * x),)
+
+
 def janet(p, x, state, truncated, beta=1.0):
     (h,) = state
     a_f, a_g = (x @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"]).chunk(2, dim=-1)
@@ -266,7 +304,16 @@ STEPS = {
     "lstmp": lstmp,
 }
 #: Second references of a variant, by a name of their own: the same cell written another way.
-ALTERNATIVES = {"layernorm_lstm_functional": layernorm_lstm_functional, "lstm_1997_blocks": lstm_1997_blocks}
+ALTERNATIVES = {
+    "layernorm_lstm_functional": layernorm_lstm_functional,
+    "lstm_1997_blocks": lstm_1997_blocks,
+    "minlstm_log_space": minlstm_log_space,
+    "rg_lru_griffin": rg_lru_griffin,
+}
+#: The references written in a stable form, by variant: where a reference of STEPS computes a quotient or a
+#: difference that cancels at saturated gates (0/0, an infinite derivative), the same cell written as its
+#: authors' code does. The saturation tests compare with these.
+STABLE = {"minlstm": "minlstm_log_space", "rg_lru": "rg_lru_griffin"}
 
 
 def run_reference(variant, x, params, state, truncated=False, inputs=None):
@@ -283,28 +330,37 @@ def run_reference(variant, x, params, state, truncated=False, inputs=None):
     return torch.stack(ys), state
 
 
-def reference_gradients(variant, x, params, state, dy, dstate, truncated=False, inputs=None):
+def reference_gradients(variant, x, params, state, dy, dstate, truncated=False, inputs=None, dtype=torch.float64):
     """Outputs and gradients of L = Σ y·dy + Σ final·dstate by torch autograd, all as float64 numpy arrays
-    (``inputs``: the per-step inputs, constants of the loss)."""
+    (``inputs``: the per-step inputs, constants of the loss; ``dtype``: the precision torch computes in)."""
+    tinputs = {k: torch.tensor(np.array(v), dtype=dtype) for k, v in (inputs or {}).items()}
+    return autograd_gradients(
+        lambda tx, tp, ts: run_reference(variant, tx, tp, ts, truncated, tinputs), x, params, state, dy, dstate, dtype
+    )
+
+
+def autograd_gradients(unroll, x, params, state, dy, dstate, dtype=torch.float64):
+    """Outputs and gradients of L = Σ y·dy + Σ final·dstate by torch autograd, as float64 numpy arrays, where
+    ``unroll(x, params, state) -> (y, final state)`` runs the sequence on tensors of ``dtype``."""
     # torch.tensor refuses negative strides, which numpy keeps even on "contiguous" arrays of size-1 axes: copy.
     x, dy = np.array(x), np.array(dy)
     params = {k: np.array(v) for k, v in params.items()}
     state, dstate = tuple(map(np.array, state)), tuple(map(np.array, dstate))
-    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
-    ts = tuple(torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in state)
-    tinputs = {k: torch.tensor(np.array(v), dtype=torch.float64) for k, v in (inputs or {}).items()}
-    y, final = run_reference(variant, tx, tp, ts, truncated, tinputs)
-    loss = (y * torch.tensor(dy, dtype=torch.float64)).sum()
+    tx = torch.tensor(x, dtype=dtype, requires_grad=True)
+    tp = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in params.items()}
+    ts = tuple(torch.tensor(s, dtype=dtype, requires_grad=True) for s in state)
+    y, final = unroll(tx, tp, ts)
+    loss = (y * torch.tensor(dy, dtype=dtype)).sum()
     for f, d in zip(final, dstate, strict=True):
-        loss = loss + (f * torch.tensor(d, dtype=torch.float64)).sum()
+        loss = loss + (f * torch.tensor(d, dtype=dtype)).sum()
     tensors = [tx, *tp.values(), *ts]
     grads = torch.autograd.grad(loss, tensors, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)]
+    as64 = lambda t: t.detach().numpy().astype(np.float64)  # noqa: E731
     return {
-        "y": y.detach().numpy(),
-        "final": tuple(f.detach().numpy() for f in final),
-        "dx": grads[0].numpy(),
-        "grads": {k: g.numpy() for k, g in zip(tp, grads[1 : 1 + len(tp)], strict=True)},
-        "dstate0": tuple(g.numpy() for g in grads[1 + len(tp) :]),
+        "y": as64(y),
+        "final": tuple(map(as64, final)),
+        "dx": as64(grads[0]),
+        "grads": {k: as64(g) for k, g in zip(tp, grads[1 : 1 + len(tp)], strict=True)},
+        "dstate0": tuple(map(as64, grads[1 + len(tp) :])),
     }

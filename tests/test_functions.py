@@ -23,7 +23,7 @@ from test_kernels_vs_autograd import assert_close
 from lstmgen.analysis.derivation import build_derivation
 from lstmgen.analysis.derivation_printer import render_derivation
 from lstmgen.codegen import kernel_helpers
-from lstmgen.functions import BY_NAME, FUNCTIONS, VOCABULARY, helper_closure, maximum, minimum, tie_step
+from lstmgen.functions import BY_NAME, FUNCTIONS, VOCABULARY, helper_closure, maximum, minimum, not_positive, tie_step
 from lstmgen.generate import generate_source, write_source
 from lstmgen.loader import load_module
 from lstmgen.spec import CellSpec, Gate, SpecError
@@ -80,7 +80,7 @@ def test_select_sends_the_gradient_to_the_branch_taken():
     call = BY_NAME["select"].make(c, a * a, b)
     positive = BY_NAME["positive"].cls
     assert sympy.diff(call, c) == 0
-    assert sympy.diff(call, a) == 2 * a * positive(c) and sympy.diff(call, b) == 1 - positive(c)
+    assert sympy.diff(call, a) == 2 * a * positive(c) and sympy.diff(call, b) == not_positive(c)
 
 
 def test_max_and_min_split_the_gradient_at_a_tie():

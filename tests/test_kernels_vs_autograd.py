@@ -23,11 +23,16 @@ def module_for(generated_module, variant, gradient):
     return generated_module(variant if gradient == "full" else f"{variant}_{gradient}")
 
 
-def assert_close(actual, expected, rtol, atol_scale, name, atol_floor=1.0):
+def assert_close(actual, expected, rtol, atol_scale, name, atol_floor=1.0, atol_min=0.0):
+    """rtol, and atol = atol_scale · max(atol_floor, max|expected|), at least atol_min."""
     expected = np.asarray(expected, dtype=np.float64)
     scale = max(atol_floor, float(np.max(np.abs(expected)))) if expected.size else 1.0
     np.testing.assert_allclose(
-        np.asarray(actual, dtype=np.float64), expected, rtol=rtol, atol=atol_scale * scale, err_msg=name
+        np.asarray(actual, dtype=np.float64),
+        expected,
+        rtol=rtol,
+        atol=max(atol_scale * scale, atol_min),
+        err_msg=name,
     )
 
 

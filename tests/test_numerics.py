@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from problems import random_problem
+from problems import random_problem, random_step_inputs
 
 
 @pytest.mark.parametrize("variant", ["lstm", "lstm_peephole"])
@@ -33,19 +33,49 @@ def test_nan_input_propagates(generated_module):
     assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1:, 0])) and np.all(np.isfinite(y[:, 1]))
 
 
-@pytest.mark.parametrize("variant", ["lstm", "gru"])
-def test_infinite_input_saturates_as_documented(generated_module, variant):
+#: The cells whose activations all saturate (docs/numerics.md, "Infinite inputs").
+SQUASHING = (
+    "rnn_tanh", "lstm_1997", "lstm", "lstm_peephole", "lstm_nig", "lstm_nfg", "lstm_nog", "lstm_noaf", "lstm_np",
+    "lstm_cifg", "lstm_fgr", "zoneout_lstm", "lstmp", "gru", "gru_v3", "janet",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", SQUASHING)
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["+inf", "-inf"])
+def test_infinite_input_saturates_as_documented(generated_module, variant, sign):
     """Documented behaviour: outputs stay finite; only the weight gradients multiplying the inf are NaN."""
     m = generated_module(variant)
     x, params, state, dy, dstate = random_problem(m, (3, 2, 2, 3), np.float64, seed=1)
-    x[1, 0, 0] = np.inf
+    inputs = random_step_inputs(m, x, dy.shape[2], seed=1)
+    x[1, 0, 0] = sign * np.inf
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        y, final, tape = m.forward(x, params, state)
+        y, final, tape = m.forward(x, params, state, inputs=inputs)
         dx, grads, dstate0 = m.backward(dy, tape, dstate)
     for arr in (y, *final, dx, *dstate0, *(g for k, g in grads.items() if k != "W")):
         assert np.all(np.isfinite(arr))
     assert np.all(np.isnan(grads["W"][0])) and np.all(np.isfinite(grads["W"][1:]))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["+inf", "-inf"])
+def test_slstm_infinite_input_goes_to_its_limit(generated_module, sign):
+    """An infinite input gate pre-activation, outputs finite (docs/numerics.md): ĩ = +inf gives i = 1, nothing
+    carried and m = +inf; ĩ = -inf gives i = 0, the state carried and m finite. The input row drives ĩ to ±inf
+    in every unit and f̃ to +inf, so that no unit has ĩ = f̃ = -inf."""
+    m = generated_module("slstm")
+    x, params, state, dy, dstate = random_problem(m, (3, 2, 2, 4), np.float64, seed=2)
+    hidden = 4
+    params["W"][0, :hidden] = 1.0  # row 0 of W: ĩ = x, f̃ = sign * x
+    params["W"][0, hidden : 2 * hidden] = sign
+    x[1, :, 0] = sign * np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, (h, c, n, m_final), tape = m.forward(x, params, state)
+        dx, grads, dstate0 = m.backward(dy, tape, dstate)
+    for arr in (y, h, c, n, dx, *dstate0, *(g for k, g in grads.items() if k != "W")):
+        assert np.all(np.isfinite(arr))
+    # +inf: the stabiliser's limit is +inf (every later input gate is exp(-inf) = 0); -inf: m stays finite.
+    assert np.all(m_final[:1] == np.inf) if sign > 0 else np.all(np.isfinite(m_final))
 
 
 def test_state_defaults_to_zeros(generated_module):

@@ -50,8 +50,11 @@ def slstm_exp_forget(p, x, state, truncated):
     h, c, n, m = state
     hr = h.detach() if truncated else h
     a_i, a_f, a_z, a_o = (x @ p["W"] + hr @ p["R"] + p["b"]).chunk(4, dim=-1)
-    m_new = torch.maximum(a_f + m, a_i)
-    i, f = torch.exp(a_i - m_new), torch.exp(a_f + m - m_new)
+    # From an empty normaliser m = a_i and nothing is carried (the rule of the built-in slstm).
+    empty = n == 0
+    m_new = torch.where(empty, a_i, torch.maximum(a_f + m, a_i))
+    zero = torch.zeros_like(a_f)
+    i, f = torch.exp(a_i - m_new), torch.where(empty, zero, torch.exp(torch.where(empty, zero, a_f + m - m_new)))
     c = f * c + i * torch.tanh(a_z)
     n = f * n + i
     return torch.sigmoid(a_o) * c / n, c, n, m_new
@@ -63,7 +66,9 @@ def indrnn_hard_sigmoid(p, x, state, truncated):
     hr = h.detach() if truncated else h
     xw_f, xw_n = (x @ p["W"] + p["b"]).chunk(2, dim=-1)
     f = torch.clamp((xw_f + p["w_f"] * hr) / 6 + 0.5, 0, 1)
-    n = torch.clamp(xw_n + p["u"] * hr, 0, 6)
+    # min(max(n, 0), 6) as the spec writes it: torch.maximum splits the gradient at a tie, clamp would not.
+    n = xw_n + p["u"] * hr
+    n = torch.minimum(torch.maximum(n, torch.zeros_like(n)), torch.full_like(n, 6.0))
     return (f * h + (1 - f) * n,)
 
 

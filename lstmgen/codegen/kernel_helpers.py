@@ -214,6 +214,16 @@ def _hard_sigmoid(x, real):
     return y
 
 
+def _not_positive(y, real):
+    # NaN counts as not positive, as select takes its second branch there.
+    return real(0) if y > real(0) else real(1)
+
+
+def _masked(m, e, real):
+    # m * e where the indicator m is nonzero, else 0 even for an infinite or NaN e: the branch not taken.
+    return m * e if m != real(0) else real(0)
+
+
 def _inside_unit(y, real):
     return real(1) if real(0) < y < real(1) else real(0)
 

@@ -12,6 +12,10 @@ A per-row value (a reduction over the units and what is computed from it alone) 
 the sum over the units of their contributions: the adjoint of ``mean(v)`` is Σ_j (…)_j, and each v_j then
 receives it divided by H through ``sympy.diff`` of the sum. :mod:`lstmgen.symbolic.reductions` simplifies those
 sums (linearity, sums forward already knows) and gives each its own assignment.
+
+A product with an indicator factor (relu′, select's branches, max/min's tie step, sign) is written last as
+``masked(indicator, rest)`` (:mod:`lstmgen.symbolic.masking`): where the branch is not taken, nothing of it
+reaches a gradient, not even an infinite factor.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sympy
 from lstmgen.functions import UNITS, sum_units
 from lstmgen.symbolic.assignment import Assignment, AssignmentList
 from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
+from lstmgen.symbolic.masking import mask_indicators
 from lstmgen.symbolic.reductions import SumAlgebra, extract_sums, sum_aliases
 
 GradientMode = Literal["full", "truncated"]
@@ -148,6 +153,9 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     if any(a.rhs.has(sum_units) for a in adjoints):
         taken = {str(s) for a in (*equations, *adjoints) for s in (a.lhs, *a.rhs.free_symbols)}
         adjoints = extract_sums(adjoints, taken)
+    # Last, so that no simplification separates an indicator from the factors it guards.
+    adjoints = AssignmentList.of(Assignment(a.lhs, mask_indicators(a.rhs), a.role) for a in adjoints)
+    outputs = {s: mask_indicators(e) for s, e in outputs.items()}
     return BackwardEquations(
         forward=forward,
         gradient=gradient,
