@@ -18,16 +18,20 @@ test_wrong_of_2560, wall_s, and the run's settings.
 from __future__ import annotations
 
 import numpy as np
-from sequence_trainer import Batch, Task, experiment_parser, run_experiment
+from sequence_trainer import Batch, Task, experiment_parser, integer_at_least, run_experiment
 
 TOLERANCE = 0.04
+
+
+#: The shortest sequence the task allows: its second marked pair lies among the first T/2 - 1 steps.
+MIN_T = 20
 
 
 def adding_batch(rng: np.random.Generator, T: int, n: int) -> Batch:
     """n sequences, time-major and zero-padded: x (T + T/10, n, 2) of pairs (value, marker), lengths (n,) in
     T … T + T/10, targets (n, 1) = 0.5 + (X1 + X2)/4."""
-    if T < 20:
-        raise ValueError(f"T: expected at least 20 (the second marked pair is among the first T/2 - 1), got {T}")
+    if T < MIN_T:
+        raise ValueError(f"T: expected at least {MIN_T} (the second marked pair is among the first T/2 - 1), got {T}")
     rows = np.arange(n)
     lengths = rng.integers(T, T + T // 10 + 1, size=n)
     values = rng.uniform(-1.0, 1.0, size=(T + T // 10, n))
@@ -76,7 +80,12 @@ def _wrong_by_target(out: np.ndarray, targets: np.ndarray, correct: np.ndarray) 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = experiment_parser(__doc__.split("\n\n")[0], max_sequences=300_000)
-    parser.add_argument("--T", type=int, default=100, help="minimal sequence length (default 100)")
+    parser.add_argument(
+        "--T",
+        type=integer_at_least(MIN_T),
+        default=100,
+        help=f"minimal sequence length (default 100, at least {MIN_T})",
+    )
     args = parser.parse_args(argv)
     # The paper's input-gate biases, one per memory block.
     return run_experiment(args, task(args.T), args.T, (-3.0, -6.0))

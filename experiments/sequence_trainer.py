@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -225,26 +227,97 @@ def report(fields: dict, result: RunResult, curve_path: str | None = None) -> di
     return summary
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _integer(text, 1, "a positive integer")
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _integer(text, 0, "an integer >= 0")
+
+
+def integer_at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= least."""
+    return lambda text: _integer(text, least, f"an integer >= {least}")
+
+
+def _integer(text: str, least: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+class ExperimentParser(argparse.ArgumentParser):
+    """Checks what one flag's type cannot (the variant, the block size against --cells, where --curve goes)
+    before any training, as one line naming the flag and exit status 2."""
+
+    def parse_args(self, args=None, namespace=None):  # argparse's own signature
+        parsed = super().parse_args(args, namespace)
+        if parsed.variant not in lstmgen.VARIANTS:
+            self.error(f"argument --variant: expected one of {', '.join(lstmgen.VARIANTS)}, got {parsed.variant!r}")
+        blocks = lstmgen.get_variant(parsed.variant).block_gates
+        if parsed.block_size is None and parsed.cells % default_block_size(parsed.variant):
+            self.error(
+                f"argument --cells: expected a multiple of {default_block_size(parsed.variant)} (the default block "
+                f"size of {parsed.variant}), got {parsed.cells}"
+            )
+        if parsed.block_size is not None and (
+            parsed.cells % parsed.block_size or (parsed.block_size > 1 and not blocks)
+        ):
+            self.error(
+                f"argument --block-size: expected a divisor of --cells {parsed.cells}"
+                f"{'' if blocks else ' (1: ' + parsed.variant + ' has no block gates)'}, got {parsed.block_size}"
+            )
+        if parsed.curve is not None:
+            curve = Path(parsed.curve)
+            if curve.is_dir() or not curve.parent.is_dir():
+                self.error(f"argument --curve: expected a file in an existing directory, got {parsed.curve!r}")
+        return parsed
+
+
 def experiment_parser(description: str, max_sequences: int) -> argparse.ArgumentParser:
     """The options every experiment takes (the experiment adds its own)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ExperimentParser(description=description)
+    parser.add_argument("--seed", type=count, default=0)
     parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
     parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
-    parser.add_argument("--cells", type=int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)")
+    parser.add_argument(
+        "--cells", type=positive_int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)"
+    )
     parser.add_argument(
         "--block-size",
-        type=int,
+        type=positive_int,
         help="cells per memory block, sharing the cell's block gates (default: 2, the paper's, for a cell with "
         "block gates such as lstm_1997; 1 for the others)",
     )
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--batch", type=int, default=1, help="sequences per update (default 1: online)")
-    parser.add_argument("--max-sequences", type=int, default=max_sequences)
-    parser.add_argument("--test-size", type=int, default=2560)
+    parser.add_argument("--lr", type=positive_float, default=0.5)
+    parser.add_argument("--batch", type=positive_int, default=1, help="sequences per update (default 1: online)")
+    parser.add_argument("--max-sequences", type=positive_int, default=max_sequences)
+    parser.add_argument("--test-size", type=positive_int, default=2560)
     parser.add_argument("--curve", help="write the learning curve (JSON) here")
-    parser.add_argument("--log-every", type=int, default=10_000, help="progress line every N sequences (0: none)")
+    parser.add_argument("--log-every", type=count, default=10_000, help="progress line every N sequences (0: none)")
     return parser
+
+
+def default_block_size(variant: str) -> int:
+    """The paper's 2 cells per block for a cell with block gates (lstm_1997), 1 for the others."""
+    return 2 if lstmgen.get_variant(variant).block_gates else 1
 
 
 def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_biases: tuple[float, ...]) -> dict:
@@ -254,7 +327,7 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
     gradient = args.gradient or default_gradient(args.variant)
     biases = {"i": input_gate_biases} if args.variant.startswith("lstm") else {}
     # The spec says whether the cell has block gates (loading the module here would generate it a second time).
-    block_size = args.block_size or (2 if lstmgen.get_variant(args.variant).block_gates else 1)
+    block_size = args.block_size if args.block_size is not None else default_block_size(args.variant)
     network = Network.build(
         args.variant,
         task.n_in,

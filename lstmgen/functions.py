@@ -167,7 +167,7 @@ class masked(sympy.Function):  # noqa: N801
     def eval(cls, mask: sympy.Expr, expr: sympy.Expr) -> sympy.Expr | None:
         if mask.is_zero or expr.is_zero:
             return sympy.Integer(0)
-        if mask.is_Number:
+        if mask.is_Number or expr.is_Number:  # a known indicator, or a finite constant: nothing to guard
             return mask * expr
         return None
 
@@ -185,6 +185,8 @@ class sum_units(sympy.Function):  # noqa: N801
 
 #: The number of units a reduction runs over (H): printed ``H`` in equations, ``real(hidden)`` in kernels.
 UNITS = sympy.Symbol("H", positive=True, integer=True)
+#: The largest finite float32: constants of equations and ``[init]`` values must fit both dtypes.
+FLOAT32_MAX = 3.4028234663852886e38
 #: The cap on the derivative of :class:`sqrt_bounded`, Griffin's ``_MAX_SQRT_GRADIENT``.
 SQRT_MAX_GRADIENT = sympy.Integer(1000)
 #: Layer norm's epsilon, as torch.nn.functional.layer_norm's default (added to the biased variance).

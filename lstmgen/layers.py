@@ -320,8 +320,8 @@ def stacked_inputs_shape(count: int, steps: int, batch: int, hidden: int, batch_
 def check_input_names(inputs: Any, names: tuple[str, ...]) -> bool:
     """Whether there are per-step inputs to pass; raises unless ``inputs`` is a dict keyed by exactly ``names``
     (None is fine for a cell without any)."""
-    if inputs is None and not names:
-        return False
+    if not names and (inputs is None or (isinstance(inputs, dict) and not inputs)):
+        return False  # {} for a cell without per-step inputs, as the generated forward accepts it
     if not isinstance(inputs, dict) or set(inputs) != set(names):
         got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
         raise ValueError(f"inputs: expected a dict with keys {tuple(names)} (the cell's INPUTS), got {got}")

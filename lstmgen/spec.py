@@ -25,12 +25,13 @@ pre-activations of a projection is ``mean(xW_i + xW_f + ...) / G``.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import keyword
 import re
 from dataclasses import dataclass, field
 
-from lstmgen.functions import GATE_ACTIVATIONS, REDUCTIONS, VOCABULARY
+from lstmgen.functions import FLOAT32_MAX, GATE_ACTIVATIONS, REDUCTIONS, VOCABULARY
 
 
 class SpecError(ValueError):
@@ -159,6 +160,12 @@ class CellSpec:
             seen[name] = where
 
         for k, gate in enumerate(self.gates):
+            if not isinstance(gate, Gate):
+                raise SpecError(f"gates[{k}]: expected a Gate, got {type(gate).__name__}")
+            for field_name in ("name", "activation", "preactivation", "recurrent_source"):
+                value = getattr(gate, field_name)
+                if not isinstance(value, str):
+                    raise SpecError(f"gates[{k}].{field_name}: expected a string, got {type(value).__name__} {value!r}")
             claim(gate.name, f"gates[{k}].name")
             if gate.activation not in GATE_ACTIVATIONS:
                 raise SpecError(
@@ -201,13 +208,15 @@ class CellSpec:
             name, value = item
             if name not in self.params or name in [n for n, _ in self.init[:k]]:
                 raise SpecError(f"init[{k}]: expected a distinct parameter of {self.params}, got {name!r}")
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value != value
-                or abs(value) == float("inf")
-            ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise SpecError(f"init[{k}] ({name}): expected a finite number, got {value!r}")
+            # float32 parameters hold it too: its magnitude within float32's range (an int of any size included).
+            if not abs(value) <= FLOAT32_MAX:
+                shown = f"{value:g}" if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
+                raise SpecError(
+                    f"init[{k}] ({name}): expected a finite number of magnitude at most {FLOAT32_MAX:g} (float32's "
+                    f"range), got {shown}"
+                )
         if not isinstance(self.projection, bool):
             raise SpecError(f"projection: expected true or false, got {self.projection!r}")
         if self.projection:
@@ -239,7 +248,8 @@ class CellSpec:
                     f"{where}: expected a distinct gate name (one of {', '.join(gate_names)}), got {name!r}"
                 )
             gate = gates[name]
-            if gate.preactivation_text != f"xW_{name} + hR_{name}" or gate.recurrent_source or name in self.feedback:
+            default = not gate.preactivation or _is_sum_of_names(gate.preactivation, {f"xW_{name}", f"hR_{name}"})
+            if not default or gate.recurrent_source or name in self.feedback:
                 raise SpecError(
                     f"{where} ({name}): a gate a memory block shares needs the default pre-activation "
                     f"'xW_{name} + hR_{name}' (the same for every cell of the block), no recurrent_source and no "
@@ -280,3 +290,17 @@ class CellSpec:
     def fingerprint(self) -> str:
         """A stable hash of everything that defines the cell (printed in the generated module's banner)."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+def _is_sum_of_names(text: str, names: set[str]) -> bool:
+    """Whether ``text`` is the sum of exactly ``names`` (two of them), however spaced, ordered or bracketed."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return False
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Add)
+        and all(isinstance(side, ast.Name) for side in (node.left, node.right))
+        and {node.left.id, node.right.id} == names
+    )

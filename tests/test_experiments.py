@@ -126,3 +126,29 @@ def test_gate_biases_are_spread_over_the_blocks(experiments):
     assert np.all(np.abs(blocks.params["b"][2:]) <= 0.1)
     with pytest.raises(ValueError, match="gate_biases: lstm_1997 has no gate 'f'"):
         trainer.Network.build("lstm_1997", 2, 4, 1, np.random.default_rng(0), gate_biases={"f": (1.0,)})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--T", "0"], "argument --T: expected an integer >= 20, got '0'"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--variant", "nosuch"], "argument --variant: expected one of rnn_tanh, "),
+        (["--batch", "0"], "argument --batch: expected a positive integer, got '0'"),
+        (["--block-size", "0"], "argument --block-size: expected a positive integer, got '0'"),
+        (["--cells", "3"], "argument --cells: expected a multiple of 2 (the default block size of lstm_1997)"),
+        (["--variant", "lstm", "--block-size", "2"], "argument --block-size: expected a divisor of --cells 4 (1: lstm"),
+        (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+        (["--max-sequences", "-5"], "argument --max-sequences: expected a positive integer, got '-5'"),
+        (["--curve", "{tmp}/missing/curve.json"], "argument --curve: expected a file in an existing directory"),
+        (["--curve", "{tmp}"], "argument --curve: expected a file in an existing directory"),
+    ],
+)
+def test_experiment_arguments_are_checked_before_training(experiments, tmp_path, capsys, argv, message):
+    """One line naming the flag and exit status 2, as lstmgen's own CLI, before any training."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        experiments["adding_problem"].main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in err and message in err

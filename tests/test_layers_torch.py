@@ -170,3 +170,15 @@ def test_layer_input_errors(generated_module):
         RecurrentLayer(cell, 3, 4, num_layers=0)
     with pytest.raises(TypeError, match="bidirectional: expected a bool, got str"):
         RecurrentLayer(cell, 3, 4, bidirectional="yes")
+
+
+def test_an_empty_inputs_dict_is_no_inputs(generated_module):
+    """A cell without per-step inputs takes inputs={} as the generated forward does (it raised StopIteration)."""
+    from lstmgen.torch_adapter import TorchRecurrent
+
+    x = np.random.default_rng(0).standard_normal((3, 2, 4))
+    layer = RecurrentLayer("lstm", 4, 5)
+    np.testing.assert_array_equal(layer.forward(x, inputs={})[0], layer.forward(x)[0])
+    model = TorchRecurrent("gru", 4, 5)
+    tx = torch.tensor(x, dtype=torch.float32)
+    torch.testing.assert_close(model(tx, inputs={})[0], model(tx)[0])

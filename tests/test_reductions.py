@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import sympy
 import torch
+from conftest import import_without_jit
 from problems import random_problem
 from reference_cells import layernorm_lstm, layernorm_lstm_functional, reference_gradients
 from test_kernels_vs_autograd import assert_close
 
-from lstmgen import load_module, write_module
+from lstmgen import generate_source, load_module, write_module
 from lstmgen.codegen.kernel_ir import Reduction, row_items
 from lstmgen.codegen.lower_kernel import lower
 from lstmgen.functions import LAYER_NORM_EPS, UNITS, sqrt, sum_units
+from lstmgen.generate import write_source
 from lstmgen.spec import CellSpec, Gate, SpecError
 from lstmgen.spec_file import spec_from_table
 from lstmgen.symbolic.derive_backward import derive_backward
@@ -261,10 +263,45 @@ def test_init_params_start_the_layer_norm_gains_at_one_and_its_shift_at_zero(gen
         ("init = 1", "init: expected a table of parameter = number"),
         ("[init]\nW_x = 1.0", r"init\[0\]: expected a distinct parameter of \('W', 'R', 'b'\), got 'W_x'"),
         ('[init]\nb = "one"', r"init\[0\] \(b\): expected a finite number, got 'one'"),
-        ("[init]\nb = inf", r"init\[0\] \(b\): expected a finite number, got inf"),
+        ("[init]\nb = inf", r"init\[0\] \(b\): expected a finite number of magnitude at most .*, got inf"),
+        ("[init]\nb = 1e300", r"init\[0\] \(b\): .* at most 3.40282e\+38 \(float32's range\), got 1e\+300"),
+        ("[init]\nb = " + "9" * 400, r"init\[0\] \(b\): .* \(float32's range\), got an integer of 400 digits"),
     ],
 )
 def test_spec_errors_of_init(init, message):
     text = 'name = "c"\nstate = ["h"]\n' + init + '\n[[gates]]\nname = "g"\nactivation = "tanh"\n[equations]\nh = "g"\n'
     with pytest.raises(SpecError, match=message):
         spec_from_table(tomllib.loads(text))
+
+
+@pytest.mark.parametrize("mode", ["full", "truncated"])
+def test_equations_may_read_the_number_of_units(tmp_path, mode):
+    """H, listed in the README's vocabulary, is the number of units (it was refused as an unknown name)."""
+    spec = CellSpec(
+        name="units_average",
+        description="",
+        paper="",
+        gates=(Gate("n", "tanh"),),
+        state=("h",),
+        equations=(("h", "n/H + h_prev*(H - 1)/H"),),
+    )
+    module = import_without_jit(write_source(generate_source(spec, mode), tmp_path, "units_average"))
+    T, B, I, H = 3, 2, 3, 5
+    rng = np.random.default_rng(0)
+    params = module.init_params(I, H, dtype=np.float64, seed=0)
+    x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
+    y, _, tape = module.forward(x, params)
+    dx, grads, _ = module.backward(dy, tape)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    h, ys = torch.zeros(B, H, dtype=torch.float64), []
+    for t in range(T):
+        hr = h.detach() if mode == "truncated" else h
+        n = torch.tanh(tx[t] @ tp["W"] + hr @ tp["R"] + tp["b"])
+        h = n / H + h * (H - 1) / H
+        ys.append(h)
+    (torch.stack(ys) * torch.tensor(dy)).sum().backward()
+    np.testing.assert_allclose(y, torch.stack(ys).detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-14)
+    for k, g in grads.items():
+        np.testing.assert_allclose(g, tp[k].grad.numpy(), rtol=1e-12, atol=1e-14)

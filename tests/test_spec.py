@@ -152,3 +152,20 @@ def test_names_too_long_or_not_ascii_blame_the_name(changes, message):
 def test_the_generators_own_identifiers_are_valid_spec_names(name):
     """Only the vocabulary is reserved: generated code keeps spec names in their own namespace."""
     cell(gates=(Gate(name, "sigmoid"), *LSTM.gates[1:]), equations=(("c", f"f*c_prev + {name}*g"), ("h", "o*tanh(c)")))
+
+
+def test_a_gate_field_of_the_wrong_type_is_named():
+    gates = (Gate("i", "sigmoid", 5), *LSTM.gates[1:])
+    with pytest.raises(SpecError, match=r"^gates\[0\]\.preactivation: expected a string, got int 5$"):
+        replace(LSTM, name="other", gates=gates)
+
+
+@pytest.mark.parametrize("text", ["xW_i+hR_i", "hR_i + xW_i", "(xW_i + hR_i)"])
+def test_a_block_gate_default_preactivation_is_compared_as_an_expression(text):
+    from lstmgen.variants import LSTM_1997
+
+    gates = tuple(Gate(g.name, g.activation, text if g.name == "i" else g.preactivation) for g in LSTM_1997.gates)
+    assert replace(LSTM_1997, name="other", gates=gates).block_gates == ("i", "o")
+    other = tuple(Gate(g.name, g.activation, "xW_i + 2*hR_i" if g.name == "i" else "") for g in LSTM_1997.gates)
+    with pytest.raises(SpecError, match=r"block_gates\[0\] \(i\): a gate a memory block shares needs the default"):
+        replace(LSTM_1997, name="other", gates=other)

@@ -16,11 +16,10 @@ from collections.abc import Mapping
 
 import sympy
 
-from lstmgen.functions import REDUCTIONS, VOCABULARY
+from lstmgen.functions import FLOAT32_MAX, REDUCTIONS, VOCABULARY
 from lstmgen.spec import SpecError
 
 MAX_EQUATION_LENGTH = 2000
-FLOAT32_MAX = 3.4028234663852886e38
 
 _BINARY = {
     ast.Add: lambda a, b: a + b,

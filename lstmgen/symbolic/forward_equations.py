@@ -119,6 +119,8 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         names[lhs] = unit_symbol(lhs)
     # The input row x_t itself (unit j of x_t: the cell then needs I = H).
     x_row = names["x"] = unit_symbol("x")
+    # The number of units, a constant of the step (mean(e) is sum_units(e)/H).
+    names["H"] = UNITS
 
     declared: list[Assignment] = []
     for k, gate in enumerate(spec.gates):
