@@ -44,7 +44,7 @@ def carried(name, source=None, gradient="truncated"):
 
 def test_error_flow_closed_forms_of_the_modern_cells():
     S = sympy.Symbol
-    z, f, i, u, n, keep_c, decay = (S(v, real=True) for v in ("z", "f", "i", "u", "n", "keep_c", "decay"))
+    z, f, u, n, keep_c, decay = (S(v, real=True) for v in ("z", "f", "u", "n", "keep_c", "decay"))
     c_prev, v_f = S("c_prev", real=True), S("v_f", real=True)
     # IndRNN: diag(relu'(a) ⊙ u), relu' written through the saved output n; no recurrent product.
     block = carried("indrnn", gradient="full")
