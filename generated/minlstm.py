@@ -789,12 +789,19 @@ def _check_tape(tape):
             and all(isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays)
         )
         ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
-        ok = ok and (tape.order is None or (isinstance(tape.order, np.ndarray) and tape.order.shape == (steps, batch)))
+        ok = ok and (tape.order is None or _is_time_order(tape.order, steps, batch))
         # The tape's parameters are per cell (one column per cell): S only says how backward sums them.
         size = tape.block_size
         ok = ok and isinstance(size, int) and size >= 1 and hidden % size == 0 and (size == 1 or bool(BLOCK_GATES))
     if not ok:
         raise ValueError("tape: its arrays do not match each other (was the tape modified after forward?)")
+
+
+def _is_time_order(order, steps, batch):
+    """Whether ``order`` is a (T, B) integer array whose every column is a permutation of the T steps."""
+    if not (isinstance(order, np.ndarray) and order.shape == (steps, batch) and order.dtype.kind in "iu"):
+        return False
+    return bool(np.all(np.sort(order, axis=0) == np.arange(steps)[:, None]))
 
 
 def _check_lengths(lengths, steps, batch):
@@ -861,11 +868,15 @@ def _check_params(params, n_in, dtype):
             )
     hidden = _hidden(params)
     block_size = _block_size_of(params["b"], hidden) if BLOCK_GATES else None
+    # Where the sizes come from, so that a wrong W_p or compact R is not mistaken for a wrong W.
+    reference = "W_p" if PROJECTED else "R" if RECURRENT_GATES else "b"
+    sizes = f"H = {hidden}" + (f", P = {proj}" if proj is not None else "") + (f", heads = {heads}" if heads else "")
+    origin = f"{sizes} from params[{reference!r}] of shape {params[reference].shape}"
     checked = {}
     for name, shape in param_shapes(n_in, hidden, heads, proj, block_size).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
         if checked[name].shape != shape:
-            raise ValueError(f"params[{name!r}]: expected shape {shape}, got {checked[name].shape}")
+            raise ValueError(f"params[{name!r}]: expected shape {shape} ({origin}), got {checked[name].shape}")
     return checked
 
 

@@ -134,6 +134,13 @@ def _cec(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--block-size: expected a divisor of the measured H = {MEASURED_HIDDEN}, got {args.block_size}"
             )
+    if args.steps is not None:
+        for cell in (spec, *others):
+            if cell.heads is not None and MEASURED_HIDDEN % cell.heads:
+                raise ValueError(
+                    f"heads: the measurement runs H = {MEASURED_HIDDEN} units, which {cell.name}'s heads = "
+                    f"{cell.heads} do not divide (each head has H/heads units)"
+                )
     if args.plot:
         check_plot_target(args.plot)
     derivation = build_derivation(spec, args.gradient)

@@ -422,7 +422,7 @@ FUNCTIONS: tuple[FunctionRecord, ...] = (
         vocabulary=False,
         gate=False,
         hoisted=False,
-        text="{0}*({1})",
+        text="{0}·({1})",
     ),
     # Reductions over the units: lowered to a loop of their own, never printed as a call.
     FunctionRecord(

@@ -28,8 +28,12 @@ def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
 class GeneratedCellFunction(torch.autograd.Function):
     """One layer, one direction: ``apply(cell, lengths, reverse, inputs, x, *params_in_PARAMS_order, *state)``.
 
-    ``inputs`` is the dict of the cell's per-step inputs (numpy, time-major) or None; they get no gradient.
-    Returns the output (T, B, H) followed by the final state tensors in STATE order.
+    ``inputs`` is the dict of the cell's per-step inputs (time-major (T, B, H) tensors) or None; they get no
+    gradient. Returns the output (T, B, H) followed by the final state tensors in STATE order.
+
+    The kernels' tape reads x, the parameters, the state and the inputs in place (numpy views of the tensors):
+    all are saved for backward, so that torch's version counters refuse a backward after one of them was
+    modified in place ("modified by an inplace operation"), as they do for torch.nn.LSTM.
     """
 
     @staticmethod
@@ -45,7 +49,9 @@ class GeneratedCellFunction(torch.autograd.Function):
         n_params = len(cell.PARAMS)
         params = {name: _to_numpy(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
         state = tuple(_to_numpy(t, "state") for t in rest[n_params:]) or None
-        y, final, tape = cell.forward(_to_numpy(x, "x"), params, state, inputs=inputs, lengths=lengths, reverse=reverse)
+        masks = None if inputs is None else {k: _to_numpy(v, f"inputs[{k!r}]") for k, v in inputs.items()}
+        y, final, tape = cell.forward(_to_numpy(x, "x"), params, state, inputs=masks, lengths=lengths, reverse=reverse)
+        ctx.save_for_backward(x, *rest, *(inputs or {}).values())
         ctx.cell, ctx.tape, ctx.n_state = cell, tape, len(rest) - n_params
         return (torch.from_numpy(y), *(torch.from_numpy(f) for f in final))
 
@@ -59,6 +65,7 @@ class GeneratedCellFunction(torch.autograd.Function):
                 f"{ctx.cell.VARIANT}: create_graph=True (double backward) is not supported: the generated "
                 "kernels' backward is not differentiable"
             )
+        ctx.saved_tensors  # noqa: B018 (unpacking checks that none was modified in place since forward)
         cell = ctx.cell
         dstate = tuple(_to_numpy(d, "dstate") for d in dfinal)
         dx, grads, dstate0 = cell.backward(_to_numpy(dy, "dy"), ctx.tape, dstate)
@@ -133,9 +140,10 @@ class TorchRecurrent(torch.nn.Module):
                     parameter = torch.nn.Parameter(torch.from_numpy(params[name]))
                     setattr(self, self._name(name, index, direction), parameter)
 
-    def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, np.ndarray]]:
-        """Per (layer, direction) per-step inputs as time-major numpy arrays (the generated forward checks them)."""
-        from lstmgen.layers import check_input_names, split_stacked_inputs, stacked_inputs_shape
+    def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, torch.Tensor]]:
+        """Per (layer, direction) per-step inputs as time-major views of the tensors (the generated forward checks
+        their values; views, so that an in-place change of the tensor is seen by torch's version counter)."""
+        from lstmgen.layers import check_input_names, stacked_inputs_shape
 
         count = self.num_layers * self.num_directions
         expected = stacked_inputs_shape(count, steps, batch, self.hidden_size, self.batch_first)
@@ -145,8 +153,10 @@ class TorchRecurrent(torch.nn.Module):
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"inputs[{name!r}]: expected a tensor of shape {expected}, got {got}")
-        arrays = {name: _to_numpy(value, f"inputs[{name!r}]") for name, value in inputs.items()}
-        return split_stacked_inputs(arrays, self.batch_first)
+        return [
+            {name: value[k].transpose(0, 1) if self.batch_first else value[k] for name, value in inputs.items()}
+            for k in range(count)
+        ]
 
     @staticmethod
     def _name(param: str, layer: int, direction: int) -> str:
@@ -172,7 +182,12 @@ class TorchRecurrent(torch.nn.Module):
         if isinstance(lengths, torch.Tensor):
             lengths = lengths.cpu().numpy()
         if state is not None:
-            state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
+            state = (state,) if isinstance(state, torch.Tensor) else state
+            if not isinstance(state, tuple | list) or not all(isinstance(s, torch.Tensor) for s in state):
+                raise TypeError(
+                    f"state: expected a tensor or a tuple of tensors in {self.cell.STATE}, got {type(state).__name__}"
+                )
+            state = tuple(state)
             count = self.num_layers * self.num_directions
             expected = [(count, batch, w) for w in self._state_widths]
             if len(state) != n_states or any(tuple(s.shape) != e for s, e in zip(state, expected, strict=False)):

@@ -95,9 +95,17 @@ def test_bad_arguments_exit_with_usage():
         (["cec", "lstm", "--steps", "1000000000"], "--steps: expected an integer in [1, 5000]"),
         (["cec", "lstm", "--steps", "0"], "--steps: expected an integer in [1, 5000]"),
         (["cec", "lstm", "--plot", "x.png"], "--steps: --plot and --compare measure the error flow"),
+        (["cec", "--spec", "{heads3}", "--steps", "3"], "heads: the measurement runs H = 32 units, which h3's heads"),
+        (["cec", "lstm_1997", "--steps", "3", "--block-size", "0"], "--block-size: expected a divisor of the measured"),
+        (["cec", "lstm", "--steps", "3", "--block-size", "2"], "--block-size: lstm has no gates a memory block"),
     ],
 )
-def test_cec_refuses_bad_measurement_arguments_before_printing(argv, message, capsys):
+def test_cec_refuses_bad_measurement_arguments_before_printing(argv, message, capsys, tmp_path):
+    heads3 = tmp_path / "h3.toml"
+    heads3.write_text(
+        'name = "h3"\nstate = ["h"]\nheads = 3\n[[gates]]\nname = "n"\nactivation = "tanh"\n[equations]\nh = "n"\n'
+    )
+    argv = [a.replace("{heads3}", str(heads3)) for a in argv]
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert message in err and out == ""

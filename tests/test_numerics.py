@@ -141,3 +141,41 @@ def test_bad_backward_input_is_refused_clearly(generated_module):
         other.backward(dy, tape)
     with pytest.raises(ValueError, match=r"dstate\['h'\]: expected shape"):
         m.backward(dy, tape, (dy[0, :1], dy[0]))
+
+
+@pytest.mark.parametrize(
+    ("variant", "key", "shape", "message"),
+    [
+        (
+            "lstmp",
+            "W_p",
+            (4, 2),
+            "params['R']: expected shape (2, 16) (H = 4, P = 2 from params['W_p'] of shape (4, 2))",
+        ),
+        ("slstm", "R", (4, 1, 16), "(H = 4, heads = 4 from params['R'] of shape (4, 1, 16)), got (4, 1, 16)"),
+        ("lstm", "R", (3, 12), "params['W']: expected shape (3, 12) (H = 3 from params['R'] of shape (3, 12))"),
+    ],
+)
+def test_a_wrong_shape_says_where_the_sizes_come_from(generated_module, variant, key, shape, message):
+    """H (and P, the heads) are read from one parameter: a wrong W_p or compact R must not read as a wrong W."""
+    m = generated_module(variant)
+    params = m.init_params(3, 4, dtype=np.float64, seed=0, **({"heads": 2} if m.HEADS else {}))
+    params[key] = np.zeros(shape)
+    with pytest.raises(ValueError) as exc:
+        m.forward(np.zeros((2, 1, 3)), params)
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [np.full((3, 2), 7), np.zeros((3, 2)), np.zeros((3, 2), dtype=np.int64), np.zeros((2, 2), dtype=np.int64)],
+    ids=["out of range", "float", "not a permutation", "wrong shape"],
+)
+def test_a_replaced_time_order_on_the_tape_is_refused(generated_module, order):
+    """The tape's time order indexes dy and dx: a replaced one is refused, not an IndexError or a wrong gather."""
+    m = generated_module("lstm")
+    x, params, state, dy, _ = random_problem(m, (3, 2, 4, 3), np.float64, seed=4)
+    _, _, tape = m.forward(x, params, state, lengths=np.array([3, 2]))
+    tape.order = order
+    with pytest.raises(ValueError, match=r"tape: its arrays do not match each other"):
+        m.backward(dy, tape)

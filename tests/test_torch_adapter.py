@@ -114,3 +114,26 @@ def test_projected_lstm_module_matches_torch_lstm_with_proj_size(generated_modul
     np.testing.assert_allclose(rnn.R_l0.grad.numpy(), reference.weight_hh_l0.grad.numpy().T, rtol=1e-10)
     with pytest.raises(ValueError, match=r"state: expected 2 tensor\(s\) of shapes \(4, 4, 2\), \(4, 4, 5\)"):
         rnn(x, (torch.zeros(4, 4, 5), torch.zeros(4, 4, 5)))
+
+
+@pytest.mark.parametrize("modified", ["x", "mask", "state", "param"])
+def test_an_in_place_change_before_backward_is_refused(modified):
+    """As torch.nn.LSTM: the tape reads x, the masks, the state and the parameters in place, so changing one
+    between forward and backward must raise, not give other gradients."""
+    model = TorchRecurrent("zoneout_lstm", 3, 4, dtype=torch.float64, seed=0)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((5, 2, 3)))
+    masks = {k: torch.tensor(rng.uniform(0, 1, (1, 5, 2, 4))) for k in ("keep_c", "keep_h")}
+    state = tuple(torch.tensor(rng.standard_normal((1, 2, 4)), requires_grad=True) for _ in range(2))
+    out, _ = model(x, state, inputs=masks)
+    target = {"x": x, "mask": masks["keep_c"], "state": state[0], "param": model.W_l0}[modified]
+    with torch.no_grad():
+        target.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_a_state_of_the_wrong_type_is_named():
+    model = TorchRecurrent("lstm", 3, 4)
+    with pytest.raises(TypeError, match=r"^state: expected a tensor or a tuple of tensors in \('h', 'c'\), got str$"):
+        model(torch.zeros(2, 1, 3), "hc")

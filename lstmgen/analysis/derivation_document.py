@@ -20,7 +20,7 @@ from sympy.printing.str import StrPrinter
 
 from lstmgen.analysis.derivation import Derivation, WeightGradient
 from lstmgen.analysis.error_flow import FEEDBACK, JacobianBlock
-from lstmgen.functions import record_of
+from lstmgen.functions import masked, record_of
 from lstmgen.symbolic.forward_equations import unit_symbol
 
 NOTATIONS = ("modern", "graves")
@@ -530,6 +530,11 @@ class DocumentBuilder:
             backward_note = (
                 "Derived by SymPy; δv is ∂L/∂v: ε_c is the output error ∂L/∂b_c, ε_s the state error ∂L/∂s_c, "
                 "δ_ι, δ_φ, δ_ω the gate deltas; ε_s(t)|t+1 is the part of the state error arriving from step t+1."
+            )
+        if any(a.rhs.has(masked) for a in self.d.backward.adjoints):
+            backward_note += (
+                " A product with an indicator [·] is 0 where the indicator is 0 (the branch not taken), even where"
+                " its other factor is not finite; the kernel computes it as a select."
             )
         return forward_note, backward_note
 
