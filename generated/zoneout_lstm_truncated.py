@@ -853,6 +853,8 @@ def _check_params(params, n_in, dtype):
     reference = "W_p" if PROJECTED else "R" if RECURRENT_GATES else "b"
     sizes = f"H = {hidden}" + (f", P = {proj}" if proj is not None else "") + (f", heads = {heads}" if heads else "")
     origin = f"{sizes} from params[{reference!r}] of shape {params[reference].shape}"
+    if block_size is not None:
+        origin += f", S = {block_size} from params['b'] of shape {params['b'].shape}"
     checked = {}
     for name, shape in param_shapes(n_in, hidden, heads, proj, block_size).items():
         checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
