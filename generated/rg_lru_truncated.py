@@ -123,6 +123,22 @@ def _exp_poly(r, real):
 
 
 @_jit
+def _exp(y, real):
+    # e^y for every y, without a branch (so that the loops calling it vectorize): y = n ln2 + r as in
+    # _exp_parts, 2^n placed in two halves (2^n alone leaves the exponent range just below the overflow
+    # threshold); below the smallest normal 0, above the overflow threshold inf, NaN propagates.
+    single = real(1e-300) == real(0)
+    lowest = real(-87.0) if single else real(-708.0)
+    highest = real(88.72283935546875) if single else real(709.782712893384)
+    clipped = lowest if y < lowest else (highest if y > highest else y)
+    n, r = _reduce(clipped, real)
+    half = np.floor(n * real(0.5))
+    high = _pow2(half, real)
+    value = (high + high * _exp_poly(r, real)) * _pow2(n - half, real)
+    return real(0) if y < lowest else (real(np.inf) if y > highest else value)
+
+
+@_jit
 def _exp_parts(y, real):
     # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
     # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
@@ -132,23 +148,6 @@ def _exp_parts(y, real):
     underflow = y < lowest
     n, r = _reduce(lowest if underflow else y, real)
     return (real(0) if underflow else _pow2(n, real)), _exp_poly(r, real)
-
-
-@_jit
-def _exp(y, real):
-    # e^y for every y: negative y as in _exp_parts; positive y with 2^n placed in two halves, since 2^n alone
-    # leaves the exponent range just below the overflow threshold. Above it, inf.
-    single = real(1e-300) == real(0)
-    highest = real(88.72283935546875) if single else real(709.782712893384)
-    if y > highest:
-        return real(np.inf)
-    if not y > real(0):  # y <= 0, or NaN
-        scale, em1 = _exp_parts(y, real)
-        return scale + scale * em1
-    n, r = _reduce(y, real)
-    half = np.floor(n * real(0.5))
-    high = _pow2(half, real)
-    return (high + high * _exp_poly(r, real)) * _pow2(n - half, real)
 
 
 @_jit

@@ -214,14 +214,23 @@ MINGRU = CellSpec(
 
 MINLSTM = CellSpec(
     name="minlstm",
-    description="minimal LSTM: normalised input-only gates, h = (f*h_prev + i*n)/(f + i) in log space; no R",
+    description="minimal LSTM: normalised input-only gates, h = (σ(f)*h_prev + σ(i)*n)/(σ(f) + σ(i)); no R",
     paper=MODERN,
-    # The paper's log-space form: f and i hold log σ(·), and f/(f + i) = σ(log f − log i). The quotient as
-    # written is 0/0 where both gates underflow; this form is finite for every finite pre-activation.
-    gates=(Gate("f", "logsigmoid", "xW_f"), Gate("i", "logsigmoid", "xW_i"), Gate("n", "identity", "xW_n")),
+    # The gates are the pre-activations; σ(f)/(σ(f) + σ(i)) is computed with the log-sum-exp shift m: times
+    # (1 + e^-f)(1 + e^-i) e^m it is (e^m + e^(m-i)) / (2 e^m + e^(m-f) + e^(m-i)), every exponent <= 0 and the
+    # denominator >= 1. As written, the quotient is 0/0 where both gates underflow; this is finite for every
+    # finite pre-activation and costs three exponentials.
+    gates=(Gate("f", "identity", "xW_f"), Gate("i", "identity", "xW_i"), Gate("n", "identity", "xW_n")),
     state=("h",),
-    equations=(("f_norm", "sigmoid(f - i)"), ("i_norm", "sigmoid(i - f)"), ("h", "f_norm*h_prev + i_norm*n")),
+    equations=(
+        ("m", "min(min(f, i), 0)"),
+        ("e_m", "exp(m)"),
+        ("e_f", "exp(m - f)"),
+        ("e_i", "exp(m - i)"),
+        ("h", "((e_m + e_i)*h_prev + (e_m + e_f)*n)/(2*e_m + e_f + e_i)"),
+    ),
 )
+
 
 JANET = CellSpec(
     name="janet",

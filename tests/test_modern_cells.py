@@ -50,8 +50,15 @@ def test_error_flow_closed_forms_of_the_modern_cells():
     block = carried("indrnn", gradient="full")
     assert not block.recurrent and sympy.simplify(block.diagonal - u * BY_NAME["positive"].cls(n)) == 0
     assert sympy.simplify(carried("mingru", gradient="full").diagonal - (1 - z)) == 0
-    # minLSTM in log space: f/(f + i) is the saved f_norm = σ(log f − log i).
-    assert carried("minlstm", gradient="full").diagonal == S("f_norm", real=True)
+    # minLSTM: σ(f)/(σ(f) + σ(i)), written with the log-sum-exp shift m (e_f = e^(m-f), e_i = e^(m-i), e_m = e^m)
+    e_m, e_f, e_i, m, i = (S(v, real=True) for v in ("e_m", "e_f", "e_i", "m", "i"))
+    shifted = carried("minlstm", gradient="full").diagonal.subs(
+        {e_m: sympy.exp(m), e_f: sympy.exp(m - f), e_i: sympy.exp(m - i)}
+    )
+    quotient = (
+        sympy.exp(f) * (1 + sympy.exp(i)) / (sympy.exp(f) * (1 + sympy.exp(i)) + sympy.exp(i) * (1 + sympy.exp(f)))
+    )
+    assert sympy.simplify(shifted - quotient) == 0
     assert sympy.simplify(carried("rg_lru", gradient="full").diagonal - decay) == 0
     # SRU: c_t = f c_{t-1} + (1 - f) n with f = σ(xW_f + v_f c_{t-1}).
     expected = f + (c_prev - n) * f * (1 - f) * v_f
