@@ -83,13 +83,25 @@ def _exp(y, real):
 
 
 def _expm1(y, real):
-    # e^y - 1 without cancellation near 0: below ln2/2 in magnitude the polynomial alone.
-    if -real(0.34657359027997264) <= y <= real(0.34657359027997264):
-        return _exp_poly(y, real)
-    if not y > real(0):
-        scale, em1 = _exp_parts(y, real)
-        return scale * em1 + (scale - real(1))
-    return _exp(y, real) - real(1)
+    # e^y - 1 without cancellation near 0 and without a branch (so that the loops calling it vectorize). With
+    # y = n ln2 + r: for n < 0, 2^n (e^r - 1) + (2^n - 1), exact in the scaling; for n = 0 (within ln2/2 of 0,
+    # where r = y) the polynomial alone; for n > 0, e^y - 1 as _exp computes e^y. The candidates
+    # are computed and the result selected; -1 below e^y's smallest normal, inf above its overflow threshold,
+    # NaN propagates. (A second polynomial for the region near 0 kept LLVM from vectorizing the loops.)
+    single = real(1e-300) == real(0)
+    lowest = real(-87.0) if single else real(-708.0)
+    highest = real(88.72283935546875) if single else real(709.782712893384)
+    clipped = lowest if y < lowest else (highest if y > highest else y)
+    n, r = _reduce(clipped, real)
+    em1 = _exp_poly(r, real)
+    half = np.floor(n * real(0.5))
+    high = _pow2(half, real)
+    low = _pow2(n - half, real)
+    scale = high * low  # 2^n, exact for n <= 0 (the only n it is used for)
+    below = scale * em1 + (scale - real(1))
+    above = (high + high * em1) * low - real(1)
+    value = above if n > real(0) else (em1 if n == real(0) else below)  # n = 0: em1 itself keeps -0
+    return -real(1) if y < lowest else (real(np.inf) if y > highest else value)
 
 
 def _log(x, real):
