@@ -28,8 +28,8 @@ def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
 class GeneratedCellFunction(torch.autograd.Function):
     """One layer, one direction: ``apply(cell, lengths, reverse, inputs, x, *params_in_PARAMS_order, *state)``.
 
-    ``inputs`` is the dict of the cell's per-step inputs (time-major (T, B, H) tensors) or None; they get no
-    gradient. Returns the output (T, B, H) followed by the final state tensors in STATE order.
+    ``inputs`` is the dict of the cell's per-step inputs (time-major (T, B, H) tensors, or numpy arrays) or
+    None; they get no gradient. Returns the output (T, B, H) followed by the final state tensors in STATE order.
 
     The kernels' tape reads x, the parameters, the state and the inputs in place (numpy views of the tensors):
     all are saved for backward, so that torch's version counters refuse a backward after one of them was
@@ -49,9 +49,12 @@ class GeneratedCellFunction(torch.autograd.Function):
         n_params = len(cell.PARAMS)
         params = {name: _to_numpy(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
         state = tuple(_to_numpy(t, "state") for t in rest[n_params:]) or None
-        masks = None if inputs is None else {k: _to_numpy(v, f"inputs[{k!r}]") for k, v in inputs.items()}
-        y, final, tape = cell.forward(_to_numpy(x, "x"), params, state, inputs=masks, lengths=lengths, reverse=reverse)
-        ctx.save_for_backward(x, *rest, *(inputs or {}).values())
+        inputs = inputs or {}
+        masks = {k: _to_numpy(v, f"inputs[{k!r}]") if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        y, final, tape = cell.forward(
+            _to_numpy(x, "x"), params, state, inputs=masks or None, lengths=lengths, reverse=reverse
+        )
+        ctx.save_for_backward(x, *rest, *(v for v in inputs.values() if isinstance(v, torch.Tensor)))
         ctx.cell, ctx.tape, ctx.n_state = cell, tape, len(rest) - n_params
         return (torch.from_numpy(y), *(torch.from_numpy(f) for f in final))
 

@@ -382,13 +382,17 @@ def test_heads_are_checked_by_name(generated_module):
         lstm.init_params(2, 4, heads=2)
     params = module.init_params(2, 8, heads=2)
     x = np.zeros((3, 1, 2))
-    with pytest.raises(ValueError, match=r"params\['R'\]: expected shape \(2, 4, 16\), got \(2, 4, 12\)"):
+    with pytest.raises(
+        ValueError, match=r"params\['R'\]: expected shape \(2, 4, 16\) \(H = 8, heads = 2 from .*\), got \(2"
+    ):
         module.forward(x, {**params, "R": params["R"][:, :, :12]})
     with pytest.raises(
         ValueError, match=r"params\['R'\]: expected the block-diagonal shape \(heads, H/heads, 4\*H/heads\)"
     ):
         module.forward(x, {**params, "R": np.zeros((8, 32))})
-    with pytest.raises(ValueError, match=r"params\['W'\]: expected shape \(2, 16\), got \(2, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"params\['W'\]: expected shape \(2, 16\) \(H = 4, heads = 1 from .*\), got \(2, 32\)"
+    ):
         module.forward(x, {**params, "R": np.zeros((1, 4, 16))})  # H = 4 from R, 8 from the others
 
 
