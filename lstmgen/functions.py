@@ -167,7 +167,8 @@ class masked(sympy.Function):  # noqa: N801
     def eval(cls, mask: sympy.Expr, expr: sympy.Expr) -> sympy.Expr | None:
         if mask.is_zero or expr.is_zero:
             return sympy.Integer(0)
-        if mask.is_Number or expr.is_Number:  # a known indicator, or a finite constant: nothing to guard
+        # A known indicator, or a product of constants and indicators (finite): nothing to guard.
+        if mask.is_Number or all(f.is_Number or is_indicator(f) for f in sympy.Mul.make_args(expr)):
             return mask * expr
         return None
 
@@ -471,6 +472,12 @@ REDUCTIONS: dict[str, Callable[[sympy.Expr], sympy.Expr]] = {
     "var": _variance,
     "layer_norm": _layer_norm,
 }
+
+
+def is_indicator(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` is a call of an indicator of the table ([y > 0], the tie step, sign...)."""
+    record = BY_CLASS.get(type(expr))
+    return record is not None and record.indicator
 
 
 def record_of(expr: sympy.Function) -> FunctionRecord:

@@ -214,7 +214,7 @@ MINGRU = CellSpec(
 
 MINLSTM = CellSpec(
     name="minlstm",
-    description="minimal LSTM: normalised input-only gates, h = (σ(f)*h_prev + σ(i)*n)/(σ(f) + σ(i)); no R",
+    description="minimal LSTM: normalised input-only gates, h = (f*h_prev + i*n)/(f + i), f, i = sigmoid(.); no R",
     paper=MODERN,
     # The gates are the pre-activations; σ(f)/(σ(f) + σ(i)) is computed with the log-sum-exp shift m: times
     # (1 + e^-f)(1 + e^-i) e^m it is (e^m + e^(m-i)) / (2 e^m + e^(m-f) + e^(m-i)), every exponent <= 0 and the

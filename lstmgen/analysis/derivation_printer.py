@@ -34,7 +34,7 @@ from lstmgen.analysis.derivation_document import (
     build_document,
     build_error_flow,
 )
-from lstmgen.functions import sum_units
+from lstmgen.functions import masked, sum_units
 
 FORMATS = ("latex", "markdown", "text")
 __all__ = ["FORMATS", "NOTATIONS", "latex_escape", "printer_for", "render_derivation", "render_error_flow"]
@@ -139,23 +139,48 @@ class LatexPrinter(TextPrinter):
             # A long sum over the units breaks between the terms it sums (\Bigl( \Bigr) need no pairing).
             inner = self._print_Expr(Expr(e.args[0], breakable=True))
             return rf"\sum_{{j}} \Bigl({inner}\Bigr)_{{j}}"
+        if node.breakable and isinstance(e, masked):
+            return self._masked(e)
         if not (node.breakable and isinstance(e, sympy.Add)):
             return sympy.latex(e, symbol_names=self.names.latex)
+        return self._breakable_terms(e)
+
+    def _breakable_terms(self, e: sympy.Expr) -> str:
+        """The terms of ``e`` (one, where it is not a sum) with a possible break before each; a product too long
+        for a row also breaks between its factors."""
         printer = SympyLatexPrinter({"symbol_names": self.names.latex})
         pieces = []
-        for k, term in enumerate(printer._as_ordered_terms(e)):
+        terms = printer._as_ordered_terms(e) if isinstance(e, sympy.Add) else [e]
+        for k, term in enumerate(terms):
             negative = term.could_extract_minus_sign()
             term = -term if negative else term
             body = printer._print(term)
             factors = sympy.Mul.make_args(term)
-            if _glyphs(body) > _ROW_GLYPHS - 8 and any(isinstance(f, sympy.Add) for f in factors):
+            if isinstance(term, masked):
+                body = self._masked(term)
+            elif _glyphs(body) > _ROW_GLYPHS - 8 and any(isinstance(f, sympy.Add) for f in factors):
                 # A product too long for a row breaks between its factors (each in its own parentheses).
                 simple = sympy.Mul(*(f for f in factors if not isinstance(f, sympy.Add)))
                 printed = [] if simple == 1 else [printer.parenthesize(simple, PRECEDENCE["Mul"])]
-                printed += [printer.parenthesize(f, PRECEDENCE["Mul"]) for f in factors if isinstance(f, sympy.Add)]
+                printed += [self._factor(printer, f) for f in factors if isinstance(f, sympy.Add)]
                 body = f"{_BREAK}\\cdot ".join(printed)
             pieces.append(("- " if negative else "" if k == 0 else "+ ") + body)
         return _BREAK.join(pieces)
+
+    def _factor(self, printer: SympyLatexPrinter, factor: sympy.Add) -> str:
+        r"""A sum that is a factor of a long product: in parentheses, and itself broken between its terms where it
+        is too long for a row (\Bigl( \Bigr) need no pairing on one row)."""
+        plain = printer.parenthesize(factor, PRECEDENCE["Mul"])
+        return plain if _glyphs(plain) <= _ROW_GLYPHS - 8 else rf"\Bigl({self._breakable_terms(factor)}\Bigr)"
+
+    def _masked(self, e: masked) -> str:
+        r"""masked(m, rest): the indicator, then the rest; where it is too long for a row, the rest in \Bigl( \Bigr)
+        broken between its terms (or factors), like a sum over the units."""
+        plain = sympy.latex(e, symbol_names=self.names.latex)
+        if _glyphs(plain) <= _ROW_GLYPHS - 8:
+            return plain
+        mask = sympy.latex(e.args[0], symbol_names=self.names.latex)
+        return rf"{mask}{_BREAK}\cdot \Bigl({self._breakable_terms(e.args[1])}\Bigr)"
 
     def _print_Plain(self, node: Plain) -> str:
         return sympy.latex(node.value)
@@ -165,6 +190,8 @@ class LatexPrinter(TextPrinter):
         shown = node.value
         plain = sympy.latex(shown, symbol_names=self.names.latex)
         sums = [f for f in sympy.Mul.make_args(shown) if isinstance(f, sympy.Add)]
+        if _glyphs(plain) > _ROW_GLYPHS // 2 and isinstance(shown, masked):
+            return rf"\operatorname{{diag}}\Bigl({self._masked(shown)}\Bigr)"
         if _glyphs(plain) <= _ROW_GLYPHS // 2 or not sums:
             return rf"\operatorname{{diag}}\left({plain}\right)"
         printer = SympyLatexPrinter({"symbol_names": self.names.latex})

@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import sympy
 
-from lstmgen.functions import BY_CLASS, masked
-
-
-def is_indicator(expr: sympy.Expr) -> bool:
-    """Whether ``expr`` is a call of an indicator of the function table ([y > 0], the tie step, sign...)."""
-    record = BY_CLASS.get(type(expr))
-    return record is not None and record.indicator
+from lstmgen.functions import is_indicator, masked
 
 
 def mask_indicators(expr: sympy.Expr) -> sympy.Expr:
