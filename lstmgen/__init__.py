@@ -7,12 +7,11 @@
 >>> dx, grads, dstate0 = mod.backward(dy, tape)      # dy: (T, B, H)
 """
 
-__version__ = "0.1.0"
-
 from lstmgen.generate import generate_source, write_module
 from lstmgen.loader import cache_dir, load, load_module
 from lstmgen.spec import CellSpec, Gate, SpecError
 from lstmgen.variants import VARIANTS, get_variant
+from lstmgen.version import __version__
 
 __all__ = [
     "VARIANTS",

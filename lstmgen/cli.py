@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lstmgen import __version__
 from lstmgen.analysis.derivation import build_derivation
 from lstmgen.analysis.derivation_printer import FORMATS, NOTATIONS, render_derivation, render_error_flow
 from lstmgen.analysis.error_flow import MAX_MEASURED_STEPS, MEASURED_HIDDEN, measure_error_flow
@@ -20,6 +19,7 @@ from lstmgen.spec import CellSpec, SpecError
 from lstmgen.spec_file import load_spec_file
 from lstmgen.symbolic.derive_backward import GRADIENT_MODES
 from lstmgen.variants import VARIANTS, get_variant
+from lstmgen.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from lstmgen import __version__
 from lstmgen.generate import resolve_spec, write_module
 from lstmgen.spec import CellSpec
 from lstmgen.symbolic.derive_backward import GradientMode
+from lstmgen.version import __version__
 
 
 def cache_dir() -> Path:

@@ -23,7 +23,8 @@ from test_kernels_vs_autograd import assert_close
 from lstmgen.analysis.derivation import build_derivation
 from lstmgen.analysis.derivation_printer import render_derivation
 from lstmgen.codegen import kernel_helpers
-from lstmgen.functions import BY_NAME, FUNCTIONS, VOCABULARY, helper_closure, maximum, minimum, not_positive, tie_step
+from lstmgen.codegen.helper_sources import helper_closure
+from lstmgen.functions import BY_NAME, FUNCTIONS, VOCABULARY, maximum, minimum, not_positive, tie_step
 from lstmgen.generate import generate_source, write_source
 from lstmgen.loader import load_module
 from lstmgen.spec import CellSpec, Gate, SpecError

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from lstmgen.analysis.derivation_printer import notebook_latex, notebook_markdown
 from lstmgen.analysis.error_flow import JacobianBlock, SingleUnitAnalysis, single_unit_analysis, state_jacobian
 from lstmgen.spec import CellSpec
 from lstmgen.symbolic.assignment import Assignment
@@ -80,13 +81,9 @@ class Derivation:
 
     # A notebook shows a Derivation as its equations (IPython's rich display protocol).
     def _repr_latex_(self) -> str:
-        from lstmgen.analysis.derivation_printer import notebook_latex
-
         return notebook_latex(self)
 
     def _repr_markdown_(self) -> str:
-        from lstmgen.analysis.derivation_printer import notebook_markdown
-
         return notebook_markdown(self)
 
 

@@ -14,14 +14,17 @@ not cover (a GRU's r, z, n) print in the modern form.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sympy
 from sympy.printing.str import StrPrinter
 
-from lstmgen.analysis.derivation import Derivation, WeightGradient
 from lstmgen.analysis.error_flow import FEEDBACK, JacobianBlock
 from lstmgen.functions import masked, record_of
 from lstmgen.symbolic.forward_equations import unit_symbol
+
+if TYPE_CHECKING:  # the derivation imports its printers (notebook display): types only, no import back
+    from lstmgen.analysis.derivation import Derivation, WeightGradient
 
 NOTATIONS = ("modern", "graves")
 

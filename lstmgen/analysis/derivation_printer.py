@@ -7,12 +7,12 @@ is LaTeX math in GitHub ``math`` blocks); the text printer writes one-line Unico
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import sympy
 from sympy.printing.latex import LatexPrinter as SympyLatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from lstmgen.analysis.derivation import Derivation
 from lstmgen.analysis.derivation_document import (
     NOTATIONS,
     Diag,
@@ -35,6 +35,9 @@ from lstmgen.analysis.derivation_document import (
     build_error_flow,
 )
 from lstmgen.functions import masked, sum_units
+
+if TYPE_CHECKING:  # the derivation imports this printer (notebook display): types only, no import back
+    from lstmgen.analysis.derivation import Derivation
 
 FORMATS = ("latex", "markdown", "text")
 __all__ = ["FORMATS", "NOTATIONS", "latex_escape", "printer_for", "render_derivation", "render_error_flow"]

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import jinja2
 
-from lstmgen import __version__
 from lstmgen.codegen import module_runtime
+from lstmgen.codegen.helper_sources import helper_closure, helper_source
 from lstmgen.codegen.kernel_ir import Kernel, width
 from lstmgen.codegen.kernel_names import check_namespace
 from lstmgen.codegen.kernel_printer import INDENT, LINE_WIDTH, KernelPrinter, wrap, wrapper_allocation
 from lstmgen.codegen.lower_kernel import CellStorage, lower, output_text, str_assignment
 from lstmgen.codegen.numba_printer import print_text
 from lstmgen.codegen.user_text import in_docstring, python_literal
-from lstmgen.functions import helper_closure, helper_source
 from lstmgen.spec import CellSpec
 from lstmgen.symbolic.derive_backward import adjoint_symbol
 from lstmgen.symbolic.expression_lists import KernelExpressions
 from lstmgen.variants import VARIANTS
+from lstmgen.version import __version__
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
 TEMPLATE_VERSION = 10
