@@ -12,6 +12,7 @@ directions concatenated on the feature axis), the reverse direction runs each se
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -244,29 +245,24 @@ class RecurrentLayer:
             x = x.transpose(1, 0, 2)
         initial = self._states(state, "state", x.shape[1])
         step_inputs = self._step_inputs(inputs, x.shape[0], x.shape[1])
-        finals: list[tuple[np.ndarray, ...]] = []
-        tapes = []
-        inputs = x
-        for layer in range(self.num_layers):
-            outputs, layer_tapes = [], []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                y, final, tape = self.cell.forward(
-                    inputs,
-                    self.params[layer][direction],
-                    None if initial is None else initial[k],
-                    inputs=step_inputs[k] or None,
-                    lengths=lengths,
-                    reverse=direction == 1 or self.reverse,
-                )
-                outputs.append(y)
-                finals.append(final)
-                layer_tapes.append(tape)
-            inputs = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
-            tapes.append(tuple(layer_tapes))
-        output = inputs.transpose(1, 0, 2).copy() if self.batch_first else inputs
+
+        def run(layer: int, direction: int, k: int, layer_input: np.ndarray) -> tuple[Any, ...]:
+            return self.cell.forward(
+                layer_input,
+                self.params[layer][direction],
+                None if initial is None else initial[k],
+                inputs=step_inputs[k] or None,
+                lengths=lengths,
+                reverse=direction == 1 or self.reverse,
+            )
+
+        output, finals, tapes = run_layers(
+            x, self.num_layers, self.num_directions, run, lambda ys: np.concatenate(ys, axis=2)
+        )
+        output = output.transpose(1, 0, 2).copy() if self.batch_first else output
         final_state = tuple(np.stack([f[i] for f in finals]) for i in range(len(self.cell.STATE)))
-        return output, final_state, LayerTape(tuple(tapes), self.batch_first, self.dtype, id(self))
+        per_layer = tuple(tuple(tapes[k : k + self.num_directions]) for k in range(0, len(tapes), self.num_directions))
+        return output, final_state, LayerTape(per_layer, self.batch_first, self.dtype, id(self))
 
     def backward(
         self, doutput: np.ndarray, tape: LayerTape, dstate: tuple[np.ndarray, ...] | None = None
@@ -310,6 +306,27 @@ class RecurrentLayer:
             grad = dinput
         dx = grad.transpose(1, 0, 2).copy() if self.batch_first else grad
         return dx, grads, tuple(np.stack([d[i] for d in dstate0]) for i in range(len(self.cell.STATE)))
+
+
+def run_layers(
+    x: Any, num_layers: int, num_directions: int, run: Callable[..., tuple[Any, ...]], concat: Callable[[list], Any]
+) -> tuple[Any, list[Any], list[Any]]:
+    """The loop over layers and directions of every stack (:class:`RecurrentLayer`, and the PyTorch adapter's
+    ``TorchRecurrent``): layer l reads the output of layer l-1, its directions joined on the feature axis by
+    ``concat``. ``run(layer, direction, k, layer_input)`` runs one cell (k = layer * D + direction) and returns
+    ``(y, final, extra)``. Returns the last layer's output, and the finals and extras of every (layer,
+    direction), index k."""
+    finals, extras = [], []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            y, final, extra = run(layer, direction, layer * num_directions + direction, layer_input)
+            outputs.append(y)
+            finals.append(final)
+            extras.append(extra)
+        layer_input = outputs[0] if len(outputs) == 1 else concat(outputs)
+    return layer_input, finals, extras
 
 
 def stacked_inputs_shape(count: int, steps: int, batch: int, hidden: int, batch_first: bool) -> tuple[int, ...]:

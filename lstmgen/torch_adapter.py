@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lstmgen.layers import RecurrentLayer, check_input_names, run_layers, stacked_inputs_shape
 from lstmgen.spec import CellSpec
 
 
@@ -114,7 +115,6 @@ class TorchRecurrent(torch.nn.Module):
         block_size: int | None = None,
     ) -> None:
         super().__init__()
-        from lstmgen.layers import RecurrentLayer
 
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
@@ -146,8 +146,6 @@ class TorchRecurrent(torch.nn.Module):
     def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, torch.Tensor]]:
         """Per (layer, direction) per-step inputs as time-major views of the tensors (the generated forward checks
         their values; views, so that an in-place change of the tensor is seen by torch's version counter)."""
-        from lstmgen.layers import check_input_names, stacked_inputs_shape
-
         count = self.num_layers * self.num_directions
         expected = stacked_inputs_shape(count, steps, batch, self.hidden_size, self.batch_first)
         if not check_input_names(inputs, self.cell.INPUTS):
@@ -200,20 +198,16 @@ class TorchRecurrent(torch.nn.Module):
                     f"state: expected {n_states} tensor(s) of shapes {shapes} in {self.cell.STATE}, got {got}"
                 )
         step_inputs = self._step_inputs(inputs, x.shape[0], batch)
-        finals = []
-        inputs = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
-                initial = [] if state is None else [s[k] for s in state]
-                y, *final = GeneratedCellFunction.apply(
-                    self.cell, lengths, direction == 1, step_inputs[k] or None, inputs, *params, *initial
-                )
-                outputs.append(y)
-                finals.append(final)
-            inputs = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-        output = inputs.transpose(0, 1) if self.batch_first else inputs
+
+        def run(layer: int, direction: int, k: int, layer_input: torch.Tensor) -> tuple[Any, ...]:
+            params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
+            initial = [] if state is None else [s[k] for s in state]
+            y, *final = GeneratedCellFunction.apply(
+                self.cell, lengths, direction == 1, step_inputs[k] or None, layer_input, *params, *initial
+            )
+            return y, final, None
+
+        output, finals, _ = run_layers(x, self.num_layers, self.num_directions, run, lambda ys: torch.cat(ys, dim=2))
+        output = output.transpose(0, 1) if self.batch_first else output
         final_state = tuple(torch.stack([f[i] for f in finals]) for i in range(n_states))
         return output, final_state[0] if n_states == 1 else final_state
