@@ -7,7 +7,7 @@
 >>> dx, grads, dstate0 = mod.backward(dy, tape)      # dy: (T, B, H)
 """
 
-from lstmgen.generate import generate_source, write_module
+from lstmgen.generate import Stages, generate_source, stages, write_module
 from lstmgen.loader import cache_dir, load, load_module
 from lstmgen.spec import CellSpec, Gate, SpecError
 from lstmgen.variants import VARIANTS, get_variant
@@ -18,11 +18,13 @@ __all__ = [
     "CellSpec",
     "Gate",
     "SpecError",
+    "Stages",
     "__version__",
     "cache_dir",
     "generate_source",
     "get_variant",
     "load",
     "load_module",
+    "stages",
     "write_module",
 ]

@@ -1,4 +1,5 @@
-"""The pipeline driver: spec → forward equations → derived BPTT → expression lists → module text → file."""
+"""The pipeline driver: spec → forward equations → derived BPTT → expression lists → kernel IR → printed kernels →
+module text → file. :func:`stages` runs it and returns every stage."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from lstmgen.codegen.kernel_ir import ModulePlan
+from lstmgen.codegen.kernel_printer import PrintedKernels, print_kernels
+from lstmgen.codegen.lower_kernel import lower
 from lstmgen.codegen.render_module import module_name, render_module
 from lstmgen.spec import CellSpec
 from lstmgen.spec_file import load_spec_file
-from lstmgen.symbolic.derive_backward import GRADIENT_MODES, GradientMode, derive_backward
-from lstmgen.symbolic.expression_lists import build_kernel_expressions
-from lstmgen.symbolic.forward_equations import build_forward_equations
+from lstmgen.symbolic.derive_backward import GRADIENT_MODES, BackwardEquations, GradientMode, derive_backward
+from lstmgen.symbolic.expression_lists import KernelExpressions, build_kernel_expressions
+from lstmgen.symbolic.forward_equations import ForwardEquations, build_forward_equations
 from lstmgen.variants import get_variant
 
 
@@ -30,13 +35,45 @@ def resolve_spec(variant: CellSpec | str | os.PathLike[str]) -> CellSpec:
     raise TypeError(f"variant: expected a variant name, a CellSpec or a .toml spec path, got {type(variant).__name__}")
 
 
-def generate_source(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> str:
-    """The source text of the generated module for ``variant``; the same input always gives the same text."""
+@dataclass(frozen=True)
+class Stages:
+    """Every stage of the pipeline for one cell and gradient mode, each the value its stage returned.
+
+    Attributes:
+        spec: the cell (:class:`~lstmgen.spec.CellSpec`).
+        forward: its forward equations (:class:`~lstmgen.symbolic.forward_equations.ForwardEquations`).
+        backward: the derived BPTT equations (:class:`~lstmgen.symbolic.derive_backward.BackwardEquations`).
+        expressions: the CSE'd expression lists (:class:`~lstmgen.symbolic.expression_lists.KernelExpressions`).
+        plan: the kernel IR (:class:`~lstmgen.codegen.kernel_ir.ModulePlan`).
+        kernels: the printed kernels (:class:`~lstmgen.codegen.kernel_printer.PrintedKernels`).
+        module: the generated module's text.
+    """
+
+    spec: CellSpec
+    forward: ForwardEquations
+    backward: BackwardEquations
+    expressions: KernelExpressions
+    plan: ModulePlan
+    kernels: PrintedKernels
+    module: str
+
+
+def stages(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> Stages:
+    """Run the pipeline on ``variant`` and return every stage's result, so that a test, a notebook or another
+    target can stop at any of them. One line per stage:"""
     spec = resolve_spec(variant)
     forward = build_forward_equations(spec)  # spec -> forward equations
     backward = derive_backward(forward, gradient)  # forward -> derived BPTT equations
-    kernel = build_kernel_expressions(backward)  # BPTT -> CSE'd expression lists
-    return render_module(kernel)  # expression lists -> module text
+    expressions = build_kernel_expressions(backward)  # BPTT -> CSE'd expression lists
+    plan = lower(expressions)  # expression lists -> kernel IR
+    kernels = print_kernels(plan)  # kernel IR -> kernel source
+    module = render_module(expressions, plan, kernels)  # -> module text
+    return Stages(spec, forward, backward, expressions, plan, kernels, module)
+
+
+def generate_source(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> str:
+    """The source text of the generated module for ``variant``; the same input always gives the same text."""
+    return stages(variant, gradient).module
 
 
 def write_module(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lstmgen
 from lstmgen.cli import main
 from lstmgen.generate import generate_source, write_module
 
@@ -204,3 +205,24 @@ def test_init_params_names_a_bad_seed(generated_module):
         generated_module("rnn_tanh").init_params(2, 3, seed="abc")
     with pytest.raises(TypeError, match=r"seed: expected .* got -1"):
         generated_module("rnn_tanh").init_params(2, 3, seed=-1)
+
+
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+def test_stages_returns_every_stage(gradient):
+    """lstmgen.stages shows the pipeline: each stage's value, the last one the module generate_source returns."""
+    from lstmgen.codegen.kernel_ir import ModulePlan
+    from lstmgen.symbolic.derive_backward import BackwardEquations
+    from lstmgen.symbolic.expression_lists import KernelExpressions
+    from lstmgen.symbolic.forward_equations import ForwardEquations
+
+    result = lstmgen.stages("lstm_peephole", gradient)
+    assert result.spec == lstmgen.get_variant("lstm_peephole")
+    assert isinstance(result.forward, ForwardEquations) and result.forward.spec == result.spec
+    assert isinstance(result.backward, BackwardEquations) and result.backward.gradient == gradient
+    assert isinstance(result.expressions, KernelExpressions) and result.expressions.backward == result.backward
+    assert isinstance(result.plan, ModulePlan)
+    assert result.kernels.forward.startswith("def _forward_kernel(")
+    assert result.kernels.backward.startswith("def _backward_kernel(")
+    assert "_sigmoid" in result.kernels.helpers
+    assert result.kernels.forward in result.module and result.kernels.backward in result.module
+    assert result.module == lstmgen.generate_source("lstm_peephole", gradient)

@@ -8,6 +8,7 @@ unit loops go through :class:`~lstmgen.codegen.numba_printer.NumbaPrinter` (an e
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 
 import sympy
 
@@ -25,6 +26,7 @@ from lstmgen.codegen.kernel_ir import (
     IndexPart,
     InputProjection,
     Kernel,
+    ModulePlan,
     Ones,
     Operand,
     Phase,
@@ -71,6 +73,22 @@ def comment_lines(text: str, indent: str) -> list[str]:
             replace_whitespace=False,
         ) or [""]
     return [f"{indent}# {line.rstrip()}".rstrip() for line in out]
+
+
+@dataclass(frozen=True)
+class PrintedKernels:
+    """The text of both kernels of a plan, and the helpers their loops call (which the module defines)."""
+
+    forward: str
+    backward: str
+    helpers: frozenset[str]
+
+
+def print_kernels(plan: ModulePlan) -> PrintedKernels:
+    """Stage 5a: the plan's kernels as Python source for Numba."""
+    printer = KernelPrinter()
+    forward, backward = printer.kernel(plan.forward), printer.kernel(plan.backward)
+    return PrintedKernels(forward, backward, frozenset(printer.expressions.helpers_used))
 
 
 class KernelPrinter:

@@ -17,10 +17,10 @@ import jinja2
 
 from lstmgen.codegen import module_runtime
 from lstmgen.codegen.helper_sources import helper_closure, helper_source
-from lstmgen.codegen.kernel_ir import Kernel, width
+from lstmgen.codegen.kernel_ir import Kernel, ModulePlan, width
 from lstmgen.codegen.kernel_names import check_namespace
-from lstmgen.codegen.kernel_printer import INDENT, LINE_WIDTH, KernelPrinter, wrap, wrapper_allocation
-from lstmgen.codegen.lower_kernel import CellStorage, lower, output_text, str_assignment
+from lstmgen.codegen.kernel_printer import INDENT, LINE_WIDTH, PrintedKernels, wrap, wrapper_allocation
+from lstmgen.codegen.lower_kernel import CellStorage, output_text, str_assignment
 from lstmgen.codegen.numba_printer import print_text
 from lstmgen.codegen.user_text import in_docstring, python_literal
 from lstmgen.spec import CellSpec
@@ -203,11 +203,15 @@ def _docstring_products(storage: CellStorage) -> tuple[list[str], list[str]]:
     return products, rules
 
 
-def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> str:
+def render_module(
+    kernel: KernelExpressions, plan: ModulePlan, kernels: PrintedKernels, regenerate: str | None = None
+) -> str:
     """Render the generated module's source text.
 
     Args:
         kernel: the CSE'd expression lists of one cell and gradient mode.
+        plan: their kernel IR (:func:`lstmgen.codegen.lower_kernel.lower`).
+        kernels: the plan's printed kernels (:func:`lstmgen.codegen.kernel_printer.print_kernels`).
         regenerate: the command printed in the banner to regenerate this file.
     """
     backward = kernel.backward
@@ -218,11 +222,7 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
         builtin = VARIANTS.get(spec.name) == spec
         what = spec.name if builtin else f"--spec <the spec file of {spec.name}>"
         regenerate = f"lstmgen generate {what}{flag} --out {'generated/' if builtin else 'DIR'}"
-    storage = CellStorage(kernel)
-    plan = lower(storage)
-    printer = KernelPrinter()
-    forward_kernel = printer.kernel(plan.forward)
-    backward_kernel = printer.kernel(plan.backward)
+    storage = CellStorage(kernel)  # the docstring's products and outputs are read where the values live
     products, rules = _docstring_products(storage)
     G, F = len(spec.gates), len(spec.feedback)
     recurrent = [gate for gate, _ in forward.hR]
@@ -301,9 +301,9 @@ def render_module(kernel: KernelExpressions, regenerate: str | None = None) -> s
             [str_assignment(a.lhs, a.rhs) for a in backward.adjoints] + output_text(storage)
         ),
         "matrix_rules": [in_docstring(line) for line in rules],
-        "helper_sources": [helper_source(name) for name in helper_closure(printer.expressions.helpers_used)],
-        "forward_kernel": forward_kernel,
-        "backward_kernel": backward_kernel,
+        "helper_sources": [helper_source(name) for name in helper_closure(kernels.helpers)],
+        "forward_kernel": kernels.forward,
+        "backward_kernel": kernels.backward,
         "param_shapes": shapes,
         "forward_allocations": [line for b in plan.forward_buffers for line in wrapper_allocation(b)],
         "forward_call": _call(plan.forward, ""),
