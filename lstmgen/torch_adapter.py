@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lstmgen.layers import RecurrentLayer, check_input_names, run_layers, stacked_inputs_shape
+from lstmgen.layers import StackShape, check_input_names, run_layers, stacked_inputs_shape
 from lstmgen.spec import CellSpec
 
 
@@ -118,7 +118,8 @@ class TorchRecurrent(torch.nn.Module):
 
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
-        layer = RecurrentLayer(
+        # The stack's arguments are checked where RecurrentLayer's are; the parameters become torch Parameters.
+        self.shape = StackShape.of(
             cell,
             input_size,
             hidden_size,
@@ -126,22 +127,25 @@ class TorchRecurrent(torch.nn.Module):
             bidirectional=bidirectional,
             batch_first=batch_first,
             dtype=np.float32 if dtype == torch.float32 else np.float64,
-            seed=seed,
             heads=heads,
             proj_size=proj_size,
             block_size=block_size,
         )
-        self.cell = layer.cell
-        self.proj_size = layer.proj_size
-        self._state_widths = layer.state_widths()
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bidirectional, self.batch_first = layer.bidirectional, layer.batch_first
-        self.num_directions = layer.num_directions
-        for index, row in enumerate(layer.params):
+        for index, row in enumerate(self.shape.init_params(seed)):
             for direction, params in enumerate(row):
                 for name in self.cell.PARAMS:
                     parameter = torch.nn.Parameter(torch.from_numpy(params[name]))
                     setattr(self, self._name(name, index, direction), parameter)
+
+    # The stack's arguments, as checked by StackShape.
+    cell = property(lambda self: self.shape.cell)
+    input_size = property(lambda self: self.shape.input_size)
+    hidden_size = property(lambda self: self.shape.hidden_size)
+    proj_size = property(lambda self: self.shape.proj_size)
+    num_layers = property(lambda self: self.shape.num_layers)
+    num_directions = property(lambda self: self.shape.num_directions)
+    bidirectional = property(lambda self: self.shape.bidirectional)
+    batch_first = property(lambda self: self.shape.batch_first)
 
     def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, torch.Tensor]]:
         """Per (layer, direction) per-step inputs as time-major views of the tensors (the generated forward checks
@@ -190,7 +194,7 @@ class TorchRecurrent(torch.nn.Module):
                 )
             state = tuple(state)
             count = self.num_layers * self.num_directions
-            expected = [(count, batch, w) for w in self._state_widths]
+            expected = [(count, batch, w) for w in self.shape.state_widths()]
             if len(state) != n_states or any(tuple(s.shape) != e for s, e in zip(state, expected, strict=False)):
                 got = [tuple(s.shape) for s in state]
                 shapes = ", ".join(map(str, expected))

@@ -137,3 +137,20 @@ def test_a_state_of_the_wrong_type_is_named():
     model = TorchRecurrent("lstm", 3, 4)
     with pytest.raises(TypeError, match=r"^state: expected a tensor or a tuple of tensors in \('h', 'c'\), got str$"):
         model(torch.zeros(2, 1, 3), "hc")
+
+
+def test_the_adapter_shares_the_layers_arguments_and_initialisation():
+    """TorchRecurrent is made of the same checked arguments (StackShape) as RecurrentLayer, and draws the same
+    parameters from the same seed."""
+    from lstmgen.layers import RecurrentLayer
+
+    kwargs = {"num_layers": 2, "bidirectional": True, "seed": 3}
+    layer = RecurrentLayer("lstmp", 3, 4, dtype=np.float64, proj_size=2, **kwargs)
+    model = TorchRecurrent("lstmp", 3, 4, dtype=torch.float64, proj_size=2, **kwargs)
+    assert model.shape == layer.shape
+    for index, row in enumerate(layer.params):
+        for direction, params in enumerate(row):
+            for name, value in params.items():
+                np.testing.assert_array_equal(getattr(model, model._name(name, index, direction)).detach(), value)
+    with pytest.raises(ValueError, match="proj_size: lstm has no projected output"):
+        TorchRecurrent("lstm", 3, 4, proj_size=2)
