@@ -80,6 +80,14 @@ _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
+def _exp_limits(real):
+    # e^y is a normal number for lowest <= y (below, the kernels flush it to 0) and finite for y <= highest.
+    if real(1e-300) == real(0):  # a constant per dtype: the other branch is compiled away
+        return real(-87.0), real(88.72283935546875)
+    return real(-708.0), real(709.782712893384)
+
+
+@_jit
 def _reduce(y, real):
     # y = n ln2 + r with |r| <= ln2/2; ln2 in two parts, so that n * ln2_hi is exact and r keeps its bits.
     n = np.floor(y * real(1.4426950408889634) + real(0.5))
@@ -128,8 +136,7 @@ def _exp_parts(y, real):
     # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
     # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
     # No libm call, so the loops that use it vectorize. Results below the smallest normal flush to zero.
-    single = real(1e-300) == real(0)
-    lowest = real(-87.0) if single else real(-708.0)
+    lowest, _ = _exp_limits(real)
     underflow = y < lowest
     n, r = _reduce(lowest if underflow else y, real)
     return (real(0) if underflow else _pow2(n, real)), _exp_poly(r, real)

@@ -83,18 +83,18 @@ _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
+def _exp_limits(real):
+    # e^y is a normal number for lowest <= y (below, the kernels flush it to 0) and finite for y <= highest.
+    if real(1e-300) == real(0):  # a constant per dtype: the other branch is compiled away
+        return real(-87.0), real(88.72283935546875)
+    return real(-708.0), real(709.782712893384)
+
+
+@_jit
 def _reduce(y, real):
     # y = n ln2 + r with |r| <= ln2/2; ln2 in two parts, so that n * ln2_hi is exact and r keeps its bits.
     n = np.floor(y * real(1.4426950408889634) + real(0.5))
     return n, (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
-
-
-@_jit
-def _pow2(n, real):
-    # 2^n for an integral n within the normal exponent range, placed in the exponent bits.
-    if real(1e-300) == real(0):
-        return real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
-    return real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
 
 
 @_jit
@@ -127,18 +127,31 @@ def _exp_poly(r, real):
 
 
 @_jit
-def _exp(y, real):
-    # e^y for every y, without a branch (so that the loops calling it vectorize): y = n ln2 + r as in
-    # _exp_parts, 2^n placed in two halves (2^n alone leaves the exponent range just below the overflow
-    # threshold); below the smallest normal 0, above the overflow threshold inf, NaN propagates.
-    single = real(1e-300) == real(0)
-    lowest = real(-87.0) if single else real(-708.0)
-    highest = real(88.72283935546875) if single else real(709.782712893384)
-    clipped = lowest if y < lowest else (highest if y > highest else y)
-    n, r = _reduce(clipped, real)
+def _pow2(n, real):
+    # 2^n for an integral n within the normal exponent range, placed in the exponent bits.
+    if real(1e-300) == real(0):
+        return real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
+    return real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
+
+
+@_jit
+def _exp_split(y, real):
+    # y clipped to [lowest, highest] (_exp_limits) as y = n ln2 + r: n, e^r - 1, and 2^n in two halves (2^n alone
+    # leaves the exponent range just below the overflow threshold), 2^n = high * low. No branch: the callers
+    # select their result for y outside the limits, and their loops vectorize.
+    lowest, highest = _exp_limits(real)
+    n, r = _reduce(lowest if y < lowest else (highest if y > highest else y), real)
     half = np.floor(n * real(0.5))
-    high = _pow2(half, real)
-    value = (high + high * _exp_poly(r, real)) * _pow2(n - half, real)
+    return n, _exp_poly(r, real), _pow2(half, real), _pow2(n - half, real)
+
+
+@_jit
+def _exp(y, real):
+    # e^y for every y, without a branch (so that the loops calling it vectorize): 0 below the smallest normal,
+    # inf above the overflow threshold, NaN propagates.
+    lowest, highest = _exp_limits(real)
+    _, em1, high, low = _exp_split(y, real)
+    value = (high + high * em1) * low
     return real(0) if y < lowest else (real(np.inf) if y > highest else value)
 
 

@@ -99,18 +99,18 @@ _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
+def _exp_limits(real):
+    # e^y is a normal number for lowest <= y (below, the kernels flush it to 0) and finite for y <= highest.
+    if real(1e-300) == real(0):  # a constant per dtype: the other branch is compiled away
+        return real(-87.0), real(88.72283935546875)
+    return real(-708.0), real(709.782712893384)
+
+
+@_jit
 def _reduce(y, real):
     # y = n ln2 + r with |r| <= ln2/2; ln2 in two parts, so that n * ln2_hi is exact and r keeps its bits.
     n = np.floor(y * real(1.4426950408889634) + real(0.5))
     return n, (y - n * real(0.693145751953125)) - n * real(1.4286068203094173e-06)
-
-
-@_jit
-def _pow2(n, real):
-    # 2^n for an integral n within the normal exponent range, placed in the exponent bits.
-    if real(1e-300) == real(0):
-        return real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
-    return real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
 
 
 @_jit
@@ -143,18 +143,31 @@ def _exp_poly(r, real):
 
 
 @_jit
-def _exp(y, real):
-    # e^y for every y, without a branch (so that the loops calling it vectorize): y = n ln2 + r as in
-    # _exp_parts, 2^n placed in two halves (2^n alone leaves the exponent range just below the overflow
-    # threshold); below the smallest normal 0, above the overflow threshold inf, NaN propagates.
-    single = real(1e-300) == real(0)
-    lowest = real(-87.0) if single else real(-708.0)
-    highest = real(88.72283935546875) if single else real(709.782712893384)
-    clipped = lowest if y < lowest else (highest if y > highest else y)
-    n, r = _reduce(clipped, real)
+def _pow2(n, real):
+    # 2^n for an integral n within the normal exponent range, placed in the exponent bits.
+    if real(1e-300) == real(0):
+        return real(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32))
+    return real(np.int64((np.int64(n) + np.int64(1023)) << np.int64(52)).view(np.float64))
+
+
+@_jit
+def _exp_split(y, real):
+    # y clipped to [lowest, highest] (_exp_limits) as y = n ln2 + r: n, e^r - 1, and 2^n in two halves (2^n alone
+    # leaves the exponent range just below the overflow threshold), 2^n = high * low. No branch: the callers
+    # select their result for y outside the limits, and their loops vectorize.
+    lowest, highest = _exp_limits(real)
+    n, r = _reduce(lowest if y < lowest else (highest if y > highest else y), real)
     half = np.floor(n * real(0.5))
-    high = _pow2(half, real)
-    value = (high + high * _exp_poly(r, real)) * _pow2(n - half, real)
+    return n, _exp_poly(r, real), _pow2(half, real), _pow2(n - half, real)
+
+
+@_jit
+def _exp(y, real):
+    # e^y for every y, without a branch (so that the loops calling it vectorize): 0 below the smallest normal,
+    # inf above the overflow threshold, NaN propagates.
+    lowest, highest = _exp_limits(real)
+    _, em1, high, low = _exp_split(y, real)
+    value = (high + high * em1) * low
     return real(0) if y < lowest else (real(np.inf) if y > highest else value)
 
 
@@ -162,18 +175,11 @@ def _exp(y, real):
 def _expm1(y, real):
     # e^y - 1 without cancellation near 0 and without a branch (so that the loops calling it vectorize). With
     # y = n ln2 + r: for n < 0, 2^n (e^r - 1) + (2^n - 1), exact in the scaling; for n = 0 (within ln2/2 of 0,
-    # where r = y) the polynomial alone; for n > 0, e^y - 1 as _exp computes e^y. The candidates
-    # are computed and the result selected; -1 below e^y's smallest normal, inf above its overflow threshold,
-    # NaN propagates. (A second polynomial for the region near 0 kept LLVM from vectorizing the loops.)
-    single = real(1e-300) == real(0)
-    lowest = real(-87.0) if single else real(-708.0)
-    highest = real(88.72283935546875) if single else real(709.782712893384)
-    clipped = lowest if y < lowest else (highest if y > highest else y)
-    n, r = _reduce(clipped, real)
-    em1 = _exp_poly(r, real)
-    half = np.floor(n * real(0.5))
-    high = _pow2(half, real)
-    low = _pow2(n - half, real)
+    # where r = y) the polynomial alone; for n > 0, e^y - 1 as _exp computes e^y. The candidates are computed
+    # and the result selected; -1 below e^y's smallest normal, inf above its overflow threshold, NaN propagates.
+    # (A second polynomial for the region near 0 kept LLVM from vectorizing the loops.)
+    lowest, highest = _exp_limits(real)
+    n, em1, high, low = _exp_split(y, real)
     scale = high * low  # 2^n, exact for n <= 0 (the only n it is used for)
     below = scale * em1 + (scale - real(1))
     above = (high + high * em1) * low - real(1)
@@ -186,8 +192,7 @@ def _exp_parts(y, real):
     # e^y = scale * (1 + em1) for y <= 0 (NaN propagates): y = n ln2 + r with |r| <= ln2/2, e^r - 1 by its
     # Taylor polynomial (no leading 1: no cancellation for small y), scale = 2^n placed in the exponent bits.
     # No libm call, so the loops that use it vectorize. Results below the smallest normal flush to zero.
-    single = real(1e-300) == real(0)
-    lowest = real(-87.0) if single else real(-708.0)
+    lowest, _ = _exp_limits(real)
     underflow = y < lowest
     n, r = _reduce(lowest if underflow else y, real)
     return (real(0) if underflow else _pow2(n, real)), _exp_poly(r, real)

@@ -150,7 +150,33 @@ class StackShape:
         ]
 
 
-class RecurrentLayer:
+class StackArguments:
+    """The arguments of a stack as attributes, read from its ``shape`` (:class:`StackShape`): what
+    :class:`RecurrentLayer` and the PyTorch adapter's ``TorchRecurrent`` both expose."""
+
+    shape: StackShape
+    cell = property(lambda self: self.shape.cell)
+    input_size = property(lambda self: self.shape.input_size)
+    hidden_size = property(lambda self: self.shape.hidden_size)
+    proj_size = property(lambda self: self.shape.proj_size)
+    output_size = property(lambda self: self.shape.output_size)
+    num_layers = property(lambda self: self.shape.num_layers)
+    num_directions = property(lambda self: self.shape.num_directions)
+    bidirectional = property(lambda self: self.shape.bidirectional)
+    batch_first = property(lambda self: self.shape.batch_first)
+    heads = property(lambda self: self.shape.heads)
+    block_size = property(lambda self: self.shape.block_size)
+
+    def layer_input_size(self, layer: int) -> int:
+        """Input features of ``layer``: I for the first, D*P above it."""
+        return self.shape.layer_input_size(layer)
+
+    def state_widths(self) -> tuple[int, ...]:
+        """The units of each state in STATE order: P for h, H for the others."""
+        return self.shape.state_widths()
+
+
+class RecurrentLayer(StackArguments):
     """``num_layers`` stacked layers of one cell, optionally bidirectional, over a generated module.
 
     Args:
@@ -211,31 +237,9 @@ class RecurrentLayer:
         )
         self.params = self._check_params(self.shape.init_params(seed) if params is None else params)
 
-    # The stack's arguments, as checked by StackShape.
-    cell = property(lambda self: self.shape.cell)
-    input_size = property(lambda self: self.shape.input_size)
-    hidden_size = property(lambda self: self.shape.hidden_size)
-    proj_size = property(lambda self: self.shape.proj_size)
-    output_size = property(lambda self: self.shape.output_size)
-    num_layers = property(lambda self: self.shape.num_layers)
-    num_directions = property(lambda self: self.shape.num_directions)
-    bidirectional = property(lambda self: self.shape.bidirectional)
+    # Besides the StackArguments: the direction of a one-way stack and the numpy dtype.
     reverse = property(lambda self: self.shape.reverse)
-    batch_first = property(lambda self: self.shape.batch_first)
     dtype = property(lambda self: self.shape.dtype)
-    heads = property(lambda self: self.shape.heads)
-    block_size = property(lambda self: self.shape.block_size)
-
-    def layer_input_size(self, layer: int) -> int:
-        """Input features of ``layer``: I for the first, D*P above it."""
-        return self.shape.layer_input_size(layer)
-
-    def state_widths(self) -> tuple[int, ...]:
-        """The units of each state in STATE order: P for h, H for the others."""
-        return self.shape.state_widths()
-
-    def _sizes(self) -> dict[str, int | None]:
-        return self.shape.sizes()
 
     def _check_params(self, params: Params) -> Params:
         shape = (self.num_layers, self.num_directions)
@@ -251,7 +255,7 @@ class RecurrentLayer:
                 if not isinstance(p, dict) or set(p) != set(self.cell.PARAMS):
                     got = sorted(p) if isinstance(p, dict) else type(p).__name__
                     raise ValueError(f"{where}: expected a dict with keys {self.cell.PARAMS}, got {got}")
-                shapes = self.cell.param_shapes(self.layer_input_size(layer), self.hidden_size, **self._sizes())
+                shapes = self.cell.param_shapes(self.layer_input_size(layer), self.hidden_size, **self.shape.sizes())
                 for name, expected in shapes.items():
                     value = p[name]
                     if not isinstance(value, np.ndarray):
@@ -433,11 +437,12 @@ def check_input_names(inputs: Any, names: tuple[str, ...]) -> bool:
     return True
 
 
-def split_stacked_inputs(inputs: dict[str, np.ndarray], batch_first: bool) -> list[dict[str, np.ndarray]]:
-    """Checked stacked per-step inputs as one time-major (T, B, H) dict per layer and direction."""
+def split_stacked_inputs(inputs: dict[str, Any], batch_first: bool) -> list[dict[str, Any]]:
+    """Checked stacked per-step inputs (numpy arrays or torch tensors) as one time-major (T, B, H) dict per layer
+    and direction: views of the stacked arrays."""
     count = next(iter(inputs.values())).shape[0]
     return [
-        {name: value[k].transpose(1, 0, 2) if batch_first else value[k] for name, value in inputs.items()}
+        {name: value[k].swapaxes(0, 1) if batch_first else value[k] for name, value in inputs.items()}
         for k in range(count)
     ]
 

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lstmgen.layers import StackShape, check_input_names, run_layers, stacked_inputs_shape
+from lstmgen.layers import (
+    StackArguments,
+    StackShape,
+    check_input_names,
+    run_layers,
+    split_stacked_inputs,
+    stacked_inputs_shape,
+)
 from lstmgen.spec import CellSpec
 
 
@@ -78,7 +85,7 @@ class GeneratedCellFunction(torch.autograd.Function):
         return (None, None, None, None, torch.from_numpy(dx), *dparams, *dstate_grads)
 
 
-class TorchRecurrent(torch.nn.Module):
+class TorchRecurrent(torch.nn.Module, StackArguments):
     """A stack of generated cells as an ``nn.Module`` (CPU): torch.nn.LSTM's arguments and return values.
 
     Args:
@@ -137,16 +144,6 @@ class TorchRecurrent(torch.nn.Module):
                     parameter = torch.nn.Parameter(torch.from_numpy(params[name]))
                     setattr(self, self._name(name, index, direction), parameter)
 
-    # The stack's arguments, as checked by StackShape.
-    cell = property(lambda self: self.shape.cell)
-    input_size = property(lambda self: self.shape.input_size)
-    hidden_size = property(lambda self: self.shape.hidden_size)
-    proj_size = property(lambda self: self.shape.proj_size)
-    num_layers = property(lambda self: self.shape.num_layers)
-    num_directions = property(lambda self: self.shape.num_directions)
-    bidirectional = property(lambda self: self.shape.bidirectional)
-    batch_first = property(lambda self: self.shape.batch_first)
-
     def _step_inputs(self, inputs: Any, steps: int, batch: int) -> list[dict[str, torch.Tensor]]:
         """Per (layer, direction) per-step inputs as time-major views of the tensors (the generated forward checks
         their values; views, so that an in-place change of the tensor is seen by torch's version counter)."""
@@ -158,10 +155,7 @@ class TorchRecurrent(torch.nn.Module):
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"inputs[{name!r}]: expected a tensor of shape {expected}, got {got}")
-        return [
-            {name: value[k].transpose(0, 1) if self.batch_first else value[k] for name, value in inputs.items()}
-            for k in range(count)
-        ]
+        return split_stacked_inputs(inputs, self.batch_first)
 
     @staticmethod
     def _name(param: str, layer: int, direction: int) -> str:
@@ -194,7 +188,7 @@ class TorchRecurrent(torch.nn.Module):
                 )
             state = tuple(state)
             count = self.num_layers * self.num_directions
-            expected = [(count, batch, w) for w in self.shape.state_widths()]
+            expected = [(count, batch, w) for w in self.state_widths()]
             if len(state) != n_states or any(tuple(s.shape) != e for s, e in zip(state, expected, strict=False)):
                 got = [tuple(s.shape) for s in state]
                 shapes = ", ".join(map(str, expected))

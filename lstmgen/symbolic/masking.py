@@ -25,8 +25,8 @@ def mask_indicators(expr: sympy.Expr) -> sympy.Expr:
     args = tuple(mask_indicators(a) for a in expr.args)
     if isinstance(expr, sympy.Mul):
         indicators = sorted((a for a in args if is_indicator(a)), key=sympy.default_sort_key)
-        masked_product = sympy.Mul(*(a for a in args if not is_indicator(a)))
-        if indicators and not masked_product.is_Number:  # indicators and constants alone are finite
+        if indicators:  # (masked itself keeps a product of constants and indicators as it is: all finite)
+            masked_product = sympy.Mul(*(a for a in args if not is_indicator(a)))
             for indicator in reversed(indicators):
                 masked_product = masked(indicator, masked_product)
             return masked_product
