@@ -15,12 +15,14 @@ from pathlib import Path
 from lstmgen.codegen.kernel_ir import ModulePlan
 from lstmgen.codegen.kernel_printer import PrintedKernels, print_kernels
 from lstmgen.codegen.lower_kernel import lower
+from lstmgen.codegen.module_text import ModuleText, build_module_text
 from lstmgen.codegen.render_module import module_name, render_module
 from lstmgen.spec import CellSpec
 from lstmgen.spec_file import load_spec_file
 from lstmgen.symbolic.derive_backward import GRADIENT_MODES, BackwardEquations, GradientMode, derive_backward
 from lstmgen.symbolic.expression_lists import KernelExpressions, build_kernel_expressions
 from lstmgen.symbolic.forward_equations import ForwardEquations, build_forward_equations
+from lstmgen.symbolic.layout import Layout, build_layout
 from lstmgen.variants import get_variant
 
 
@@ -44,8 +46,10 @@ class Stages:
         forward: its forward equations (:class:`~lstmgen.symbolic.forward_equations.ForwardEquations`).
         backward: the derived BPTT equations (:class:`~lstmgen.symbolic.derive_backward.BackwardEquations`).
         expressions: the CSE'd expression lists (:class:`~lstmgen.symbolic.expression_lists.KernelExpressions`).
+        layout: the symbol table of both loops (:class:`~lstmgen.symbolic.layout.Layout`).
         plan: the kernel IR (:class:`~lstmgen.codegen.kernel_ir.ModulePlan`).
         kernels: the printed kernels (:class:`~lstmgen.codegen.kernel_printer.PrintedKernels`).
+        text: the module's prose and structure lines (:class:`~lstmgen.codegen.module_text.ModuleText`).
         module: the generated module's text.
     """
 
@@ -53,8 +57,10 @@ class Stages:
     forward: ForwardEquations
     backward: BackwardEquations
     expressions: KernelExpressions
+    layout: Layout
     plan: ModulePlan
     kernels: PrintedKernels
+    text: ModuleText
     module: str
 
 
@@ -65,10 +71,12 @@ def stages(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = 
     forward = build_forward_equations(spec)  # spec -> forward equations
     backward = derive_backward(forward, gradient)  # forward -> derived BPTT equations
     expressions = build_kernel_expressions(backward)  # BPTT -> CSE'd expression lists
-    plan = lower(expressions)  # expression lists -> kernel IR
+    layout = build_layout(expressions)  # expression lists -> symbol table
+    plan = lower(layout)  # symbol table -> kernel IR
     kernels = print_kernels(plan)  # kernel IR -> kernel source
-    module = render_module(expressions, plan, kernels)  # -> module text
-    return Stages(spec, forward, backward, expressions, plan, kernels, module)
+    text = build_module_text(layout)  # symbol table -> the module's prose and structure lines
+    module = render_module(layout, plan, kernels, text)  # -> module text
+    return Stages(spec, forward, backward, expressions, layout, plan, kernels, text, module)
 
 
 def generate_source(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> str:

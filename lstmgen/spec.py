@@ -92,6 +92,19 @@ class Gate:
         return self.preactivation or f"xW_{self.name} + hR_{self.name}"
 
 
+class _NameClaims:
+    """The names a spec defines so far, each with where it was defined: a second definition is refused."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, name: str, where: str) -> None:
+        check_identifier(name, where)
+        if name in self.seen:
+            raise SpecError(f"{where}: {name!r} is already defined by {self.seen[name]}")
+        self.seen[name] = where
+
+
 @dataclass(frozen=True)
 class CellSpec:
     """An immutable description of a recurrent cell.
@@ -151,14 +164,19 @@ class CellSpec:
             raise SpecError("gates: expected at least one gate")
         if not self.state:
             raise SpecError("state: expected at least one state (the hidden output first)")
-        seen: dict[str, str] = {}
+        claims = _NameClaims()
+        defined = self._check_names(claims)
+        self._check_init()
+        self._check_structures(claims)
+        self._check_block_gates([g.name for g in self.gates])
+        missing = [s for s in self.state if s not in defined]
+        if missing:
+            raise SpecError(
+                f"equations: state {missing[0]!r} is never updated (expected an equation '{missing[0]} = ...')"
+            )
 
-        def claim(name: str, where: str) -> None:
-            check_identifier(name, where)
-            if name in seen:
-                raise SpecError(f"{where}: {name!r} is already defined by {seen[name]}")
-            seen[name] = where
-
+    def _check_names(self, claim: _NameClaims) -> set[str]:
+        """Every name the spec defines is a distinct identifier; returns the states the equations update."""
         for k, gate in enumerate(self.gates):
             if not isinstance(gate, Gate):
                 raise SpecError(f"gates[{k}]: expected a Gate, got {type(gate).__name__}")
@@ -178,12 +196,9 @@ class CellSpec:
                 raise SpecError(
                     f"feedback[{k}]: expected a distinct gate name (one of {', '.join(gate_names)}), got {name!r}"
                 )
-        for k, s in enumerate(self.state):
-            claim(s, f"state[{k}]")
-        for k, p in enumerate(self.unit_params):
-            claim(p, f"unit_params[{k}]")
-        for k, name in enumerate(self.inputs):
-            claim(name, f"inputs[{k}]")
+        for field_name in ("state", "unit_params", "inputs"):
+            for k, name in enumerate(getattr(self, field_name)):
+                claim(name, f"{field_name}[{k}]")
         if not isinstance(self.input_bias, bool):
             raise SpecError(f"input_bias: expected true or false, got {self.input_bias!r}")
         for k, p in enumerate(self.gate_params):
@@ -202,6 +217,9 @@ class CellSpec:
                 defined.add(lhs)
                 continue
             claim(lhs, where)
+        return defined
+
+    def _check_init(self) -> None:
         for k, item in enumerate(self.init):
             if not (isinstance(item, tuple) and len(item) == 2):
                 raise SpecError(f"init[{k}]: expected a (parameter, value) pair, got {item!r}")
@@ -217,6 +235,9 @@ class CellSpec:
                     f"init[{k}] ({name}): expected a finite number of magnitude at most {FLOAT32_MAX:g} (float32's "
                     f"range), got {shown}"
                 )
+
+    def _check_structures(self, claim: _NameClaims) -> None:
+        """A projection and heads: their own fields, and the structures each excludes."""
         if not isinstance(self.projection, bool):
             raise SpecError(f"projection: expected true or false, got {self.projection!r}")
         if self.projection:
@@ -232,12 +253,6 @@ class CellSpec:
                 raise SpecError("heads: a block-diagonal R needs a gate whose pre-activation reads hR_k")
             if self.feedback or any(g.recurrent_source for g in self.gates):
                 raise SpecError("heads: not supported together with feedback or a gate's recurrent_source")
-        self._check_block_gates(gate_names)
-        missing = [s for s in self.state if s not in defined]
-        if missing:
-            raise SpecError(
-                f"equations: state {missing[0]!r} is never updated (expected an equation '{missing[0]} = ...')"
-            )
 
     def _check_block_gates(self, gate_names: list[str]) -> None:
         gates = {g.name: g for g in self.gates}

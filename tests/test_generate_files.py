@@ -221,6 +221,8 @@ def test_stages_returns_every_stage(gradient):
     assert isinstance(result.backward, BackwardEquations) and result.backward.gradient == gradient
     assert isinstance(result.expressions, KernelExpressions) and result.expressions.backward == result.backward
     assert isinstance(result.plan, ModulePlan)
+    assert result.layout.kernel == result.expressions and result.layout.spec == result.spec
+    assert result.text.forward_text[0] in result.module
     assert result.kernels.forward.startswith("def _forward_kernel(")
     assert result.kernels.backward.startswith("def _backward_kernel(")
     assert "_sigmoid" in result.kernels.helpers

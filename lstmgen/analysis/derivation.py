@@ -13,7 +13,7 @@ import sympy
 from lstmgen.analysis.derivation_printer import notebook_latex, notebook_markdown
 from lstmgen.analysis.error_flow import JacobianBlock, SingleUnitAnalysis, single_unit_analysis, state_jacobian
 from lstmgen.spec import CellSpec
-from lstmgen.symbolic.assignment import Assignment
+from lstmgen.symbolic.assignment import Assignment, Role
 from lstmgen.symbolic.derive_backward import BackwardEquations, GradientMode, adjoint_symbol, derive_backward
 from lstmgen.symbolic.forward_equations import build_forward_equations
 
@@ -107,9 +107,9 @@ def build_derivation(spec: CellSpec, gradient: GradientMode = "full") -> Derivat
     backward = derive_backward(forward, gradient)
     display: dict[sympy.Symbol, sympy.Expr] = {}
     for a in forward.equations:  # in order, so a hoisted value inside another shows unfolded too
-        if a.role in ("hoisted", "source"):
+        if a.role in (Role.HOISTED, Role.SOURCE):
             display[a.lhs] = a.rhs.xreplace(display)
-    shown = tuple(a for a in forward.equations if a.role != "hoisted")
+    shown = tuple(a for a in forward.equations if a.role != Role.HOISTED)
     grads = []
     for gate, xw in forward.xW:
         grads.append(WeightGradient("W", gate, "input", backward.output(xw)))

@@ -21,6 +21,7 @@ from sympy.printing.str import StrPrinter
 
 from lstmgen.analysis.error_flow import FEEDBACK, JacobianBlock
 from lstmgen.functions import masked, record_of
+from lstmgen.symbolic.assignment import Role
 from lstmgen.symbolic.forward_equations import unit_symbol
 
 if TYPE_CHECKING:  # the derivation imports its printers (notebook display): types only, no import back
@@ -54,63 +55,76 @@ class Names:
         self.text: dict[sympy.Symbol, str] = {}
         # Graves' notation has no name for a projected output: a projected cell keeps the modern one.
         graves = self.graves = notation == "graves" and {"c", "h"} <= set(spec.state) and not spec.projection
-        gates = [g.name for g in spec.gates]
+        self.gates = [g.name for g in spec.gates]
         #: LaTeX and text subscript of each gate's matrix blocks and bias: Greek in Graves' notation.
-        self.gate_latex = {k: _GREEK_GATE[k] if graves and k in _GREEK_GATE else k for k in gates}
-        self.gate_text = {k: _GREEK_TEXT[k] if graves and k in _GREEK_TEXT else k for k in gates}
-        late = dict(forward.sources)
+        self.gate_latex = {k: _GREEK_GATE[k] if graves and k in _GREEK_GATE else k for k in self.gates}
+        self.gate_text = {k: _GREEK_TEXT[k] if graves and k in _GREEK_TEXT else k for k in self.gates}
+        self._name_gates(derivation)
+        self._name_values(derivation)
+        self._name_adjoints()
+        self._name_seeds(derivation)
 
-        def name(sym: sympy.Symbol, latex: str, text: str) -> None:
-            self.latex[sym], self.text[sym] = latex, text
+    def name(self, sym: sympy.Symbol, latex: str, text: str) -> None:
+        self.latex[sym], self.text[sym] = latex, text
 
-        def value(n: str, when: str = "t") -> tuple[str, str]:
-            """LaTeX and text of value n at time t (or t-1)."""
-            if graves and n in ("c", "h"):
-                base, text = ("s_c", "s_c") if n == "c" else ("b_c", "b_c")
-                return f"{base}^{{{when}}}", f"{text}({when})"
-            if graves and n in _GREEK_GATE and n in gates and n != "g":
-                return f"b_{{{_GREEK_GATE[n]}}}^{{{when}}}", f"b_{_GREEK_TEXT[n]}({when})"
-            if graves and n == "g" and n in gates:
-                return rf"g\left(a_c^{{{when}}}\right)", f"g(a_c({when}))"
-            base = _upright(n)  # log_f_exp is one name: its underscores are not subscripts
-            return f"{base}_{{{when}}}", f"{n}[{when}]"
+    def value(self, n: str, when: str = "t") -> tuple[str, str]:
+        """LaTeX and text of value n at time t (or t-1)."""
+        graves, gates = self.graves, self.gates
+        if graves and n in ("c", "h"):
+            base, text = ("s_c", "s_c") if n == "c" else ("b_c", "b_c")
+            return f"{base}^{{{when}}}", f"{text}({when})"
+        if graves and n in _GREEK_GATE and n in gates and n != "g":
+            return f"b_{{{_GREEK_GATE[n]}}}^{{{when}}}", f"b_{_GREEK_TEXT[n]}({when})"
+        if graves and n == "g" and n in gates:
+            return rf"g\left(a_c^{{{when}}}\right)", f"g(a_c({when}))"
+        base = _upright(n)  # log_f_exp is one name: its underscores are not subscripts
+        return f"{base}_{{{when}}}", f"{n}[{when}]"
 
-        def preactivation(k: str) -> tuple[str, str]:
-            if graves and k in _GREEK_GATE:
-                return f"a_{{{_GREEK_GATE[k]}}}^{{t}}", f"a_{_GREEK_TEXT[k]}(t)"
-            return f"a_{{{k},t}}", f"a_{k}[t]"
+    def _preactivation(self, k: str) -> tuple[str, str]:
+        if self.graves and k in _GREEK_GATE:
+            return f"a_{{{_GREEK_GATE[k]}}}^{{t}}", f"a_{_GREEK_TEXT[k]}(t)"
+        return f"a_{{{k},t}}", f"a_{k}[t]"
 
-        for k in gates:
-            name(unit_symbol(k), *value(k))
-            name(unit_symbol(f"a_{k}"), *preactivation(k))
-            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
-            gt = self.gate_text[k]
+    def _greek(self, k: str) -> str:
+        return _GREEK_GATE[k] if self.graves and k in _GREEK_GATE else k
+
+    def _name_gates(self, derivation: Derivation) -> None:
+        """Each gate's value, pre-activation, input and recurrent products, bias, feedback product."""
+        spec, graves, name = derivation.spec, self.graves, self.name
+        late = dict(derivation.backward.forward.sources)
+        for k in self.gates:
+            name(unit_symbol(k), *self.value(k))
+            name(unit_symbol(f"a_{k}"), *self._preactivation(k))
+            gk, gt = self._greek(k), self.gate_text[k]
             x_t = ("x^{t}", "x(t)") if graves else ("x_t", "x[t]")
             name(unit_symbol(f"X_{k}"), f"{x_t[0]} W_{{{gk}}}", f"{x_t[1]}·W_{gt}")
             # Graves writes b for activations, so his notation's biases are β (weights from a bias unit there).
             bias = (rf"\beta_{{{gk}}}", f"β_{gt}") if graves else (f"b_{{{gk}}}", f"b_{k}")
             name(unit_symbol(f"B_{k}"), *bias)
             if k not in late:
-                h_prev = value(spec.output_state, "t-1")
+                h_prev = self.value(spec.output_state, "t-1")
                 name(unit_symbol(f"hR_{k}"), f"{h_prev[0]} R_{{{gk}}}", f"{h_prev[1]}·R_{gt}")
             name(unit_symbol(f"gQ_{k}"), rf"\gamma_{{t-1}} Q_{{{gk}}}", f"γ[t-1]·Q_{gt}")
+
+    def _name_values(self, derivation: Derivation) -> None:
+        """The input, the states, the named values, the parameters, the mid-step products."""
+        forward, spec, graves, name = derivation.backward.forward, derivation.spec, self.graves, self.name
         name(unit_symbol("x"), *(("x^{t}", "x(t)") if graves else ("x_t", "x[t]")))
         for s in spec.state:
-            name(unit_symbol(s), *value(s))
-            name(unit_symbol(f"{s}_prev"), *value(s, "t-1"))
+            name(unit_symbol(s), *self.value(s))
+            name(unit_symbol(f"{s}_prev"), *self.value(s, "t-1"))
         if spec.projection:  # the equations' value of a projected output, before W_p: h̃
             out = spec.output_state
-            self.projected = value(out)
+            self.projected = self.value(out)
             name(unit_symbol(out), rf"\tilde{{{_upright(out)}}}_{{t}}", f"{out}̃[t]")
         for a in forward.equations:
-            if a.role in ("intermediate", "reduction"):
-                name(a.lhs, *value(str(a.lhs)))
+            if a.role in (Role.INTERMEDIATE, Role.REDUCTION):
+                name(a.lhs, *self.value(str(a.lhs)))
         for a in derivation.backward.adjoints:  # the sums over the units the derivation named (sum_d_mu)
-            if a.role == "reduction" and str(a.lhs).startswith("sum_"):
-                name(a.lhs, *value(str(a.lhs)))
+            if a.role == Role.REDUCTION and str(a.lhs).startswith("sum_"):
+                name(a.lhs, *self.value(str(a.lhs)))
         for p, k, sym in forward.gate_params:
-            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
-            name(sym, f"{_upright(p)}_{{{gk}}}", f"{p}_{self.gate_text[k]}")
+            name(sym, f"{_upright(p)}_{{{self._greek(k)}}}", f"{p}_{self.gate_text[k]}")
         for p in spec.unit_params:
             gate = p.removeprefix("p_")
             if graves and p.startswith("p_") and gate in _GREEK_GATE:
@@ -118,12 +132,15 @@ class Names:
             else:
                 name(unit_symbol(p), _sub(p), p)
         # Mid-step projections show their source: (r_t h_{t-1}) R_n.
-        for k, src in late.items():
-            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+        for k, src in forward.sources:
             src_latex = sympy.latex(derivation.display[src], symbol_names=self.latex)
             src_text = self.expression_text(derivation.display[src])
-            name(unit_symbol(f"hR_{k}"), rf"\left({src_latex}\right) R_{{{gk}}}", f"({src_text})·R_{self.gate_text[k]}")
-        # Adjoints: δ of the value's name (ε for Graves' output and state errors).
+            latex = rf"\left({src_latex}\right) R_{{{self._greek(k)}}}"
+            name(unit_symbol(f"hR_{k}"), latex, f"({src_text})·R_{self.gate_text[k]}")
+
+    def _name_adjoints(self) -> None:
+        """δ of each value's name (ε for Graves' output and state errors)."""
+        graves, name = self.graves, self.name
         for sym in list(self.latex):
             latex, text = self.latex[sym], self.text[sym]
             if str(sym).startswith(("X_", "B_")):
@@ -132,15 +149,15 @@ class Names:
             if str(sym).startswith(("hR_", "gQ_")):
                 k = str(sym).split("_", 1)[1]
                 kind = "h R" if str(sym).startswith("hR_") else r"\gamma Q"
-                gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+                gk = self._greek(k)
                 kind_text = kind.replace(chr(92) + "gamma", "γ")
                 when = f"_{self.gate_text[k]}(t)" if graves else f"_{k}[t]"
                 latex_when = f"_{{{gk}}}^{{t}}" if graves else f"_{{{gk},t}}"
                 name(delta, rf"\delta\left({kind}\right){latex_when}", f"δ({kind_text}){when}")
                 continue
             name(delta, rf"\delta {latex}", f"δ{text}")
-        for k in gates:
-            gk = _GREEK_GATE[k] if graves and k in _GREEK_GATE else k
+        for k in self.gates:
+            gk = self._greek(k)
             if graves:
                 delta_xw = rf"\delta\left(x W\right)_{{{gk}}}^{{t}}", f"δ(xW)_{self.gate_text[k]}(t)"
                 name(unit_symbol(f"d_xW_{k}"), *delta_xw)
@@ -148,6 +165,15 @@ class Names:
                 name(unit_symbol(f"d_xW_{k}"), rf"\delta\left(x W\right)_{{{gk},t}}", f"δ(xW)_{k}[t]")
             if graves and k in _GREEK_GATE:
                 name(unit_symbol(f"d_a_{k}"), f"\\delta_{{{_GREEK_GATE[k]}}}^{{t}}", f"δ_{_GREEK_TEXT[k]}(t)")
+        if graves:
+            name(unit_symbol("d_c"), r"\epsilon_s^{t}", "ε_s(t)")
+            name(unit_symbol("d_c_prev"), r"\epsilon_s^{t-1}", "ε_s(t-1)")
+            name(unit_symbol("d_h_prev"), r"\epsilon_c^{t-1}", "ε_c(t-1)")
+
+    def _name_seeds(self, derivation: Derivation) -> None:
+        """The gradients arriving from outside the step."""
+        spec, graves, value = derivation.spec, self.graves, self.value
+        late = dict(derivation.backward.forward.sources)
         out = spec.output_state
         for s, seed in derivation.backward.seeds:
             if s == out and spec.projection:  # the gradient on h̃: δh_t W_pᵀ
@@ -166,11 +192,7 @@ class Names:
                 latex, text = rf"\delta\left(h R\right)_{{{gk},t}} R_{{{gk}}}^{{\top}}", f"δ(hR)_{gt}[t]·R_{gt}ᵀ"
             else:
                 latex, text = rf"\delta {{{value(s)[0]}}}^{{+}}", f"δ{value(s)[1]}⁺"
-            name(seed, latex, text)
-        if graves:
-            name(unit_symbol("d_c"), r"\epsilon_s^{t}", "ε_s(t)")
-            name(unit_symbol("d_c_prev"), r"\epsilon_s^{t-1}", "ε_s(t-1)")
-            name(unit_symbol("d_h_prev"), r"\epsilon_c^{t-1}", "ε_c(t-1)")
+            self.name(seed, latex, text)
 
     def expression_text(self, expr: sympy.Expr) -> str:
         return TextExpressionPrinter(self.text).doprint(expr)
@@ -362,7 +384,7 @@ class DocumentBuilder:
         return Name(latex, text), Name(rf"\delta {latex}", f"δ{text}")
 
     def forward(self) -> tuple[Equation, ...]:
-        lines = [Equation(self.sym(a.lhs), self.expr(a.rhs, True)) for a in self.d.forward if a.role != "source"]
+        lines = [Equation(self.sym(a.lhs), self.expr(a.rhs, True)) for a in self.d.forward if a.role != Role.SOURCE]
         if self.d.spec.projection:
             h, _ = self.projected()
             h_cell = self.sym(unit_symbol(self.d.spec.output_state))

@@ -26,7 +26,7 @@ from typing import Literal
 import sympy
 
 from lstmgen.functions import UNITS, sum_units
-from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.symbolic.assignment import NAMED_ROLES, Assignment, AssignmentList, Role, per_row_values
 from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
 from lstmgen.symbolic.masking import mask_indicators
 from lstmgen.symbolic.reductions import SumAlgebra, extract_sums, sum_aliases
@@ -91,13 +91,8 @@ class BackwardEquations:
     def scalars(self) -> frozenset[sympy.Symbol]:
         """The per-row adjoints and reductions (one value per batch row): those of forward's per-row values and
         the sums over the units of the backward step."""
-        out = {adjoint_symbol(v) for v in self.forward.scalars} | self.forward.scalars
-        for a in self.adjoints:
-            values = a.rhs.free_symbols - {UNITS}
-            if isinstance(a.rhs, sum_units) or (a.role not in _PER_UNIT_ROLES and values and values <= out):
-                out.add(a.lhs)
-        out -= self.forward.scalars
-        return frozenset(out)
+        forward = self.forward.scalars
+        return per_row_values(self.adjoints, known={adjoint_symbol(v) for v in forward}, also=forward)
 
 
 def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") -> BackwardEquations:
@@ -116,7 +111,7 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     cut = dict(forward.prev)[forward.spec.output_state] if gradient == "truncated" else None
     scalars = forward.scalars
     algebra = SumAlgebra(
-        ((a.lhs, a.rhs.args[0]) for a in equations if a.role == "reduction"),
+        ((a.lhs, a.rhs.args[0]) for a in equations if a.role == Role.REDUCTION),
         scalars | {adjoint_symbol(v) for v in scalars},
         sum_aliases(equations),
     )
@@ -131,10 +126,10 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
         total = seed_of.get(value, sympy.Integer(0))
         per_unit = sympy.Integer(0)  # a per-row value's contributions from per-unit readers: summed over units
         for reader in readers.get(value, ()):
-            if value == cut and reader.role in ("source", "preactivation"):
+            if value == cut and reader.role in (Role.SOURCE, Role.PREACTIVATION):
                 continue  # truncated: h_{t-1} is a constant where it enters a pre-activation
             partial = _local_partial(reader, value)
-            if value in scalars and reader.role == "reduction":
+            if value in scalars and reader.role == Role.REDUCTION:
                 partial = sum_units(partial)  # ∂(Σ_j e_j)/∂s = Σ_j ∂e_j/∂s for a per-row s
             if value in scalars and reader.lhs not in scalars:
                 per_unit += partial * adjoint_symbol(reader.lhs)
@@ -147,7 +142,7 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     raw = [Assignment(adjoint_symbol(a.lhs), pull(a.lhs), a.role) for a in reversed(equations)]
     # The per-step inputs (masks) get no gradient: they are constants of the step.
     differentiable = forward.differentiable_inputs()
-    raw += [Assignment(adjoint_symbol(v), pull(v), "input") for v in differentiable]
+    raw += [Assignment(adjoint_symbol(v), pull(v), Role.INPUT) for v in differentiable]
     per_row = {adjoint_symbol(v) for v in scalars}
     adjoints, outputs = _simplify_adjoints(raw, {adjoint_symbol(v) for v in differentiable}, per_row)
     if any(a.rhs.has(sum_units) for a in adjoints):
@@ -173,13 +168,6 @@ def _local_partial(a: Assignment, value: sympy.Symbol) -> sympy.Expr:
     return partial
 
 
-# Roles whose adjoints keep their own name in the printed equations and the kernel: the textbook's δa_k,
-# δc_t, and the step's outputs. Other adjoints read once are folded into their single reader.
-_NAMED_ROLES = frozenset({"preactivation", "state", "source", "input"})
-#: Roles whose values are rows of H units even when computed from per-row values alone.
-_PER_UNIT_ROLES = frozenset({"preactivation", "gate", "state", "source", "input"})
-
-
 def _simplify_adjoints(
     raw: list[Assignment], output_symbols: set[sympy.Symbol], per_row: set[sympy.Symbol] = frozenset()
 ) -> tuple[AssignmentList, dict[sympy.Symbol, sympy.Expr]]:
@@ -203,7 +191,7 @@ def _simplify_adjoints(
             value[a.lhs] = rhs  # zero or alias: nothing to compute
             continue
         into_unit = a.lhs in per_row and reader.get(a.lhs) not in per_row
-        if a.role not in _NAMED_ROLES and uses.get(a.lhs, 0) == 1 and not into_unit:
+        if a.role not in NAMED_ROLES and uses.get(a.lhs, 0) == 1 and not into_unit:
             value[a.lhs] = rhs
             continue
         rhs = sympy.factor_terms(rhs)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import sympy
 
-from lstmgen.functions import UNITS, sum_units
-from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.functions import UNITS
+from lstmgen.symbolic.assignment import Assignment, AssignmentList, Role, per_row_values
 from lstmgen.symbolic.derive_backward import BackwardEquations, adjoint_symbol
 from lstmgen.symbolic.forward_equations import ForwardEquations, unit_symbol
 
@@ -85,7 +85,7 @@ def eliminate_common_subexpressions(
         [a.rhs for a in assignments], symbols=names or temporaries(), order="canonical", optimizations=None
     )
     # A temporary goes right before the first assignment that needs it, so the code reads top-down.
-    pending = [Assignment(sym, expr, "temporary") for sym, expr in replacements]
+    pending = [Assignment(sym, expr, Role.TEMPORARY) for sym, expr in replacements]
     out: list[Assignment] = []
     defined: set[sympy.Symbol] = set()
     for a, rhs in zip(assignments, reduced, strict=True):
@@ -112,71 +112,11 @@ def _closure(symbols: set[sympy.Symbol], pending: list[Assignment]) -> set[sympy
 def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
     """Split both loop bodies into phases and run CSE on each."""
     forward = backward.forward
-    # Values of the unit parameters alone do not change from step to step: computed once, outside the loop.
-    constant = {s for _, s in forward.unit_params}
-    invariants = []
-    for a in forward.equations:
-        values = a.rhs.free_symbols - {UNITS}
-        if a.role in ("intermediate", "hoisted") and values and values <= constant:
-            invariants.append(a)
-            constant.add(a.lhs)
+    invariants = _invariants(forward)
     equations = tuple(a for a in forward.equations if a not in invariants)
-
-    # Forward phase: inputs are there at the start (0), a mid-step projection once its source's phase ended.
-    phase: dict[sympy.Symbol, int] = {s: 0 for s in (*forward.inputs(), *(a.lhs for a in invariants), UNITS)}
-    late = forward.late_projections
-    for a in equations:
-        phase[a.lhs] = max((phase[s] for s in a.rhs.free_symbols), default=0)
-        for projection, source in late.items():
-            if source == a.lhs:
-                phase[projection] = phase[a.lhs] + 1
+    phase = _forward_phase(forward, invariants, equations)
     n_phases = 1 + max(phase.values(), default=0)
-
-    # Backward phase: an adjoint is computed in its value's phase; an input's once every reader is done.
-    value_of = {adjoint_symbol(a.lhs): a.lhs for a in (*equations, *invariants)}
-    first_reader = {
-        s: min((phase[a.lhs] for a in equations if s in a.rhs.free_symbols), default=0) for s in forward.inputs()
-    }
-    value_of.update({adjoint_symbol(s): s for s in forward.inputs()})
-    backward_phase = {}
-    for a in backward.adjoints:
-        if a.lhs in value_of:
-            value = value_of[a.lhs]
-            backward_phase[a.lhs] = first_reader[value] if value in first_reader else phase[value]
-    # A sum over the units that the derivation named (sum_d_mu) runs in the phase of the adjoint reading it.
-    for a in reversed(backward.adjoints.assignments):
-        if a.lhs not in backward_phase:
-            readers = [backward_phase[b.lhs] for b in backward.adjoints if a.lhs in b.rhs.free_symbols]
-            backward_phase[a.lhs] = max(readers, default=0)
-
-    stored_elsewhere = {unit_symbol(g.name) for g in forward.spec.gates}
-    stored_elsewhere |= (
-        {
-            s
-            for group in (forward.new, forward.prev, forward.unit_params, forward.input_row, forward.step_inputs)
-            for _, s in group
-        }
-        | {a.lhs for a in invariants}
-        | set(forward.parameters)
-    )
-    # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
-    inputs = set(forward.inputs()) | {a.lhs for a in invariants}
-    crossing = {s for a in equations for s in a.rhs.free_symbols - inputs if phase[s] < phase[a.lhs]}
-    wanted = set(backward.saved_values()) | crossing | {src for _, src in forward.sources}
-    candidates = (*forward.inputs(), *(a.lhs for a in equations))
-    saved = tuple(s for s in candidates if s in wanted and s not in stored_elsewhere)
-    carried = tuple(
-        a.lhs
-        for a in backward.adjoints
-        if any(a.lhs in b.rhs.free_symbols and backward_phase[b.lhs] < backward_phase[a.lhs] for b in backward.adjoints)
-    )
-    xW = dict(forward.xW)
-    # d_gate_seq serves as the recurrent adjoints only when R has every gate's block and each δhR_k = δxW_k.
-    separate = bool(forward.hR) and (
-        len(forward.hR) != len(forward.xW)
-        or any(backward.output(xW[gate]) != backward.output(hr) for gate, hr in forward.hR)
-        or bool(forward.sources)
-    )
+    backward_phase = _backward_phase(backward, invariants, equations, phase)
 
     def split(assignments: AssignmentList, phase_of: dict[sympy.Symbol, int]) -> tuple[AssignmentList, ...]:
         """One CSE'd list per phase; temporaries numbered across the phases, so each name means one value."""
@@ -194,24 +134,107 @@ def build_kernel_expressions(backward: BackwardEquations) -> KernelExpressions:
         backward_phases=backward_phases,
         forward_phase=phase,
         backward_phase=backward_phase,
-        saved=saved,
-        carried=carried,
-        separate_recurrent_adjoint=separate,
+        saved=_saved(backward, invariants, equations, phase),
+        carried=tuple(
+            a.lhs
+            for a in backward.adjoints
+            if any(
+                a.lhs in b.rhs.free_symbols and backward_phase[b.lhs] < backward_phase[a.lhs] for b in backward.adjoints
+            )
+        ),
+        separate_recurrent_adjoint=_separate_recurrent_adjoint(backward),
         invariants=AssignmentList.of(invariants),
-        forward_scalars=_per_row(forward.scalars, forward_phases),
-        backward_scalars=_per_row(backward.scalars, backward_phases, also=forward.scalars),
+        forward_scalars=per_row_values(_chain(forward_phases), forward.scalars),
+        backward_scalars=per_row_values(_chain(backward_phases), backward.scalars, also=forward.scalars),
     )
 
 
-def _per_row(
-    known: frozenset[sympy.Symbol], lists: tuple[AssignmentList, ...], also: frozenset[sympy.Symbol] = frozenset()
-) -> frozenset[sympy.Symbol]:
-    """``known`` and the CSE temporaries that are sums over the units or computed from per-row values and
-    constants alone (``1/H``, and in backward ``1/sqrt_h`` of a saved per-row value: ``also``)."""
-    out = set(known)
-    for assignments in lists:
-        for a in assignments:
-            values = a.rhs.free_symbols - {UNITS}
-            if a.role == "temporary" and (isinstance(a.rhs, sum_units) or values <= out | also):
-                out.add(a.lhs)
-    return frozenset(out)
+def _invariants(forward: ForwardEquations) -> list[Assignment]:
+    """Values of the unit parameters alone: they do not change from step to step, so are computed once."""
+    constant = {s for _, s in forward.unit_params}
+    invariants = []
+    for a in forward.equations:
+        values = a.rhs.free_symbols - {UNITS}
+        if a.role in (Role.INTERMEDIATE, Role.HOISTED) and values and values <= constant:
+            invariants.append(a)
+            constant.add(a.lhs)
+    return invariants
+
+
+def _forward_phase(
+    forward: ForwardEquations, invariants: list[Assignment], equations: tuple[Assignment, ...]
+) -> dict[sympy.Symbol, int]:
+    """The phase of each forward value: inputs are there at the start (0), a mid-step projection once its
+    source's phase ended."""
+    phase: dict[sympy.Symbol, int] = {s: 0 for s in (*forward.inputs(), *(a.lhs for a in invariants), UNITS)}
+    late = forward.late_projections
+    for a in equations:
+        phase[a.lhs] = max((phase[s] for s in a.rhs.free_symbols), default=0)
+        for projection, source in late.items():
+            if source == a.lhs:
+                phase[projection] = phase[a.lhs] + 1
+    return phase
+
+
+def _backward_phase(
+    backward: BackwardEquations,
+    invariants: list[Assignment],
+    equations: tuple[Assignment, ...],
+    phase: dict[sympy.Symbol, int],
+) -> dict[sympy.Symbol, int]:
+    """The phase of each adjoint: its value's phase; an input's once every reader is done."""
+    forward = backward.forward
+    value_of = {adjoint_symbol(a.lhs): a.lhs for a in (*equations, *invariants)}
+    first_reader = {
+        s: min((phase[a.lhs] for a in equations if s in a.rhs.free_symbols), default=0) for s in forward.inputs()
+    }
+    value_of.update({adjoint_symbol(s): s for s in forward.inputs()})
+    backward_phase = {}
+    for a in backward.adjoints:
+        if a.lhs in value_of:
+            value = value_of[a.lhs]
+            backward_phase[a.lhs] = first_reader[value] if value in first_reader else phase[value]
+    # A sum over the units that the derivation named (sum_d_mu) runs in the phase of the adjoint reading it.
+    for a in reversed(backward.adjoints.assignments):
+        if a.lhs not in backward_phase:
+            readers = [backward_phase[b.lhs] for b in backward.adjoints if a.lhs in b.rhs.free_symbols]
+            backward_phase[a.lhs] = max(readers, default=0)
+    return backward_phase
+
+
+def _saved(
+    backward: BackwardEquations,
+    invariants: list[Assignment],
+    equations: tuple[Assignment, ...],
+    phase: dict[sympy.Symbol, int],
+) -> tuple[sympy.Symbol, ...]:
+    """The forward values kept in buffers of their own: what backward reads that is neither a gate nor a state
+    nor a parameter, what a later phase reads, and the mid-step sources (dR needs them)."""
+    forward = backward.forward
+    groups = (forward.new, forward.prev, forward.unit_params, forward.input_row, forward.step_inputs)
+    stored_elsewhere = {unit_symbol(g.name) for g in forward.spec.gates}
+    stored_elsewhere |= (
+        {s for group in groups for _, s in group} | {a.lhs for a in invariants} | set(forward.parameters)
+    )
+    # Inputs stay readable all step long (gate_seq, the GEMM outputs); computed values crossing phases do not.
+    inputs = set(forward.inputs()) | {a.lhs for a in invariants}
+    crossing = {s for a in equations for s in a.rhs.free_symbols - inputs if phase[s] < phase[a.lhs]}
+    wanted = set(backward.saved_values()) | crossing | {src for _, src in forward.sources}
+    candidates = (*forward.inputs(), *(a.lhs for a in equations))
+    return tuple(s for s in candidates if s in wanted and s not in stored_elsewhere)
+
+
+def _separate_recurrent_adjoint(backward: BackwardEquations) -> bool:
+    """Whether the kernel needs a buffer of recurrent adjoints: d_gate_seq serves as them only when R has every
+    gate's block and each δhR_k = δxW_k (not with a reset gate applied after the recurrent product)."""
+    forward = backward.forward
+    xW = dict(forward.xW)
+    return bool(forward.hR) and (
+        len(forward.hR) != len(forward.xW)
+        or any(backward.output(xW[gate]) != backward.output(hr) for gate, hr in forward.hR)
+        or bool(forward.sources)
+    )
+
+
+def _chain(lists: tuple[AssignmentList, ...]) -> tuple[Assignment, ...]:
+    return tuple(a for assignments in lists for a in assignments)

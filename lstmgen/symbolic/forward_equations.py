@@ -20,7 +20,7 @@ import sympy
 
 from lstmgen.functions import HOISTED, UNITS, sum_units
 from lstmgen.spec import CellSpec, SpecError
-from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.symbolic.assignment import Assignment, AssignmentList, Role, per_row_values
 from lstmgen.symbolic.equation_parser import parse_expression
 
 
@@ -81,12 +81,7 @@ class ForwardEquations:
     def scalars(self) -> frozenset[sympy.Symbol]:
         """The values of one batch row rather than of one unit: the reductions, and what is computed from them
         alone (states, gates and pre-activations are rows of H units even when their value is per-row)."""
-        out: set[sympy.Symbol] = set()
-        for a in self.equations:
-            values = a.rhs.free_symbols - {UNITS}
-            if a.role == "reduction" or (a.role in ("intermediate", "hoisted") and values and values <= out):
-                out.add(a.lhs)
-        return frozenset(out)
+        return per_row_values(self.equations)
 
     @property
     def late_projections(self) -> dict[sympy.Symbol, sympy.Symbol]:
@@ -126,9 +121,9 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     for k, gate in enumerate(spec.gates):
         pre = unit_symbol(f"a_{gate.name}")
         rhs = parse_expression(gate.preactivation_text, names, f"gates[{k}].preactivation")
-        declared.append(Assignment(pre, rhs, "preactivation"))
+        declared.append(Assignment(pre, rhs, Role.PREACTIVATION))
         activation = parse_expression(f"{gate.activation}(a_{gate.name})", names, f"gates[{k}].activation")
-        declared.append(Assignment(names[gate.name], activation, "gate"))
+        declared.append(Assignment(names[gate.name], activation, Role.GATE))
         if gate.recurrent_source:
             if gate.name not in spec.recurrent_gates:
                 raise SpecError(
@@ -136,31 +131,16 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
                     f"(its pre-activation does not read hR_{gate.name})"
                 )
             source = parse_expression(gate.recurrent_source, names, f"gates[{k}].recurrent_source")
-            declared.append(Assignment(unit_symbol(f"src_{gate.name}"), source, "source"))
+            declared.append(Assignment(unit_symbol(f"src_{gate.name}"), source, Role.SOURCE))
     state_names = set(spec.state)
     for k, (lhs, text) in enumerate(spec.equations):
         rhs = parse_expression(text, names, f"equations[{k}] ({lhs})")
-        declared.append(Assignment(names[lhs], rhs, "state" if lhs in state_names else "intermediate"))
+        declared.append(Assignment(names[lhs], rhs, Role.STATE if lhs in state_names else Role.INTERMEDIATE))
 
     late = {dict(hR)[gate]: src for gate, src in sources}
     input_row = (("x", x_row),) if any(x_row in a.rhs.free_symbols for a in declared) else ()
     inputs = _input_set(xW, hR, gQ, prev, unit_params, input_row, step_inputs) | {s for *_, s in gate_params}
-    if not spec.input_bias:
-        read = set().union(*(a.rhs.free_symbols for a in declared))
-        unread = [str(s) for p, _, s in gate_params if p == "b" and s not in read]
-        if unread:
-            raise SpecError(
-                f"input_bias: false, but no equation reads {', '.join(unread)} (expected the bias placed in the "
-                "equations, block by block)"
-            )
-    if spec.projection:
-        h_prev = dict(prev)[spec.output_state]
-        reader = next((a for a in declared if h_prev in a.rhs.free_symbols), None)
-        if reader is not None:
-            raise SpecError(
-                f"projection: {reader.lhs} reads {h_prev} unit by unit, but a projected {spec.output_state} has P "
-                "units, not H (expected it read only through the recurrent products hR_k)"
-            )
+    _check_reads(spec, declared, gate_params, dict(prev)[spec.output_state])
     ordered = _topological_order(declared, (inputs - set(late)) | {UNITS}, late)
     return ForwardEquations(
         spec=spec,
@@ -176,6 +156,30 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
         step_inputs=step_inputs,
         gate_params=gate_params,
     )
+
+
+def _check_reads(
+    spec: CellSpec,
+    declared: list[Assignment],
+    gate_params: tuple[tuple[str, str, sympy.Symbol], ...],
+    h_prev: sympy.Symbol,
+) -> None:
+    """A bias the equations place is read; a projected output is read only through R."""
+    if not spec.input_bias:
+        read = set().union(*(a.rhs.free_symbols for a in declared))
+        unread = [str(s) for p, _, s in gate_params if p == "b" and s not in read]
+        if unread:
+            raise SpecError(
+                f"input_bias: false, but no equation reads {', '.join(unread)} (expected the bias placed in the "
+                "equations, block by block)"
+            )
+    if spec.projection:
+        reader = next((a for a in declared if h_prev in a.rhs.free_symbols), None)
+        if reader is not None:
+            raise SpecError(
+                f"projection: {reader.lhs} reads {h_prev} unit by unit, but a projected {spec.output_state} has P "
+                "units, not H (expected it read only through the recurrent products hR_k)"
+            )
 
 
 def _input_set(*groups: tuple[tuple[str, sympy.Symbol], ...]) -> set[sympy.Symbol]:
@@ -201,7 +205,7 @@ def _topological_order(
             raise SpecError(
                 f"equations ({a.lhs}): {a.lhs} is defined in terms of itself "
                 f"(use {a.lhs}_prev for the previous step's value)"
-                if a.role == "state"
+                if a.role == Role.STATE
                 else f"equations ({a.lhs}): {a.lhs} is defined in terms of itself"
             )
     users: dict[sympy.Symbol, list[sympy.Symbol]] = {a.lhs: [] for a in declared}
@@ -257,15 +261,15 @@ def _hoist_activations(ordered: list[Assignment], taken: set[str]) -> list[Assig
             rebuilt = expr.func(*(hoist(arg, False, role) for arg in expr.args))
             reduction = isinstance(rebuilt, sum_units)
             # A sum is its own value unless it is the whole rhs of an intermediate (then that value is the sum).
-            kept = top and (role == "intermediate" or not reduction)
+            kept = top and (role == Role.INTERMEDIATE or not reduction)
             if (isinstance(rebuilt, HOISTED) or reduction) and not kept:
                 if rebuilt not in hoisted:
                     hoisted[rebuilt] = name_for(rebuilt)
-                    out.append(Assignment(hoisted[rebuilt], rebuilt, "reduction" if reduction else "hoisted"))
+                    out.append(Assignment(hoisted[rebuilt], rebuilt, Role.REDUCTION if reduction else Role.HOISTED))
                 return hoisted[rebuilt]
             return rebuilt
 
         rhs = hoist(a.rhs, True)
-        role = "reduction" if isinstance(rhs, sum_units) and a.role == "intermediate" else a.role
+        role = Role.REDUCTION if isinstance(rhs, sum_units) and a.role == Role.INTERMEDIATE else a.role
         out.append(Assignment(a.lhs, rhs, role))
     return out

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import sympy
 
 from lstmgen.functions import UNITS, sum_units
-from lstmgen.symbolic.assignment import Assignment, AssignmentList
+from lstmgen.symbolic.assignment import Assignment, AssignmentList, Role
 
 
 def _distributed(e: sympy.Expr) -> sympy.Expr:
@@ -113,7 +113,7 @@ def extract_sums(assignments: AssignmentList, taken: set[str]) -> AssignmentList
     out: list[Assignment] = []
     for a in assignments:
         if isinstance(a.rhs, sum_units):
-            out.append(Assignment(a.lhs, a.rhs, "reduction"))
+            out.append(Assignment(a.lhs, a.rhs, Role.REDUCTION))
             continue
         named: dict[sympy.Expr, sympy.Symbol] = {}
 
@@ -125,7 +125,7 @@ def extract_sums(assignments: AssignmentList, taken: set[str]) -> AssignmentList
                     candidate, k = f"{base}{k}", k + 1
                 taken.add(candidate)
                 named[call] = sympy.Symbol(candidate, real=True)
-                out.append(Assignment(named[call], call, "reduction"))
+                out.append(Assignment(named[call], call, Role.REDUCTION))
             return named[call]
 
         rhs = a.rhs.replace(lambda e: isinstance(e, sum_units), name)
@@ -136,11 +136,11 @@ def extract_sums(assignments: AssignmentList, taken: set[str]) -> AssignmentList
 def sum_aliases(equations: Iterable[Assignment]) -> dict[sympy.Symbol, sympy.Expr]:
     """For each forward sum ``s`` that some per-row value ``m = k*s`` scales by a constant k (a mean: k = 1/H),
     ``s -> m/k``: the adjoint is then written through the value the equations name."""
-    sums = {a.lhs for a in equations if a.role == "reduction"}
+    sums = {a.lhs for a in equations if a.role == Role.REDUCTION}
     out: dict[sympy.Symbol, sympy.Expr] = {}
     for a in equations:
         values = a.rhs.free_symbols - {UNITS}
-        if a.role == "intermediate" and len(values) == 1 and values <= sums:
+        if a.role == Role.INTERMEDIATE and len(values) == 1 and values <= sums:
             (s,) = values
             k = sympy.simplify(a.rhs / s)
             if not k.free_symbols - {UNITS} and s not in out:
