@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full BPTT (default); truncated: no error through h_{t-1} into the gates (module suffix _truncated); both",
     )
+    gen.add_argument(
+        "--target",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: numba (default); cuda: numba.cuda kernels for the GPU (module suffix _cuda; needs lstmgen[cuda])",
+    )
 
     derive = commands.add_parser(
         "derive",
@@ -199,7 +205,7 @@ def _generate(args: argparse.Namespace) -> int:
     writes: dict[str, str] = {}  # module stem -> the argument that asked for it
     for given, spec in specs:
         for mode in modes:
-            stem = module_name(spec.name, mode)
+            stem = module_name(spec.name, mode, args.target)
             if stem in writes and writes[stem] != given:
                 raise ValueError(f"{given}: writes {stem}.py, as {writes[stem]} does (rename one of the cells)")
             check_module_stem(stem, args.out)
@@ -209,12 +215,12 @@ def _generate(args: argparse.Namespace) -> int:
     for spec in unique:
         for mode in modes:
             start = time.perf_counter()
-            source = generate_source(spec, mode)
+            source = generate_source(spec, mode, args.target)
             rendered.append((spec, mode, source, time.perf_counter() - start))
     make_output_directory(args.out)
     rows = []
     for spec, mode, source, seconds in rendered:
-        path = write_source(source, args.out, module_name(spec.name, mode))
+        path = write_source(source, args.out, module_name(spec.name, mode, args.target))
         rows.append((spec.name, str(path), ", ".join(spec.params), f"{seconds:.2f} s"))
     header = ("variant", "file", "parameters", "time")
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(4)]

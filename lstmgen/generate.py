@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmgen.codegen.kernel_ir import ModulePlan
-from lstmgen.codegen.kernel_printer import PrintedKernels, print_kernels
+from lstmgen.codegen.kernel_printer import PrintedKernels
 from lstmgen.codegen.lower_kernel import lower
 from lstmgen.codegen.module_text import ModuleText, build_module_text
 from lstmgen.codegen.render_module import module_name, render_module
+from lstmgen.codegen.targets import get_target
 from lstmgen.spec import CellSpec
 from lstmgen.spec_file import load_spec_file
 from lstmgen.symbolic.derive_backward import GRADIENT_MODES, BackwardEquations, GradientMode, derive_backward
@@ -64,24 +65,27 @@ class Stages:
     module: str
 
 
-def stages(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> Stages:
+def stages(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full", target: str = "cpu") -> Stages:
     """Run the pipeline on ``variant`` and return every stage's result, so that a test, a notebook or another
-    target can stop at any of them. One line per stage:"""
+    target can stop at any of them. ``target``: "cpu" (numba) or "cuda" (numba.cuda). One line per stage:"""
+    chosen = get_target(target)
     spec = resolve_spec(variant)
     forward = build_forward_equations(spec)  # spec -> forward equations
     backward = derive_backward(forward, gradient)  # forward -> derived BPTT equations
     expressions = build_kernel_expressions(backward)  # BPTT -> CSE'd expression lists
     layout = build_layout(expressions)  # expression lists -> symbol table
     plan = lower(layout)  # symbol table -> kernel IR
-    kernels = print_kernels(plan)  # kernel IR -> kernel source
+    kernels = chosen.print_kernels(plan)  # kernel IR -> kernel source
     text = build_module_text(layout)  # symbol table -> the module's prose and structure lines
-    module = render_module(layout, plan, kernels, text)  # -> module text
+    module = render_module(layout, plan, kernels, text, target=chosen)  # -> module text
     return Stages(spec, forward, backward, expressions, layout, plan, kernels, text, module)
 
 
-def generate_source(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> str:
+def generate_source(
+    variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full", target: str = "cpu"
+) -> str:
     """The source text of the generated module for ``variant``; the same input always gives the same text."""
-    return stages(variant, gradient).module
+    return stages(variant, gradient, target).module
 
 
 def write_module(
@@ -90,6 +94,7 @@ def write_module(
     gradient: GradientMode = "full",
     *,
     shadow_check: bool = True,
+    target: str = "cpu",
 ) -> Path:
     """Generate ``variant`` into ``out_dir/<name>.py`` atomically and return the path.
 
@@ -100,10 +105,10 @@ def write_module(
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient: expected one of {GRADIENT_MODES}, got {gradient!r}")
     spec = resolve_spec(variant)
-    stem = module_name(spec.name, gradient)
+    stem = module_name(spec.name, gradient, get_target(target).name)
     if shadow_check:
         check_module_stem(stem, out_dir)
-    return write_source(generate_source(spec, gradient), out_dir, stem)
+    return write_source(generate_source(spec, gradient, target), out_dir, stem)
 
 
 def check_module_stem(stem: str, out_dir: str | os.PathLike[str]) -> None:

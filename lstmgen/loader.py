@@ -55,13 +55,17 @@ def load_module(path: str | os.PathLike[str]) -> ModuleType:
     return module
 
 
-def load(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full") -> ModuleType:
+def load(
+    variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "full", target: str = "cpu"
+) -> ModuleType:
     """Generate ``variant`` into the user cache if needed and import it.
 
     Args:
         variant: a built-in variant name (see ``lstmgen list``), a :class:`~lstmgen.spec.CellSpec`, or the
             path of a TOML spec file (a ``str`` ending in ``.toml`` or a ``pathlib.Path``).
         gradient: "full" (default) or "truncated".
+        target: "cpu" (default, numba) or "cuda" (numba.cuda: needs ``pip install "lstmgen[cuda]"``, and a GPU or
+            ``NUMBA_ENABLE_CUDASIM=1`` to run).
     """
     spec = resolve_spec(variant)
     # Keyed by the spec's fingerprint: a user's cell named like a built-in never shares its file.
@@ -74,4 +78,4 @@ def load(variant: CellSpec | str | os.PathLike[str], gradient: GradientMode = "f
             f"{setting}: cannot create {str(directory)!r} ({exc.strerror or exc}); set LSTMGEN_CACHE_DIR to a "
             "writable directory"
         ) from None
-    return load_module(write_module(spec, directory, gradient, shadow_check=False))
+    return load_module(write_module(spec, directory, gradient, shadow_check=False, target=target))

@@ -15,9 +15,36 @@ from lstmgen.variants import VARIANTS
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = REPO / "generated"
 BUILTIN = tuple(VARIANTS)
+# The CUDA target's tests run on numba's CUDA simulator where no GPU is present (CI, these machines); the flag
+# must be set before anything imports numba.cuda. On a machine with a GPU they run on it.
+if not Path("/dev/nvidiactl").exists():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 #: Where test_spec_files writes the TOML examples' modules: a fixed place, so that numba's cache of them lasts
 #: from one run to the next and tests/compile_ahead.py can fill it.
 EXAMPLE_MODULES = REPO / ".pytest_cache" / "lstmgen-examples"
+
+
+#: Where the background run of benchmarks/gpu_resources.py writes its rows (tests/test_gpu_resources.py reads them).
+GPU_RESOURCES = REPO / ".pytest_cache" / "lstmgen-gpu-resources.json"
+
+
+def gpu_resources_command() -> tuple[list[str], dict[str, str]]:
+    """The command that compiles every built-in's CUDA kernels to PTX and assembles them, and its environment
+    (without the simulator, which has no compiler)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    return [sys.executable, str(REPO / "benchmarks" / "gpu_resources.py"), "--json", str(GPU_RESOURCES)], env
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """When tests/test_gpu_resources.py is collected, start the PTX build of every CUDA kernel in a process of its
+    own (minutes of NVVM, on the other core) so that the test finds it done."""
+    if any(item.path.name == "test_gpu_resources.py" for item in items):
+        GPU_RESOURCES.parent.mkdir(parents=True, exist_ok=True)
+        GPU_RESOURCES.unlink(missing_ok=True)
+        command, env = gpu_resources_command()
+        config.lstmgen_gpu_resources = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
 
 def pytest_sessionstart(session):
@@ -34,10 +61,11 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    process = getattr(session.config, "lstmgen_compile_ahead", None)
-    if process is not None:
-        process.terminate()  # numba writes its cache files atomically: stopping mid-way leaves none half-written
-        process.wait()
+    for name in ("lstmgen_compile_ahead", "lstmgen_gpu_resources"):
+        process = getattr(session.config, name, None)
+        if process is not None and process.poll() is None:
+            process.terminate()  # numba writes its cache files atomically: stopping mid-way leaves none half-written
+            process.wait()
 
 
 @pytest.fixture(scope="session")

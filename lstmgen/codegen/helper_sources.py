@@ -1,4 +1,5 @@
-"""The source of the Numba helpers a generated module inlines, read from :mod:`lstmgen.codegen.kernel_helpers`.
+"""The source of the helpers a generated module inlines, read from :mod:`lstmgen.codegen.kernel_helpers` (the
+CPU's) and, for the CUDA target, :mod:`lstmgen.codegen.cuda_helpers` first.
 
 The function table (:mod:`lstmgen.functions`) names each function's helper; this module, on the codegen side,
 reads the helper's source and the helpers it calls, so that the table never imports code generation.
@@ -9,39 +10,54 @@ from __future__ import annotations
 import ast
 import inspect
 from functools import cache
+from types import ModuleType
 
-from lstmgen.codegen import kernel_helpers
+from lstmgen.codegen import cuda_helpers, kernel_helpers
 
-
-@cache
-def helper_source(name: str) -> str:
-    """The source of helper ``name`` of :mod:`lstmgen.codegen.kernel_helpers`, as the generated module prints it."""
-    function = getattr(kernel_helpers, name, None)
-    if function is None or not name.startswith("_"):
-        raise ValueError(f"helper: {name!r} is not a helper of lstmgen.codegen.kernel_helpers")
-    return inspect.getsource(function).rstrip() + "\n"
+#: Where each target's helpers are looked up, in order.
+SOURCES: dict[str, tuple[ModuleType, ...]] = {
+    "cpu": (kernel_helpers,),
+    "cuda": (cuda_helpers, kernel_helpers),
+}
 
 
 @cache
-def helper_calls(name: str) -> tuple[str, ...]:
+def helper_source(name: str, target: str = "cpu") -> str:
+    """The source of helper ``name`` for ``target``, as the generated module prints it."""
+    for module in SOURCES[target]:
+        function = getattr(module, name, None)
+        if function is not None and name.startswith("_"):
+            source = inspect.getsource(function).rstrip() + "\n"
+            if target == "cuda" and "np." in source:
+                raise ValueError(f"helper {name}: the CUDA target has no form of it (its CPU form uses numpy)")
+            return source
+    raise ValueError(f"helper: {name!r} is not a helper of lstmgen.codegen.kernel_helpers")
+
+
+@cache
+def helper_calls(name: str, target: str = "cpu") -> tuple[str, ...]:
     """The other helpers that helper ``name`` calls, in the order of first call."""
     calls = []
-    for node in ast.walk(ast.parse(helper_source(name))):
+    for node in ast.walk(ast.parse(helper_source(name, target))):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             callee = node.func.id
-            if callee != name and callee.startswith("_") and hasattr(kernel_helpers, callee) and callee not in calls:
+            if callee != name and callee.startswith("_") and _defined(callee, target) and callee not in calls:
                 calls.append(callee)
     return tuple(calls)
 
 
-def helper_closure(names: set[str] | list[str]) -> list[str]:
+def _defined(name: str, target: str) -> bool:
+    return any(hasattr(module, name) for module in SOURCES[target])
+
+
+def helper_closure(names: set[str] | list[str], target: str = "cpu") -> list[str]:
     """The helpers ``names`` need, dependencies first (each before its callers), in a stable order."""
     ordered: list[str] = []
 
     def visit(name: str) -> None:
         if name in ordered:
             return
-        for callee in helper_calls(name):
+        for callee in helper_calls(name, target):
             visit(callee)
         ordered.append(name)
 

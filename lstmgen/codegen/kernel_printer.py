@@ -276,17 +276,21 @@ class KernelPrinter:
         return lines
 
     # -------------------------------------------------------------------------------- kernels
-    def kernel(self, node: Kernel) -> str:
-        """The source of one compiled function (without its decorator)."""
-        lines = wrap(f"def {node.name}(", ", ".join(b.name for b in node.args), "):", "")
-        lines += [
+    @staticmethod
+    def _sizes(node: Kernel) -> list[str]:
+        """The kernel's sizes, read from its arguments' shapes, and its float type."""
+        return [
             f"{INDENT}steps, batch, n_in = x.shape",
             f"{INDENT}hidden = {node.hidden}",
             *([f"{INDENT}proj = {node.proj}"] if node.proj else []),
             f"{INDENT}real = x.dtype.type",
+            *([f"{INDENT}heads, head_size = R.shape[0], R.shape[1]"] if node.heads else []),
         ]
-        if node.heads:
-            lines.append(f"{INDENT}heads, head_size = R.shape[0], R.shape[1]")
+
+    def kernel(self, node: Kernel) -> str:
+        """The source of one compiled function (without its decorator)."""
+        lines = wrap(f"def {node.name}(", ", ".join(b.name for b in node.args), "):", "")
+        lines += self._sizes(node)
         lines += [f"{INDENT}{buffer.name} = {allocation(buffer)}" for buffer in node.locals]
         for item in node.before:
             lines += self.statement(item, INDENT)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import jinja2
 
-from lstmgen.codegen import module_runtime
 from lstmgen.codegen.helper_sources import helper_closure, helper_source
 from lstmgen.codegen.kernel_ir import Kernel, ModulePlan
 from lstmgen.codegen.kernel_names import check_namespace
 from lstmgen.codegen.kernel_printer import INDENT, LINE_WIDTH, PrintedKernels, wrap, wrapper_allocation
 from lstmgen.codegen.module_text import ModuleText
+from lstmgen.codegen.targets import CPU, Target
 from lstmgen.codegen.user_text import in_docstring, python_literal
 from lstmgen.symbolic.derive_backward import adjoint_symbol
 from lstmgen.symbolic.expression_lists import KernelExpressions
@@ -60,9 +60,11 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def module_name(variant: str, gradient: str) -> str:
-    """File stem of the generated module: the variant, with ``_truncated`` for the truncated gradient."""
-    return variant if gradient == "full" else f"{variant}_{gradient}"
+def module_name(variant: str, gradient: str, target: str = "cpu") -> str:
+    """File stem of the generated module: the variant, with ``_truncated`` for the truncated gradient and ``_cuda``
+    for the CUDA target."""
+    stem = variant if gradient == "full" else f"{variant}_{gradient}"
+    return stem if target == "cpu" else f"{stem}_{target}"
 
 
 def _tuple_of(items: object) -> str:
@@ -94,10 +96,8 @@ def _unpack(names: list[str]) -> str:
 
 
 def runtime_source() -> str:
-    """The static half every module inlines: :mod:`lstmgen.codegen.module_runtime` below its marker."""
-    text = Path(module_runtime.__file__).read_text(encoding="utf-8")
-    marker = "\n" + module_runtime.INLINE_MARKER + "\n"
-    return text[text.index(marker) + len(marker) :].strip("\n") + "\n"
+    """The static half every CPU module inlines: :mod:`lstmgen.codegen.module_runtime` below its marker."""
+    return CPU.runtime_source()
 
 
 def owners(kernel: KernelExpressions) -> set[str]:
@@ -123,7 +123,12 @@ def _call(kernel: Kernel, result: str) -> list[str]:
 
 
 def render_module(
-    layout: Layout, plan: ModulePlan, kernels: PrintedKernels, text: ModuleText, regenerate: str | None = None
+    layout: Layout,
+    plan: ModulePlan,
+    kernels: PrintedKernels,
+    text: ModuleText,
+    regenerate: str | None = None,
+    target: Target = CPU,
 ) -> str:
     """Render the generated module's source text.
 
@@ -133,27 +138,41 @@ def render_module(
         kernels: the plan's printed kernels (:func:`lstmgen.codegen.kernel_printer.print_kernels`).
         text: the module's prose and structure lines (:func:`lstmgen.codegen.module_text.build_module_text`).
         regenerate: the command printed in the banner to regenerate this file.
+        target: the target the kernels were printed for (:mod:`lstmgen.codegen.targets`).
     """
     context = {
-        **_banner(layout, regenerate),
+        **_banner(layout, regenerate, target),
+        **_target_lines(target),
         **_constants(layout, plan),
         **{field.name: getattr(text, field.name) for field in dataclasses.fields(text)},
         **_wrappers(layout, plan),
-        "helper_sources": [helper_source(name) for name in helper_closure(kernels.helpers)],
+        "helper_sources": [helper_source(name, target.name) for name in helper_closure(kernels.helpers, target.name)],
         "forward_kernel": kernels.forward,
         "backward_kernel": kernels.backward,
-        "runtime": runtime_source(),
+        "runtime": target.runtime_source(),
     }
     source = _environment().get_template(TEMPLATE_NAME).render(context)
     check_namespace(source, owners(layout.kernel))
     return source
 
 
-def _banner(layout: Layout, regenerate: str | None) -> dict[str, object]:
+def _target_lines(target: Target) -> dict[str, object]:
+    """The lines that differ between targets: imports, the compile policy, the decorators."""
+    return {
+        "imports": list(target.imports),
+        "compile_policy": list(target.compile_policy),
+        "helper_decorator": target.helper_decorator,
+        "kernel_decorator": target.kernel_decorator,
+        "target_note": target.note,
+    }
+
+
+def _banner(layout: Layout, regenerate: str | None, target: Target) -> dict[str, object]:
     """The module docstring's first lines: what the cell is, where it came from, how to regenerate it."""
     spec, gradient = layout.spec, layout.derived.gradient
     if regenerate is None:
         flag = "" if gradient == "full" else f" --gradient {gradient}"
+        flag += "" if target is CPU else f" --target {target.name}"
         builtin = VARIANTS.get(spec.name) == spec
         what = spec.name if builtin else f"--spec <the spec file of {spec.name}>"
         regenerate = f"lstmgen generate {what}{flag} --out {'generated/' if builtin else 'DIR'}"

@@ -1,0 +1,132 @@
+"""The CUDA target: every built-in's numba.cuda module against its CPU module (which the suite checks against
+autograd), on the CUDA simulator where no GPU is present, so that CI runs all of it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import numpy as np
+import pytest
+
+import lstmgen
+from lstmgen.codegen.render_module import module_name
+from lstmgen.variants import VARIANTS
+from tests.conftest import EXAMPLE_MODULES, REPO
+
+#: Tiny sizes: the simulator runs every thread as a Python thread. Three blocks (batch rows), a length of each
+#: kind (full, shorter, zero), fewer threads than units (each thread takes several).
+T, B, H = 3, 3, 4
+LENGTHS = np.array([3, 1, 0])
+THREADS = 3
+#: Per cell: the structure's size arguments that make it exercise itself (two heads, P != H, blocks of two).
+SIZES = {"slstm": {"heads": 2}, "lstmp": {"proj_size": 3}, "lstm_1997": {"block_size": 2}}
+EXAMPLES = ("gru_layernorm", "slstm_exp_forget")
+
+
+def _close(got, expected, dtype, what):
+    # float32: the reductions over the units sum in another order on the GPU (per-thread partial sums).
+    tol = 1e-10 if dtype == np.float64 else 3e-4
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0)))
+    error = float(np.max(np.abs(np.asarray(got, np.float64) - expected), initial=0))
+    assert error <= tol * scale, f"{what}: max error {error:.3g} (scale {scale:.3g})"
+
+
+def _compare(cpu, gpu, dtype, reverse, seed=0, **sizes):
+    rng = np.random.default_rng(seed)
+    n_in = H if cpu.INPUT_ROW else 2
+    params = cpu.init_params(n_in, H, dtype=dtype, seed=seed, **sizes)
+    x = rng.standard_normal((T, B, n_in)).astype(dtype)
+    inputs = {k: (rng.random((T, B, H)) > 0.5).astype(dtype) for k in cpu.INPUTS} or None
+    kw = dict(lengths=LENGTHS, reverse=reverse, inputs=inputs)
+    y1, s1, tape1 = cpu.forward(x, params, **kw)
+    y2, s2, tape2 = gpu.forward(x, params, **kw)
+    dy = rng.standard_normal(y1.shape).astype(dtype)
+    dstate = [rng.standard_normal(s.shape).astype(dtype) for s in s1]
+    dx1, g1, d1 = cpu.backward(dy, tape1, dstate)
+    dx2, g2, d2 = gpu.backward(dy, tape2, dstate)
+    assert y2.dtype == dx2.dtype == dtype
+    _close(y2, y1, dtype, "y")
+    _close(dx2, dx1, dtype, "dx")
+    for k, (a, b) in enumerate(zip(s2, s1, strict=True)):
+        _close(a, b, dtype, f"final state {cpu.STATE[k]}")
+    for k, (a, b) in enumerate(zip(d2, d1, strict=True)):
+        _close(a, b, dtype, f"dstate0 {cpu.STATE[k]}")
+    assert g2.keys() == g1.keys()
+    for name in g1:
+        _close(g2[name], g1[name], dtype, f"d{name}")
+
+
+@pytest.fixture(scope="module")
+def cuda_modules(tmp_path_factory, generated_module):
+    """(CPU module, CUDA module) of a built-in (the committed CPU module) or an example's spec file."""
+    cache = {}
+    directory = tmp_path_factory.mktemp("cuda")
+
+    def get(variant, gradient):
+        key = (str(variant), gradient)
+        if key not in cache:
+            if variant in VARIANTS:
+                cpu = generated_module(module_name(variant, gradient))
+            else:  # where test_spec_files and tests/compile_ahead.py keep the examples' compiled modules
+                EXAMPLE_MODULES.mkdir(parents=True, exist_ok=True)
+                cpu = lstmgen.load_module(lstmgen.write_module(variant, EXAMPLE_MODULES, gradient))
+            gpu = lstmgen.load_module(lstmgen.write_module(variant, directory, gradient, target="cuda"))
+            gpu.THREADS, gpu.GEMM_TILE = THREADS, 2
+            cache[key] = cpu, gpu
+        return cache[key]
+
+    return get
+
+
+def test_the_simulator_is_installed():
+    """The CUDA extra (which the test extra includes) brings NVIDIA's numba-cuda, whose simulator runs these tests
+    where no GPU is present: a missing package fails here, it does not skip."""
+    from numba import cuda
+
+    assert importlib.metadata.version("numba-cuda") == "0.30.4"
+    assert cuda.implementation == "NVIDIA"
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        assert cuda.jit.__module__.startswith("numba.cuda.simulator")
+
+
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cuda_module_matches_the_cpu_module(cuda_modules, variant, gradient):
+    cpu, gpu = cuda_modules(variant, gradient)
+    for k, dtype in enumerate((np.float64, np.float32)):
+        _compare(cpu, gpu, dtype, reverse=bool(k), **SIZES.get(variant, {}))
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_cuda_module_of_an_example_cell(cuda_modules, example):
+    path = REPO / "examples" / f"{example}.toml"
+    cpu, gpu = cuda_modules(path, "full")
+    for k, dtype in enumerate((np.float64, np.float32)):
+        _compare(cpu, gpu, dtype, reverse=not k)
+
+
+def test_cuda_module_keeps_the_contract(cuda_modules):
+    """The CUDA module has the CPU module's constants and functions."""
+    cpu, gpu = cuda_modules("lstm_peephole", "full")
+    for name in ("VARIANT", "GATES", "RECURRENT_GATES", "STATE", "PARAMS", "INPUTS", "GRADIENT", "TAPE_EXTRA"):
+        assert getattr(gpu, name) == getattr(cpu, name), name
+    assert gpu.param_shapes(3, 4) == cpu.param_shapes(3, 4)
+    with pytest.raises(ValueError, match="lengths"):
+        gpu.forward(np.zeros((2, 1, 3)), gpu.init_params(3, 4), lengths=np.array([5]))
+
+
+def test_generate_command_writes_a_cuda_module(tmp_path):
+    from lstmgen.cli import main
+
+    assert main(["generate", "lstm", "--gradient", "both", "--target", "cuda", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == ["lstm_cuda.py", "lstm_truncated_cuda.py"]
+    source = (tmp_path / "lstm_truncated_cuda.py").read_text()
+    assert "lstmgen generate lstm --gradient truncated --target cuda --out generated/" in source
+    assert "@cuda.jit\ndef _forward_steps(" in source and "@cuda.jit\ndef _backward_steps(" in source
+    assert source == lstmgen.generate_source("lstm", "truncated", target="cuda")  # deterministic
+
+
+def test_unknown_target_is_refused():
+    with pytest.raises(ValueError, match="target: expected one of"):
+        lstmgen.generate_source("lstm", target="tpu")
