@@ -3,7 +3,7 @@
 No GPU needed: each step kernel is compiled to PTX by numba-cuda (NVVM, for compute capability 8.0) and assembled
 by the CUDA toolkit's ``ptxas -v`` for sm_80 (A100) and sm_90 (H100). The argument types are read off a launch
 of the CUDA module's host function with host arrays in place of device ones (the same dtypes, dimensions and
-layouts), built from the CPU module's own kernel arguments.
+layouts), built from the CPU module's own kernel arguments (the CPU module run by Python, not compiled).
 
     python benchmarks/gpu_resources.py [VARIANT ...] [--gradient full|truncated] [--json FILE]
 
@@ -40,6 +40,20 @@ class _Launch:
             raise _LaunchCapturedError(args)
 
         return launch
+
+
+def _cpu_module(path: Path):
+    """The committed CPU module, run by Python (numba's JIT off while it is imported): its kernels' arguments are
+    all this script needs, and compiling them would cost minutes on a cold cache."""
+    import numba
+
+    from lstmgen.loader import load_module
+
+    numba.config.DISABLE_JIT = True
+    try:
+        return load_module(path)
+    finally:
+        numba.config.DISABLE_JIT = False
 
 
 def _kernel_arguments(cpu, variant: str, dtype) -> tuple[tuple, tuple]:
@@ -121,11 +135,7 @@ def measure(variant: str, gradient: str = "full") -> list[dict]:
     import lstmgen
     from lstmgen.codegen.render_module import module_name
 
-    repo = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(repo))
-    import importlib
-
-    cpu = importlib.import_module(f"generated.{module_name(variant, gradient)}")
+    cpu = _cpu_module(Path(__file__).resolve().parent.parent / "generated" / f"{module_name(variant, gradient)}.py")
     with tempfile.TemporaryDirectory() as directory:
         gpu = lstmgen.load_module(lstmgen.write_module(variant, directory, gradient, target="cuda"))
         rows = []

@@ -8,11 +8,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import EXAMPLE_MODULES, REPO
 
 import lstmgen
 from lstmgen.codegen.render_module import module_name
 from lstmgen.variants import VARIANTS
-from tests.conftest import EXAMPLE_MODULES, REPO
 
 #: Tiny sizes: the simulator runs every thread as a Python thread. Three blocks (batch rows), a length of each
 #: kind (full, shorter, zero), fewer threads than units (each thread takes several).

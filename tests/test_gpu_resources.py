@@ -9,8 +9,9 @@ import json
 import shutil
 import subprocess
 
+from conftest import GPU_RESOURCES, gpu_resources_command
+
 from lstmgen.variants import VARIANTS
-from tests.conftest import GPU_RESOURCES, gpu_resources_command
 
 
 def test_every_cuda_kernel_assembles_without_spills(request):

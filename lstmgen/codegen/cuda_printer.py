@@ -238,6 +238,8 @@ class CudaKernelPrinter(KernelPrinter):
             return f"{product}.reshape({', '.join(node.shape)})" if node.shape else product
         if isinstance(node, Flat):
             return f"{self.operand(node.operand)}.reshape(steps * batch, {node.columns})"
+        if isinstance(node, Transposed):
+            return f"_t({self.operand(node.operand)})"
         return super().operand(node)
 
     def _host_statement(self, node, indent: str) -> list[str]:

@@ -48,24 +48,42 @@ def _device_zeros(shape, dtype):
     return cuda.to_device(np.zeros(shape, dtype=dtype))
 
 
+class _Transposed:
+    """A 2-D device array read transposed by the GEMM kernel (numba's ``.T`` of a device array is a copy)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = (array.shape[1], array.shape[0])
+
+
+def _t(a):
+    return _Transposed(a)
+
+
 @cuda.jit
-def _gemm_kernel(a, b, out):
-    # out = a b, one element per thread; any strides (transposed views included).
+def _gemm_kernel(a, b, out, a_transposed, b_transposed):
+    # out = op(a) op(b), one element per thread; op transposes where asked; any strides.
     i, j = cuda.grid(2)
     if i < out.shape[0] and j < out.shape[1]:
         acc = out.dtype.type(0)
-        for k in range(a.shape[1]):
-            acc += a[i, k] * b[k, j]
+        inner = a.shape[0] if a_transposed else a.shape[1]
+        for k in range(inner):
+            left = a[k, i] if a_transposed else a[i, k]
+            right = b[j, k] if b_transposed else b[k, j]
+            acc += left * right
         out[i, j] = acc
 
 
 def _dot(a, b, out=None):
-    """a b for 2-D device arrays, into ``out`` (allocated when None)."""
+    """op(a) op(b) for 2-D device arrays (``_t(x)``: x transposed), into ``out`` (allocated when None)."""
+    a_transposed, b_transposed = isinstance(a, _Transposed), isinstance(b, _Transposed)
     if out is None:
-        out = cuda.device_array((a.shape[0], b.shape[1]), dtype=a.dtype)
+        out = cuda.device_array((a.shape[0], b.shape[1]), dtype=(a.array if a_transposed else a).dtype)
     if out.shape[0] and out.shape[1]:
         grid = ((out.shape[0] + GEMM_TILE - 1) // GEMM_TILE, (out.shape[1] + GEMM_TILE - 1) // GEMM_TILE)
-        _gemm_kernel[grid, (GEMM_TILE, GEMM_TILE)](a, b, out)
+        left = a.array if a_transposed else a
+        right = b.array if b_transposed else b
+        _gemm_kernel[grid, (GEMM_TILE, GEMM_TILE)](left, right, out, a_transposed, b_transposed)
     return out
 
 
@@ -154,5 +172,5 @@ def _head_weight_gradient(left, right, blocks, heads, head_size):
                 right_k[:, g * head_size : (g + 1) * head_size],
                 right[:, g * hidden + lo : g * hidden + lo + head_size],
             )
-        _dot(left[:, lo : lo + head_size].T, right_k, dR[k])
+        _dot(_t(left[:, lo : lo + head_size]), right_k, dR[k])
     return dR
