@@ -130,3 +130,63 @@ def test_generate_command_writes_a_cuda_module(tmp_path):
 def test_unknown_target_is_refused():
     with pytest.raises(ValueError, match="target: expected one of"):
         lstmgen.generate_source("lstm", target="tpu")
+
+
+@pytest.mark.parametrize("variant", ["lstm_1997", "zoneout_lstm", "lstmp", "slstm"])
+def test_device_arrays_stay_on_the_device(cuda_modules, variant):
+    """Given device arrays, forward and backward compute on the device and return device arrays: the same
+    numbers as from host arrays (the same kernels run)."""
+    from numba import cuda
+
+    _, gpu = cuda_modules(variant, "full")
+    rng = np.random.default_rng(3)
+    n_in = H if gpu.INPUT_ROW else 2
+    params = gpu.init_params(n_in, H, seed=3, **SIZES.get(variant, {}))
+    x = rng.standard_normal((T, B, n_in))
+    inputs = {k: (rng.random((T, B, H)) > 0.5).astype(np.float64) for k in gpu.INPUTS} or None
+    y, state, _ = gpu.forward(x, params, inputs=inputs)  # a state to start from
+    dy = rng.standard_normal(y.shape)
+    dstate = tuple(rng.standard_normal(s.shape) for s in state)
+
+    def run(put):
+        on = {k: put(v) for k, v in (inputs or {}).items()} or None
+        params_on = {k: put(v) for k, v in params.items()}
+        start = tuple(map(put, state))
+        y, final, tape = gpu.forward(put(x), params_on, start, lengths=LENGTHS, reverse=True, inputs=on)
+        dx, grads, dstate0 = gpu.backward(put(dy), tape, tuple(map(put, dstate)))
+        return y, final, dx, grads, dstate0
+
+    host = run(lambda a: a)
+    device = run(cuda.to_device)
+    y, final, dx, grads, dstate0 = device
+    arrays = [y, dx, *final, *dstate0, *grads.values()]
+    assert all(not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host") for a in arrays)
+    for got, expected in zip(arrays, [host[0], host[2], *host[1], *host[4], *host[3].values()], strict=True):
+        np.testing.assert_array_equal(got.copy_to_host(), expected)
+
+
+def test_device_array_checks(cuda_modules):
+    from numba import cuda
+
+    _, gpu = cuda_modules("lstm", "full")
+    params = gpu.init_params(2, H)
+    x = np.zeros((T, B, 2))
+    with pytest.raises(TypeError, match=r"params\['W'\]: expected dtype float64"):
+        gpu.forward(cuda.to_device(x), params | {"W": cuda.to_device(params["W"].astype(np.float32))})
+    with pytest.raises(ValueError, match="x: expected a C-contiguous device array"):
+        gpu.forward(cuda.to_device(np.zeros((T, B, 4)))[:, :, :2], params)
+
+
+def test_gpu_benchmark_says_when_there_is_no_gpu(capsys):
+    """benchmarks/gpu.py measures only on a GPU; elsewhere it says so and exits 2 (measured when one is lent)."""
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - the lent GPU runs the benchmark itself
+        pytest.skip("a GPU is present: run benchmarks/gpu.py")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
+    gpu_benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_benchmark)
+    assert gpu_benchmark.main(["--cells", "lstm", "--sizes", "S1"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

@@ -280,6 +280,8 @@ class CudaKernelPrinter(KernelPrinter):
                 lines.append(f"{INDENT}{buffer.name} = np.empty(({', '.join(buffer.shape)}), dtype=x.dtype)")
         lines += [line for item in setup for line in KernelPrinter().statement(item, INDENT)]  # numpy, on the host
         lines += wrap("outputs = (", ", ".join(outputs), ")", INDENT)
+        if node.returns:
+            lines.append(f"{INDENT}on_host = isinstance(x, np.ndarray)  # results go where x came from")
         moved = [*args, *matrices, *sorted(host_built)]
         lines += wrap(f"{', '.join(moved)} = _to_device(", ", ".join(moved), ")", INDENT)
         for item in node.before:
@@ -302,5 +304,5 @@ class CudaKernelPrinter(KernelPrinter):
             lines += self._host_statement(item, INDENT)
         lines += wrap("_to_host((", ", ".join(outputs) + ("," if len(outputs) == 1 else ""), "), outputs)", INDENT)
         if node.returns:
-            lines.append(f"{INDENT}return {', '.join(f'{name}.copy_to_host()' for name in node.returns)}")
+            lines.append(f"{INDENT}return {', '.join(f'_result({name}, on_host)' for name in node.returns)}")
         return lines

@@ -9,7 +9,18 @@ nothing imports it at run time.
 import numpy as np
 from numba import cuda
 
-VARIANT = "cell"  # each module defines its own
+# Defined by the CPU runtime that every module inlines before this file (lstmgen/codegen/module_runtime.py).
+from lstmgen.codegen.module_runtime import (
+    VARIANT,
+    _allocator,
+    _check_array,
+    _copy_of,
+    _reorder,
+    _sum_columns,
+    _take_columns,
+    _zero_past,
+)
+
 INLINE_MARKER = "# ---- generated CUDA modules inline this file from here ----"
 # ---- generated CUDA modules inline this file from here ----
 
@@ -174,3 +185,150 @@ def _head_weight_gradient(left, right, blocks, heads, head_size):
             )
         _dot(_t(left[:, lo : lo + head_size]), right_k, dR[k])
     return dR
+
+
+# Device arrays in forward() and backward(): when x is on the device (a numba device array, or anything that
+# exports __cuda_array_interface__: a torch CUDA tensor, a CuPy array), every array the wrappers make stays there,
+# and so do the results. The wrappers' array operations of the CPU runtime above are redefined here for them.
+_host_check_array, _host_allocator = _check_array, _allocator
+_host_reorder, _host_zero_past, _host_copy_of = _reorder, _zero_past, _copy_of
+_host_take_columns, _host_sum_columns = _take_columns, _sum_columns
+
+
+def _on_device(a):
+    return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
+
+
+def _result(a, on_host):
+    """A kernel's result as the caller gave its input: a host copy, or the device array."""
+    return a.copy_to_host() if on_host else a
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray) or _on_device(a)
+
+
+def _is_contiguous(a):
+    return a.flags.c_contiguous if isinstance(a, np.ndarray) else a.is_c_contiguous()
+
+
+def _check_array(a, name, ndim, dtype):
+    if not _on_device(a):
+        return _host_check_array(a, name, ndim, dtype)
+    if not hasattr(a, "copy_to_host"):
+        a = cuda.as_cuda_array(a)  # a view of the same memory
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {a.shape}")
+    if not a.is_c_contiguous():
+        raise ValueError(f"{name}: expected a C-contiguous device array (copy it first), got strides {a.strides}")
+    return a
+
+
+def _allocator(like, zeroed):
+    if not _on_device(like):
+        return _host_allocator(like, zeroed)
+    return _device_zeros if zeroed else _device_empty
+
+
+def _blocks(n):
+    return (n + 127) // 128, 128
+
+
+@cuda.jit
+def _flat_copy_kernel(src, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = src[i]
+
+
+def _copy_of(a):
+    if not _on_device(a):
+        return _host_copy_of(a)
+    out = cuda.device_array(a.shape, dtype=a.dtype)
+    if a.size:
+        _flat_copy_kernel[_blocks(a.size)](a.reshape(a.size), out.reshape(a.size))
+    return out
+
+
+@cuda.jit
+def _reorder_kernel(a, order, out):
+    # out[t, b, k] = a[order[t, b], b, k]
+    i = cuda.grid(1)
+    if i < out.size:
+        k = i % out.shape[2]
+        b = (i // out.shape[2]) % out.shape[1]
+        t = i // (out.shape[2] * out.shape[1])
+        out[t, b, k] = a[order[t, b], b, k]
+
+
+def _reorder(a, order):
+    if not _on_device(a):
+        return _host_reorder(a, order)
+    out = cuda.device_array(a.shape, dtype=a.dtype)
+    if a.size:
+        _reorder_kernel[_blocks(a.size)](a, cuda.to_device(np.ascontiguousarray(order, dtype=np.int64)), out)
+    return out
+
+
+@cuda.jit
+def _zero_past_kernel(a, lengths):
+    i = cuda.grid(1)
+    if i < a.size:
+        b = (i // a.shape[2]) % a.shape[1]
+        t = i // (a.shape[2] * a.shape[1])
+        if t >= lengths[b]:
+            a[t, b, i % a.shape[2]] = a.dtype.type(0)
+
+
+def _zero_past(a, lengths):
+    if not _on_device(a):
+        return _host_zero_past(a, lengths)
+    out = _copy_of(a)
+    if a.size:
+        _zero_past_kernel[_blocks(a.size)](out, cuda.to_device(np.ascontiguousarray(lengths, dtype=np.int64)))
+    return out
+
+
+@cuda.jit
+def _take_columns_kernel(a, columns, out):
+    # out[r, j] = a[r, columns[j]] of 2-D arrays.
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i // out.shape[1], i % out.shape[1]] = a[i // out.shape[1], columns[i % out.shape[1]]]
+
+
+def _take_columns(a, columns):
+    if not _on_device(a):
+        return _host_take_columns(a, columns)
+    rows = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+    out = cuda.device_array((rows.shape[0], len(columns)), dtype=a.dtype)
+    if out.size:
+        _take_columns_kernel[_blocks(out.size)](rows, cuda.to_device(np.asarray(columns, dtype=np.int64)), out)
+    return out.reshape(len(columns)) if a.ndim == 1 else out
+
+
+@cuda.jit
+def _sum_columns_kernel(a, starts, out):
+    # out[r, k] = sum of a[r, starts[k]:starts[k + 1]] (the last run to the end) of 2-D arrays.
+    i = cuda.grid(1)
+    if i < out.size:
+        r, k = i // out.shape[1], i % out.shape[1]
+        end = starts[k + 1] if k + 1 < out.shape[1] else a.shape[1]
+        acc = out.dtype.type(0)
+        for c in range(starts[k], end):
+            acc += a[r, c]
+        out[r, k] = acc
+
+
+def _sum_columns(a, starts):
+    if not _on_device(a):
+        return _host_sum_columns(a, starts)
+    rows = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+    out = cuda.device_array((rows.shape[0], len(starts)), dtype=a.dtype)
+    if out.size:
+        _sum_columns_kernel[_blocks(out.size)](rows, cuda.to_device(np.asarray(starts, dtype=np.int64)), out)
+    return out.reshape(len(starts)) if a.ndim == 1 else out

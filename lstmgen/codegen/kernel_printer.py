@@ -310,9 +310,13 @@ def allocation(buffer: Buffer) -> str:
 
 
 def wrapper_allocation(buffer: Buffer) -> list[str]:
-    """The lines of ``forward()`` or ``backward()`` that make an argument buffer of a kernel."""
-    if buffer.init == "initial":
-        return [f"{buffer.name} = {allocation(buffer)}", f"{buffer.name}[0] = initial[{buffer.index}]"]
+    """The lines of ``forward()`` or ``backward()`` that make an argument buffer of a kernel: arrays beside x
+    (``alloc``, ``_empty``, ``_zeros``: numpy arrays, or device arrays in a CUDA module given device arrays)."""
     if buffer.init == "final":
-        return [f"{buffer.name} = final[{buffer.index}].copy()"]
-    return [f"{buffer.name} = {allocation(buffer)}"]
+        return [f"{buffer.name} = _copy_of(final[{buffer.index}])"]
+    shape = buffer.shape[0] if len(buffer.shape) == 1 else f"({', '.join(buffer.shape)})"
+    if buffer.init == "zeros_if_padded":
+        line = f"{buffer.name} = alloc({shape}, dtype=x.dtype)"
+    else:
+        line = f"{buffer.name} = {'_zeros' if buffer.init == 'zeros' else '_empty'}({shape}, x)"
+    return [line, f"{buffer.name}[0] = initial[{buffer.index}]"] if buffer.init == "initial" else [line]

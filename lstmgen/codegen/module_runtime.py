@@ -109,7 +109,7 @@ def _prepare_forward(x, params, state, lengths, reverse, inputs):
         raise ValueError(
             f"x: this cell reads the input row x_t itself, so I must equal H; got I = {n_in}, H = {hidden}"
         )
-    initial = _check_state(state, "state", batch, _widths(params), x.dtype)
+    initial = _check_state(state, "state", batch, _widths(params), x.dtype, x)
     step_inputs = _check_inputs(inputs, (steps, batch, hidden), x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)
@@ -117,13 +117,12 @@ def _prepare_forward(x, params, state, lengths, reverse, inputs):
         raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
     order = _time_order(lengths, steps, bool(reverse))
     if order is not None:
-        x = np.take_along_axis(x, order[:, :, None], axis=0)
-        step_inputs = {k: np.take_along_axis(v, order[:, :, None], axis=0) for k, v in step_inputs.items()}
+        x = _reorder(x, order)
+        step_inputs = {k: _reorder(v, order) for k, v in step_inputs.items()}
     if padded:
         # Padding may hold anything (NaN included): zero it so that no gradient GEMM reads it.
-        valid = _valid(lengths, steps)[:, :, None]
-        x = np.where(valid, x, x.dtype.type(0))
-        step_inputs = {k: np.where(valid, v, x.dtype.type(0)) for k, v in step_inputs.items()}
+        x = _zero_past(x, lengths)
+        step_inputs = {k: _zero_past(v, lengths) for k, v in step_inputs.items()}
     return x, step_inputs, params, initial, lengths, order, padded, block_size
 
 
@@ -150,11 +149,8 @@ def _check_inputs(inputs, shape, dtype):
 
 def _outputs(output_seq, lengths, order, padded):
     """y (T, B, H) in input order from the output state's buffer (T + 1, B, H), zero past each length."""
-    steps = output_seq.shape[0] - 1
-    y = output_seq[1:].copy() if order is None else np.take_along_axis(output_seq[1:], order[:, :, None], axis=0)
-    if padded:
-        y[~_valid(lengths, steps)] = 0
-    return y
+    y = _copy_of(output_seq[1:]) if order is None else _reorder(output_seq[1:], order)
+    return _zero_past(y, lengths) if padded else y
 
 
 def _prepare_backward(dy, tape, dstate):
@@ -172,15 +168,15 @@ def _prepare_backward(dy, tape, dstate):
     if dy.shape != (steps, batch, width):
         raise ValueError(f"dy: expected shape {(steps, batch, width)}, got {dy.shape}")
     if tape.order is not None:
-        dy = np.take_along_axis(dy, tape.order[:, :, None], axis=0)
-    alloc = np.empty if bool(np.all(tape.lengths == steps)) else np.zeros  # rows past a length stay zero
-    final = _check_state(dstate, "dstate", batch, _widths(params), x.dtype)
+        dy = _reorder(dy, tape.order)
+    alloc = _allocator(x, not bool(np.all(tape.lengths == steps)))  # rows past a length stay zero
+    final = _check_state(dstate, "dstate", batch, _widths(params), x.dtype, x)
     return dy, final, alloc
 
 
 def _input_order(dx, order):
     """dx in the order of the input sequence."""
-    return dx if order is None else np.take_along_axis(dx, order[:, :, None], axis=0)
+    return dx if order is None else _reorder(dx, order)
 
 
 def _hidden(params):
@@ -250,7 +246,7 @@ def _check_block_size(block_size, hidden):
 def _block_size_of(b, hidden):
     """S read from the width of an unchecked b: (G - n)·H + n·H/S for the n gates in BLOCK_GATES."""
     per_cell = len(GATES) - len(BLOCK_GATES)
-    width = b.shape[0] if isinstance(b, np.ndarray) and b.ndim == 1 else 0
+    width = b.shape[0] if _is_array(b) and b.ndim == 1 else 0
     shared = width - per_cell * hidden
     units = shared // len(BLOCK_GATES)
     if shared <= 0 or shared % len(BLOCK_GATES) or hidden % units:
@@ -291,9 +287,9 @@ def _per_cell(params, block_size):
     gate_columns, _ = _shared_columns(hidden, block_size, GATES)
     recurrent_columns, _ = _shared_columns(hidden, block_size, RECURRENT_GATES)
     per_cell = dict(params)
-    per_cell["W"] = params["W"][:, gate_columns]
-    per_cell["b"] = params["b"][gate_columns]
-    per_cell["R"] = params["R"][:, recurrent_columns]
+    per_cell["W"] = _take_columns(params["W"], gate_columns)
+    per_cell["b"] = _take_columns(params["b"], gate_columns)
+    per_cell["R"] = _take_columns(params["R"], recurrent_columns)
     return per_cell
 
 
@@ -304,9 +300,9 @@ def _per_block(grads, hidden, block_size):
         return grads
     _, gate_starts = _shared_columns(hidden, block_size, GATES)
     _, recurrent_starts = _shared_columns(hidden, block_size, RECURRENT_GATES)
-    grads["W"] = np.add.reduceat(grads["W"], gate_starts, axis=1)
-    grads["b"] = np.add.reduceat(grads["b"], gate_starts)
-    grads["R"] = np.add.reduceat(grads["R"], recurrent_starts, axis=1)
+    grads["W"] = _sum_columns(grads["W"], gate_starts)
+    grads["b"] = _sum_columns(grads["b"], gate_starts)
+    grads["R"] = _sum_columns(grads["R"], recurrent_starts)
     return grads
 
 
@@ -360,7 +356,7 @@ def _check_array(a, name, ndim, dtype):
 def _check_tape(tape):
     """The kernels index every array of the tape by the sizes of x: refuse a tape whose arrays were replaced."""
     x, params = tape.x, tape.params
-    ok = isinstance(x, np.ndarray) and x.ndim == 3 and isinstance(params, dict)
+    ok = _is_array(x) and x.ndim == 3 and isinstance(params, dict)
     if ok:
         try:
             _check_params(params, x.shape[2], x.dtype)
@@ -382,7 +378,7 @@ def _check_tape(tape):
             inputs_ok
             and len(tape.states) == len(STATE)
             and len(tape.extra) == len(TAPE_EXTRA)
-            and all(isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous for a, shape in arrays)
+            and all(_is_array(a) and a.shape == shape and _is_contiguous(a) for a, shape in arrays)
         )
         ok = ok and all(a.dtype == x.dtype for a, _ in arrays[:-1]) and tape.lengths.dtype == np.int64
         ok = ok and (tape.order is None or _is_time_order(tape.order, steps, batch))
@@ -438,13 +434,13 @@ def _check_params(params, n_in, dtype):
     heads = proj = None
     if PROJECTED:
         W_p = params["W_p"]
-        if not (isinstance(W_p, np.ndarray) and W_p.ndim == 2 and W_p.shape[0] > 0 and W_p.shape[1] > 0):
+        if not (_is_array(W_p) and W_p.ndim == 2 and W_p.shape[0] > 0 and W_p.shape[1] > 0):
             got = getattr(W_p, "shape", W_p)
             raise ValueError(f"params['W_p']: expected shape (H, P) with H, P >= 1, got {got!r}")
         proj = W_p.shape[1]
     elif RECURRENT_GATES and HEADS is not None:
         R = params["R"]
-        if not (isinstance(R, np.ndarray) and R.ndim == 3 and R.shape[0] > 0 and R.shape[1] > 0):
+        if not (_is_array(R) and R.ndim == 3 and R.shape[0] > 0 and R.shape[1] > 0):
             got = getattr(R, "shape", R)
             raise ValueError(
                 f"params['R']: expected the block-diagonal shape (heads, H/heads, {len(RECURRENT_GATES)}*H/heads) "
@@ -453,12 +449,12 @@ def _check_params(params, n_in, dtype):
         heads = R.shape[0]
     elif RECURRENT_GATES:
         R = params["R"]
-        if not (isinstance(R, np.ndarray) and R.ndim == 2 and R.shape[0] > 0):
+        if not (_is_array(R) and R.ndim == 2 and R.shape[0] > 0):
             got = getattr(R, "shape", R)
             raise ValueError(f"params['R']: expected shape (H, {len(RECURRENT_GATES)}*H) with H >= 1, got {got!r}")
     else:
         b = params["b"]
-        if not (isinstance(b, np.ndarray) and b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % len(GATES) == 0):
+        if not (_is_array(b) and b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % len(GATES) == 0):
             raise ValueError(
                 f"params['b']: expected shape ({len(GATES)}*H,) with H >= 1, got {getattr(b, 'shape', b)!r}"
             )
@@ -478,10 +474,10 @@ def _check_params(params, n_in, dtype):
     return checked
 
 
-def _check_state(state, name, batch, widths, dtype):
-    """The states (or their gradients) in STATE order, each (B, its width); zeros when None."""
+def _check_state(state, name, batch, widths, dtype, like):
+    """The states (or their gradients) in STATE order, each (B, its width); zeros (where ``like`` is) when None."""
     if state is None:
-        return tuple(np.zeros((batch, w), dtype=dtype) for w in widths)
+        return tuple(_allocator(like, True)((batch, w), dtype=dtype) for w in widths)
     if not isinstance(state, (tuple, list)) or len(state) != len(STATE):
         got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
         raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
@@ -492,3 +488,54 @@ def _check_state(state, name, batch, widths, dtype):
             raise ValueError(f"{name}[{s!r}]: expected shape {(batch, w)}, got {value.shape}")
         checked.append(value)
     return tuple(checked)
+
+
+# Array operations of the wrappers, one function each, so that a module of another target replaces them for its
+# arrays (a CUDA module's runtime redefines them for device arrays below this file).
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray)
+
+
+def _is_contiguous(a):
+    return a.flags.c_contiguous
+
+
+def _allocator(like, zeroed):
+    """np.zeros or np.empty: what allocates arrays beside ``like``."""
+    return np.zeros if zeroed else np.empty
+
+
+def _empty(shape, like):
+    """An array of ``like``'s dtype, beside it, not initialised."""
+    return _allocator(like, False)(shape, dtype=like.dtype)
+
+
+def _zeros(shape, like):
+    return _allocator(like, True)(shape, dtype=like.dtype)
+
+
+def _copy_of(a):
+    return a.copy()
+
+
+def _reorder(a, order):
+    """(T, B, ...) ``a`` with step t of row b taken from step order[t, b]."""
+    return np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=0)
+
+
+def _zero_past(a, lengths):
+    """(T, B, ...) ``a`` with every step past its row's length set to zero (a new array)."""
+    valid = _valid(lengths, a.shape[0]).reshape(a.shape[:2] + (1,) * (a.ndim - 2))
+    return np.where(valid, a, a.dtype.type(0))
+
+
+def _take_columns(a, columns):
+    """The columns ``columns`` of a 1-D or 2-D array (last axis)."""
+    return a[..., columns]
+
+
+def _sum_columns(a, starts):
+    """Sums of the runs of columns (last axis) that begin at ``starts``."""
+    return np.add.reduceat(a, starts, axis=a.ndim - 1)

@@ -31,7 +31,7 @@ from lstmgen.variants import VARIANTS
 from lstmgen.version import __version__
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 10
+TEMPLATE_VERSION = 11
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -222,7 +222,7 @@ def _wrappers(layout: Layout, plan: ModulePlan) -> dict[str, object]:
         "forward_allocations": [line for b in plan.forward_buffers for line in wrapper_allocation(b)],
         "forward_call": _call(plan.forward, ""),
         "output_seq": plan.output_seq.name,
-        "final_state": _tuple_of(f"{b.name}[steps].copy()" for b in plan.state_seqs),
+        "final_state": _tuple_of(f"_copy_of({b.name}[steps])" for b in plan.state_seqs),
         "tape_call": wrap(
             "tape = Tape(",
             f"x, step_inputs, params, {_tuple_of(b.name for b in plan.state_seqs)}, gate_seq, {_tuple_of(extra)}, "
