@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import EXAMPLE_MODULES, REPO
+from conftest import GENERATED, REPO, import_without_jit
 
 import lstmgen
 from lstmgen.codegen.render_module import module_name
@@ -58,19 +58,22 @@ def _compare(cpu, gpu, dtype, reverse, seed=0, **sizes):
 
 
 @pytest.fixture(scope="module")
-def cuda_modules(tmp_path_factory, generated_module):
-    """(CPU module, CUDA module) of a built-in (the committed CPU module) or an example's spec file."""
+def cuda_modules(tmp_path_factory):
+    """(CPU module, CUDA module) of a built-in (the committed CPU module) or an example's spec file.
+
+    The CPU module runs by Python (numba's JIT off): the same code, checked against autograd compiled elsewhere in
+    the suite, without minutes of compilation on a cold cache for these tiny sizes."""
     cache = {}
     directory = tmp_path_factory.mktemp("cuda")
+    (directory / "cpu").mkdir()
 
     def get(variant, gradient):
         key = (str(variant), gradient)
         if key not in cache:
             if variant in VARIANTS:
-                cpu = generated_module(module_name(variant, gradient))
-            else:  # where test_spec_files and tests/compile_ahead.py keep the examples' compiled modules
-                EXAMPLE_MODULES.mkdir(parents=True, exist_ok=True)
-                cpu = lstmgen.load_module(lstmgen.write_module(variant, EXAMPLE_MODULES, gradient))
+                cpu = import_without_jit(GENERATED / f"{module_name(variant, gradient)}.py")
+            else:
+                cpu = import_without_jit(lstmgen.write_module(variant, directory / "cpu", gradient))
             gpu = lstmgen.load_module(lstmgen.write_module(variant, directory, gradient, target="cuda"))
             gpu.THREADS, gpu.GEMM_TILE = THREADS, 2
             cache[key] = cpu, gpu
