@@ -56,11 +56,10 @@ def _cpu_module(path: Path):
         numba.config.DISABLE_JIT = False
 
 
-def _kernel_arguments(cpu, variant: str, dtype) -> tuple[tuple, tuple]:
+def _kernel_arguments(cpu, dtype) -> tuple[tuple, tuple]:
     """The CPU module's forward and backward kernel arguments (host arrays) for a tiny problem."""
     n_in = H if cpu.INPUT_ROW else 3
-    sizes = {"slstm": {"heads": 2}, "lstmp": {"proj_size": 3}, "lstm_1997": {"block_size": 2}}.get(variant, {})
-    params = cpu.init_params(n_in, H, dtype=dtype, seed=0, **sizes)
+    params = cpu.init_params(n_in, H, dtype=dtype, seed=0)  # default sizes: the types do not depend on them
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, n_in)).astype(dtype)
     inputs = {k: np.ones((T, B, H), dtype) for k in cpu.INPUTS} or None
@@ -140,7 +139,7 @@ def measure(variant: str, gradient: str = "full") -> list[dict]:
         gpu = lstmgen.load_module(lstmgen.write_module(variant, directory, gradient, target="cuda"))
         rows = []
         for dtype in (np.float32, np.float64):
-            forward, backward = _kernel_arguments(cpu, variant, dtype)
+            forward, backward = _kernel_arguments(cpu, dtype)
             for host, steps, args in (
                 ("_forward_kernel", "_forward_steps", forward),
                 ("_backward_kernel", "_backward_steps", backward),

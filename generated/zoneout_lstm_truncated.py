@@ -501,7 +501,7 @@ def _prepare_forward(x, params, state, lengths, reverse, inputs):
         raise ValueError(
             f"x: this cell reads the input row x_t itself, so I must equal H; got I = {n_in}, H = {hidden}"
         )
-    initial = _check_state(state, "state", batch, _widths(params), x.dtype, x)
+    initial = _check_state(state, "state", batch, _widths(params), x)
     step_inputs = _check_inputs(inputs, (steps, batch, hidden), x.dtype)
     padded = lengths is not None
     lengths = _check_lengths(lengths, steps, batch)
@@ -562,7 +562,7 @@ def _prepare_backward(dy, tape, dstate):
     if tape.order is not None:
         dy = _reorder(dy, tape.order)
     alloc = _allocator(x, not bool(np.all(tape.lengths == steps)))  # rows past a length stay zero
-    final = _check_state(dstate, "dstate", batch, _widths(params), x.dtype, x)
+    final = _check_state(dstate, "dstate", batch, _widths(params), x)
     return dy, final, alloc
 
 
@@ -866,16 +866,17 @@ def _check_params(params, n_in, dtype):
     return checked
 
 
-def _check_state(state, name, batch, widths, dtype, like):
-    """The states (or their gradients) in STATE order, each (B, its width); zeros (where ``like`` is) when None."""
+def _check_state(state, name, batch, widths, like):
+    """The states (or their gradients) in STATE order, each (B, its width) of ``like``'s dtype; zeros beside
+    ``like`` (x) when None."""
     if state is None:
-        return tuple(_allocator(like, True)((batch, w), dtype=dtype) for w in widths)
+        return tuple(_zeros((batch, w), like) for w in widths)
     if not isinstance(state, (tuple, list)) or len(state) != len(STATE):
         got = f"{len(state)} items" if isinstance(state, (tuple, list)) else type(state).__name__
         raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
     checked = []
     for s, value, w in zip(STATE, state, widths, strict=True):
-        value = _check_array(value, f"{name}[{s!r}]", 2, dtype)
+        value = _check_array(value, f"{name}[{s!r}]", 2, like.dtype)
         if value.shape != (batch, w):
             raise ValueError(f"{name}[{s!r}]: expected shape {(batch, w)}, got {value.shape}")
         checked.append(value)

@@ -72,11 +72,10 @@ class CudaKernelPrinter(KernelPrinter):
 
     def _direct_element(self, view: View) -> sympy.Expr:
         """``buffer[t, nb, k * hidden + j]`` for a row view of block k (``buffer[t, nb]`` for a per-row value)."""
-        parts = [p for p in view.source.index if not isinstance(p, Block)]
-        offsets = [self.index(p).split(":")[0] for p in view.source.index if isinstance(p, Block)]
-        index = [sympy.Symbol(p) for p in parts]
+        index = [sympy.Symbol(p) for p in view.source.index if not isinstance(p, Block)]
+        starts = [self.block_start(p) for p in view.source.index if isinstance(p, Block)]
         if not isinstance(view, ScalarView):
-            offset = offsets[0] if offsets and offsets[0] != "0" else ""
+            offset = starts[0] if starts and starts[0] != "0" else ""
             index.append(sympy.Symbol(f"{offset} + j" if offset else "j"))
         return sympy.IndexedBase(view.source.buffer)[tuple(index)]
 

@@ -98,10 +98,15 @@ class KernelPrinter:
         self.expressions = NumbaPrinter()
 
     # -------------------------------------------------------------------------------- operands
+    @staticmethod
+    def block_start(block: Block) -> str:
+        """The first column of a block: ``k * hidden``, or 0."""
+        lo = block.index * block.size
+        return f"{lo} * hidden" if lo else "0"
+
     def index(self, part: IndexPart) -> str:
         if isinstance(part, Block):
-            lo, hi = part.index * part.size, (part.index + 1) * part.size
-            return f"{lo} * hidden:{width(hi)}" if lo else f"0:{width(hi)}"
+            return f"{self.block_start(part)}:{width((part.index + 1) * part.size)}"
         return part
 
     def operand(self, node: Operand) -> str:

@@ -76,8 +76,7 @@ def forward_buffers(layout: Layout) -> ForwardBuffers:
     projection = layout.projection
     tape_extra = ((fb_seq,) if F else ()) + saved_seqs + ((cell_output(layout),) if projection else ())
     matrices = tuple(Buffer(name, (), f"parameter {name}", "param", param=name) for name in _matrices(layout))
-    gate_params = tuple(dict.fromkeys(r.owner for r in layout.of_kind(Kind.GATE_PARAMETER)))
-    vectors = tuple(gate_vector(layout, p) for p in gate_params if p != "b")
+    vectors = tuple(gate_vector(layout, p) for p in layout.gate_parameters if p != "b")
     vectors += tuple(unit_vector(r) for r in layout.of_kind(Kind.UNIT_PARAMETER))
     return ForwardBuffers(
         x=Buffer("x", ("steps", "batch", "n_in"), "the input", "input"),
@@ -153,8 +152,7 @@ def backward_buffers(layout: Layout, fwd: ForwardBuffers) -> BackwardBuffers:
         "zeros_if_padded",
     )
     adjoint_seqs += [d_output_seq] if layout.projection else []
-    gate_params = tuple(dict.fromkeys(r.owner for r in layout.of_kind(Kind.GATE_PARAMETER)))
-    unit_grads = tuple((p, gate_gradient(layout, p)) for p in gate_params)
+    unit_grads = tuple((p, gate_gradient(layout, p)) for p in layout.gate_parameters)
     unit_grads += tuple((r.owner, unit_gradient(r)) for r in layout.of_kind(Kind.UNIT_PARAMETER))
     return BackwardBuffers(
         dy=Buffer("dy", ("steps", "batch", layout.units(spec.output_state)), "the gradient on every output", "input"),

@@ -170,6 +170,11 @@ class Layout:
         """Gate -> the symbol of its recurrent product."""
         return dict(self.equations.hR)
 
+    @property
+    def gate_parameters(self) -> tuple[str, ...]:
+        """The (G·H,) parameters read block by block (and b when the equations place it), in the spec's order."""
+        return tuple(dict.fromkeys(r.owner for r in self.of_kind(Kind.GATE_PARAMETER)))
+
     def units(self, state: str) -> str:
         """The units of a state: PROJECTED for a projected output, else HIDDEN."""
         return PROJECTED if self.projection and state == self.spec.output_state else HIDDEN
