@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared run for a lent GPU machine (the device tool's `run`, from the repository root): nothing is
 # fetched there, so lstmgen runs from the tree (PYTHONPATH), with the machine's own numba-cuda and torch.
-#   1. the CUDA tests on the real GPU (tests/test_cuda.py compares every built-in with its CPU module);
+#   1. the CUDA tests on the real GPU (tests/test_cuda.py compares every built-in with its CPU module;
+#      tests/test_torch_cuda.py runs TorchRecurrent on CUDA tensors);
 #   2. compute-sanitizer (memcheck, racecheck) on one small forward and backward;
 #   3. benchmarks/gpu.py, TF32 off, then on; JSON to $OUT.
 # Each step's log goes to $OUT; a failing step does not stop the next.
@@ -13,7 +14,7 @@ export LSTMGEN_COMPILE_AHEAD=0
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 python -c "import numba, torch; from numba import cuda; print(numba.__version__, torch.__version__, cuda.gpus)" \
   > "$OUT/versions.txt" 2>&1
-timeout 240 python -m pytest -q -x tests/test_cuda.py -p no:cacheprovider > "$OUT/test_cuda.log" 2>&1
+timeout 240 python -m pytest -q tests/test_cuda.py tests/test_torch_cuda.py -p no:cacheprovider > "$OUT/test_cuda.log" 2>&1
 small='import numpy as np, lstmgen; m = lstmgen.load("layernorm_lstm", target="cuda")
 p = m.init_params(8, 64, dtype=np.float32, seed=0); x = np.ones((5, 4, 8), np.float32)
 y, s, t = m.forward(x, p, lengths=np.array([5, 3, 1, 0]), reverse=True); m.backward(np.ones_like(y), t)'

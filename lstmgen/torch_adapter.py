@@ -1,5 +1,6 @@
 """Train a generated cell inside PyTorch: a torch.autograd.Function whose forward and backward are the generated
-kernels (CPU), and an nn.Module over it with torch.nn.LSTM's interface.
+kernels, and an nn.Module over it with torch.nn.LSTM's interface. CPU tensors run the cell's CPU module; CUDA
+tensors run its CUDA module (``target="cuda"``) on torch's current stream, with torch's allocator and no copies.
 
 >>> rnn = TorchRecurrent(generated.lstm_peephole, input_size=8, hidden_size=16, num_layers=2, bidirectional=True)
 >>> out, (h_n, c_n) = rnn(x)                     # x (T, B, 8) -> out (T, B, 32); loss.backward() works
@@ -9,6 +10,7 @@ torch is needed only by this module; lstmgen itself does not import it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from types import ModuleType
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lstmgen.generate import resolve_spec
 from lstmgen.layers import (
     StackArguments,
     StackShape,
@@ -25,12 +28,75 @@ from lstmgen.layers import (
     stacked_inputs_shape,
 )
 from lstmgen.spec import CellSpec
+from lstmgen.variants import VARIANTS
 
 
 def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
     if t.device.type != "cpu":
-        raise ValueError(f"{name}: expected a CPU tensor (the generated kernels run on the CPU), got {t.device}")
+        raise ValueError(f"{name}: expected a CPU tensor (the tensors of a call are on one device), got {t.device}")
     return t.detach().numpy()
+
+
+class _Device:
+    """How one call hands tensors of one device to a generated module and takes its results back."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def array(self, t: torch.Tensor, name: str) -> Any:
+        """A view the module reads: a numpy array, or the CUDA tensor itself (the module reads it through
+        ``__cuda_array_interface__``, which a tensor that requires grad refuses, hence detach)."""
+        if not self.cuda:
+            return _to_numpy(t, name)
+        if t.device != self.device:
+            raise ValueError(f"{name}: expected a tensor on {self.device} (the device of x), got {t.device}")
+        return t.detach().contiguous()
+
+    def tensor(self, a: Any) -> torch.Tensor:
+        return torch.as_tensor(a, device=self.device) if self.cuda else torch.from_numpy(a)
+
+    def context(self, cell: ModuleType) -> contextlib.AbstractContextManager:
+        """On the GPU: numba on x's device, the module's launches on torch's current stream and its arrays from
+        torch's caching allocator (so that torch orders and frees them like its own)."""
+        if not self.cuda:
+            return contextlib.nullcontext()
+        from numba import cuda
+
+        stream = cuda.external_stream(torch.cuda.current_stream(self.device).cuda_stream)
+        dtypes = {
+            np.dtype(np.float32): torch.float32,
+            np.dtype(np.float64): torch.float64,
+            np.dtype(np.int64): torch.int64,
+        }
+
+        def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+            return torch.empty(shape, dtype=dtypes[dtype], device=self.device)
+
+        stack = contextlib.ExitStack()
+        index = torch.cuda.current_device() if self.device.index is None else self.device.index
+        stack.enter_context(cuda.gpus[index])
+        stack.enter_context(cell.on_stream(stream, empty))
+        return stack
+
+
+def module_on(cell: ModuleType, target: str, spec: CellSpec | None = None) -> ModuleType:
+    """``cell``'s module for ``target`` ("cpu" or "cuda"): ``cell`` itself, or the module of its spec and gradient
+    mode generated for the other target (``spec``, else the built-in ``cell`` was generated from)."""
+    if getattr(cell, "TARGET", "cpu") == target:
+        return cell
+    if spec is None:
+        builtin = VARIANTS.get(cell.VARIANT)
+        if builtin is None or builtin.fingerprint() != getattr(cell, "FINGERPRINT", None):
+            raise ValueError(
+                f"cell: {cell.VARIANT}'s module runs on {getattr(cell, 'TARGET', 'cpu')}, and it is not a built-in's "
+                f"module, so its {target} module cannot be generated from it: give TorchRecurrent the cell's spec "
+                "(a CellSpec or its TOML path) instead of its module"
+            )
+        spec = builtin
+    from lstmgen.loader import load
+
+    return load(spec, cell.GRADIENT, target=target)
 
 
 class GeneratedCellFunction(torch.autograd.Function):
@@ -55,16 +121,18 @@ class GeneratedCellFunction(torch.autograd.Function):
         *rest: Any,
     ):
         n_params = len(cell.PARAMS)
-        params = {name: _to_numpy(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
-        state = tuple(_to_numpy(t, "state") for t in rest[n_params:]) or None
+        on = _Device(x.device)
+        params = {name: on.array(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
+        state = tuple(on.array(t, "state") for t in rest[n_params:]) or None
         inputs = inputs or {}
-        masks = {k: _to_numpy(v, f"inputs[{k!r}]") if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        y, final, tape = cell.forward(
-            _to_numpy(x, "x"), params, state, inputs=masks or None, lengths=lengths, reverse=reverse
-        )
+        masks = {k: on.array(v, f"inputs[{k!r}]") if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        with on.context(cell):
+            y, final, tape = cell.forward(
+                on.array(x, "x"), params, state, inputs=masks or None, lengths=lengths, reverse=reverse
+            )
         ctx.save_for_backward(x, *rest, *(v for v in inputs.values() if isinstance(v, torch.Tensor)))
-        ctx.cell, ctx.tape, ctx.n_state = cell, tape, len(rest) - n_params
-        return (torch.from_numpy(y), *(torch.from_numpy(f) for f in final))
+        ctx.cell, ctx.tape, ctx.n_state, ctx.on = cell, tape, len(rest) - n_params, on
+        return (on.tensor(y), *(on.tensor(f) for f in final))
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor, *dfinal: torch.Tensor):
@@ -77,19 +145,24 @@ class GeneratedCellFunction(torch.autograd.Function):
                 "kernels' backward is not differentiable"
             )
         ctx.saved_tensors  # noqa: B018 (unpacking checks that none was modified in place since forward)
-        cell = ctx.cell
-        dstate = tuple(_to_numpy(d, "dstate") for d in dfinal)
-        dx, grads, dstate0 = cell.backward(_to_numpy(dy, "dy"), ctx.tape, dstate)
-        dparams = tuple(torch.from_numpy(grads[n]) for n in cell.PARAMS)
-        dstate_grads = tuple(torch.from_numpy(d) for d in dstate0) if ctx.n_state else ()
-        return (None, None, None, None, torch.from_numpy(dx), *dparams, *dstate_grads)
+        cell, on = ctx.cell, ctx.on
+        dstate = tuple(on.array(d, "dstate") for d in dfinal)
+        with on.context(cell):
+            dx, grads, dstate0 = cell.backward(on.array(dy, "dy"), ctx.tape, dstate)
+        dparams = tuple(on.tensor(grads[n]) for n in cell.PARAMS)
+        dstate_grads = tuple(on.tensor(d) for d in dstate0) if ctx.n_state else ()
+        return (None, None, None, None, on.tensor(dx), *dparams, *dstate_grads)
 
 
 class TorchRecurrent(torch.nn.Module, StackArguments):
-    """A stack of generated cells as an ``nn.Module`` (CPU): torch.nn.LSTM's arguments and return values.
+    """A stack of generated cells as an ``nn.Module``: torch.nn.LSTM's arguments and return values.
+
+    On CUDA tensors (``.to("cuda")``) it runs the cell's CUDA module (needs ``pip install "lstmgen[cuda]"``),
+    generated on first use; on CPU tensors its CPU module.
 
     Args:
-        cell: a generated module, or anything :func:`lstmgen.load` accepts.
+        cell: a generated module (of either target; a built-in's, or give the spec), or anything
+            :func:`lstmgen.load` accepts.
         input_size, hidden_size, num_layers, bidirectional, batch_first: as in torch.nn.LSTM.
         dtype: torch.float32 or torch.float64.
         seed: seed of the initialisation (the generated ``init_params``: uniform in ±1/sqrt(H)).
@@ -122,7 +195,8 @@ class TorchRecurrent(torch.nn.Module, StackArguments):
         block_size: int | None = None,
     ) -> None:
         super().__init__()
-
+        self._spec = None if isinstance(cell, ModuleType) else resolve_spec(cell)
+        self._modules_on: dict[str, ModuleType] = {}
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         # The stack's arguments are checked where RecurrentLayer's are; the parameters become torch Parameters.
@@ -156,6 +230,13 @@ class TorchRecurrent(torch.nn.Module, StackArguments):
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"inputs[{name!r}]: expected a tensor of shape {expected}, got {got}")
         return split_stacked_inputs(inputs, self.batch_first)
+
+    def module_for(self, device: torch.device) -> ModuleType:
+        """The generated module that runs on ``device`` (its CUDA module, generated once, for a CUDA device)."""
+        target = "cuda" if device.type == "cuda" else "cpu"
+        if target not in self._modules_on:
+            self._modules_on[target] = module_on(self.cell, target, self._spec)
+        return self._modules_on[target]
 
     @staticmethod
     def _name(param: str, layer: int, direction: int) -> str:
@@ -196,12 +277,13 @@ class TorchRecurrent(torch.nn.Module, StackArguments):
                     f"state: expected {n_states} tensor(s) of shapes {shapes} in {self.cell.STATE}, got {got}"
                 )
         step_inputs = self._step_inputs(inputs, x.shape[0], batch)
+        cell = self.module_for(x.device)
 
         def run(layer: int, direction: int, k: int, layer_input: torch.Tensor) -> tuple[Any, ...]:
             params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
             initial = [] if state is None else [s[k] for s in state]
             y, *final = GeneratedCellFunction.apply(
-                self.cell, lengths, direction == 1, step_inputs[k] or None, layer_input, *params, *initial
+                cell, lengths, direction == 1, step_inputs[k] or None, layer_input, *params, *initial
             )
             return y, final, None
 

@@ -180,6 +180,59 @@ def test_device_array_checks(cuda_modules):
         gpu.forward(cuda.to_device(np.zeros((T, B, 4)))[:, :, :2], params)
 
 
+def test_on_stream_launches_and_allocates_where_told(cuda_modules, monkeypatch):
+    """Within on_stream(stream, empty), every array the module makes on the device comes from ``empty`` (torch's
+    allocator in the PyTorch adapter) and the results are those of the default stream; the setting ends with the
+    block."""
+    from numba import cuda
+
+    _, gpu = cuda_modules("lstm_peephole", "full")
+    params = gpu.init_params(2, H, seed=1)
+    x = np.random.default_rng(1).standard_normal((T, B, 2))
+    y0, _, tape0 = gpu.forward(x, params, lengths=LENGTHS)
+    dx0, grads0, _ = gpu.backward(np.ones_like(y0), tape0)
+
+    device_array, made = cuda.device_array, []
+
+    def empty(shape, dtype):
+        assert isinstance(shape, tuple) and isinstance(dtype, np.dtype)
+        made.append(shape)
+        return device_array(shape, dtype=dtype)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("numba's allocator was used within on_stream(..., empty)")
+
+    on = {k: cuda.to_device(v) for k, v in params.items()}
+    x_on, dy_on = cuda.to_device(x), cuda.to_device(np.ones_like(y0))
+    stream = cuda.stream()
+    monkeypatch.setattr(cuda, "device_array", refuse)
+    with gpu.on_stream(stream, empty):
+        y, _, tape = gpu.forward(x_on, on, lengths=LENGTHS)
+        dx, grads, _ = gpu.backward(dy_on, tape)
+    monkeypatch.undo()
+    assert gpu._LAUNCH.stream == 0 and gpu._LAUNCH.empty is None
+    assert len(made) > 10
+    np.testing.assert_array_equal(y.copy_to_host(), y0)
+    np.testing.assert_array_equal(dx.copy_to_host(), dx0)
+    for name in grads0:
+        np.testing.assert_array_equal(grads[name].copy_to_host(), grads0[name])
+
+
+def test_dlpack_only_gpu_arrays_are_refused_clearly(cuda_modules):
+    """numba reads GPU memory through __cuda_array_interface__; a GPU array that exports only DLPack is named,
+    with the conversion that needs no copy, instead of failing inside numba."""
+
+    class DLPackOnly:
+        shape, ndim = (T, B, 2), 3
+
+        def __dlpack_device__(self):
+            return (2, 0)  # kDLCUDA, device 0
+
+    _, gpu = cuda_modules("lstm", "full")
+    with pytest.raises(TypeError, match=r"exports DLPack but not __cuda_array_interface__.*torch.from_dlpack"):
+        gpu.forward(DLPackOnly(), gpu.init_params(2, H))
+
+
 def test_gpu_benchmark_says_when_there_is_no_gpu(capsys):
     """benchmarks/gpu.py measures only on a GPU; elsewhere it says so and exits 2 (measured when one is lent)."""
     import torch

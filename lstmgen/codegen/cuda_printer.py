@@ -297,7 +297,7 @@ class CudaKernelPrinter(KernelPrinter):
             f"{INDENT}threads = _threads(hidden)",
             f"{INDENT}reduce_buf = _device_empty((batch, threads), x.dtype)",
             f"{INDENT}if batch:",
-            *wrap(f"{steps_name}[batch, threads](", ", ".join(launch), ")", INDENT * 2),
+            *wrap(f"{steps_name}[batch, threads, _stream()](", ", ".join(launch), ")", INDENT * 2),
         ]
         for item in node.after:
             lines += self._host_statement(item, INDENT)

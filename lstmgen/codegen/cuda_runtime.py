@@ -6,6 +6,9 @@ Generated CUDA modules inline this file below the marker, after the CPU modules'
 nothing imports it at run time.
 """
 
+import contextlib
+import threading
+
 import numpy as np
 from numba import cuda
 
@@ -35,6 +38,36 @@ def _threads(hidden):
     return max(1, min(THREADS, hidden))
 
 
+class _Launch(threading.local):
+    """Per thread (torch runs a backward on its own threads): the stream of every launch and copy, and the
+    allocator of every device array; set with :func:`on_stream`."""
+
+    stream = 0  # numba's default stream
+    empty = None  # numba's allocator
+
+
+_LAUNCH = _Launch()
+
+
+@contextlib.contextmanager
+def on_stream(stream, empty=None):
+    """Run this module's kernels and copies on ``stream`` within the block: a numba stream, such as
+    ``cuda.external_stream(ptr)`` of another library's stream (torch's ``torch.cuda.current_stream().cuda_stream``),
+    or 0 for the default stream. ``empty(shape, dtype)``, when given, allocates the module's device arrays
+    (anything with ``__cuda_array_interface__``, for instance from torch's caching allocator) in place of numba's
+    allocator. Both apply to the calling thread only."""
+    previous = _LAUNCH.stream, _LAUNCH.empty
+    _LAUNCH.stream, _LAUNCH.empty = stream, empty
+    try:
+        yield
+    finally:
+        _LAUNCH.stream, _LAUNCH.empty = previous
+
+
+def _stream():
+    return _LAUNCH.stream
+
+
 def _to_device(*arrays):
     """Device copies of host arrays (C-contiguous); an array already on the device is taken as it is."""
     if not cuda.is_available():
@@ -42,21 +75,64 @@ def _to_device(*arrays):
             f"{VARIANT}: no CUDA GPU is available to numba (cuda.is_available() is False); set "
             "NUMBA_ENABLE_CUDASIM=1 before importing numba to run this module on numba's CUDA simulator"
         )
-    return tuple(cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in arrays)
+    stream = _stream()
+    return tuple(
+        cuda.to_device(np.ascontiguousarray(a), stream=stream) if isinstance(a, np.ndarray) else a for a in arrays
+    )
+
+
+def _indices(values):
+    """A small host index array (lengths, orders, columns) on the device."""
+    return cuda.to_device(np.ascontiguousarray(values, dtype=np.int64), stream=_stream())
+
+
+def _synchronize():
+    # Copies to pageable host memory on a stream other than the default one return before they are done.
+    if _stream():
+        _stream().synchronize()
 
 
 def _to_host(devices, hosts):
     for device, host in zip(devices, hosts, strict=True):
         if device is not host:
-            device.copy_to_host(host)
+            device.copy_to_host(host, stream=_stream())
+    _synchronize()
 
 
 def _device_empty(shape, dtype):
-    return cuda.device_array(shape, dtype=dtype)
+    if _LAUNCH.empty is not None:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        array = _LAUNCH.empty(shape, np.dtype(dtype))
+        return array if hasattr(array, "copy_to_host") else cuda.as_cuda_array(array, sync=False)
+    return cuda.device_array(shape, dtype=dtype, stream=_stream())
+
+
+@cuda.jit
+def _fill_zero_kernel(out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = out.dtype.type(0)
 
 
 def _device_zeros(shape, dtype):
-    return cuda.to_device(np.zeros(shape, dtype=dtype))
+    out = _device_empty(shape, dtype)
+    if out.size:
+        _fill_zero_kernel[_blocks(out.size)](out.reshape(out.size))
+    return out
+
+
+def _blocks(n):
+    """The launch configuration of a kernel with one thread per element of n, on the module's stream."""
+    return (n + 127) // 128, 128, _stream()
+
+
+def _tiles(rows, columns):
+    """The launch configuration of a 2-D kernel with one thread per element of a (rows, columns) array."""
+    return (
+        ((rows + GEMM_TILE - 1) // GEMM_TILE, (columns + GEMM_TILE - 1) // GEMM_TILE),
+        (GEMM_TILE, GEMM_TILE),
+        _stream(),
+    )
 
 
 class _Transposed:
@@ -89,12 +165,11 @@ def _dot(a, b, out=None):
     """op(a) op(b) for 2-D device arrays (``_t(x)``: x transposed), into ``out`` (allocated when None)."""
     a_transposed, b_transposed = isinstance(a, _Transposed), isinstance(b, _Transposed)
     if out is None:
-        out = cuda.device_array((a.shape[0], b.shape[1]), dtype=(a.array if a_transposed else a).dtype)
+        out = _device_empty((a.shape[0], b.shape[1]), (a.array if a_transposed else a).dtype)
     if out.shape[0] and out.shape[1]:
-        grid = ((out.shape[0] + GEMM_TILE - 1) // GEMM_TILE, (out.shape[1] + GEMM_TILE - 1) // GEMM_TILE)
         left = a.array if a_transposed else a
         right = b.array if b_transposed else b
-        _gemm_kernel[grid, (GEMM_TILE, GEMM_TILE)](left, right, out, a_transposed, b_transposed)
+        _gemm_kernel[_tiles(*out.shape)](left, right, out, a_transposed, b_transposed)
     return out
 
 
@@ -113,8 +188,7 @@ def _input_projection(x, W, b, gate_seq):
     flat = gate_seq.reshape(steps * batch, columns)
     _dot(x.reshape(steps * batch, n_in), W, flat)
     if b is not None and flat.shape[0] and columns:
-        grid = ((flat.shape[0] + GEMM_TILE - 1) // GEMM_TILE, (columns + GEMM_TILE - 1) // GEMM_TILE)
-        _add_row_kernel[grid, (GEMM_TILE, GEMM_TILE)](flat, b)
+        _add_row_kernel[_tiles(flat.shape[0], columns)](flat, b)
 
 
 @cuda.jit
@@ -128,9 +202,9 @@ def _column_sums_kernel(a, out):
 
 
 def _column_sums(a):
-    out = cuda.device_array(a.shape[1], dtype=a.dtype)
+    out = _device_empty(a.shape[1], a.dtype)
     if out.shape[0]:
-        _column_sums_kernel[(out.shape[0] + 127) // 128, 128](a, out)
+        _column_sums_kernel[_blocks(out.shape[0])](a, out)
     return out
 
 
@@ -143,10 +217,10 @@ def _add_kernel(a, b, out):
 
 def _add(a, b):
     """a + b for C-contiguous device arrays of one shape."""
-    out = cuda.device_array(a.shape, dtype=a.dtype)
+    out = _device_empty(a.shape, a.dtype)
     n = out.size
     if n:
-        _add_kernel[(n + 127) // 128, 128](a.reshape(n), b.reshape(n), out.reshape(n))
+        _add_kernel[_blocks(n)](a.reshape(n), b.reshape(n), out.reshape(n))
     return out
 
 
@@ -167,15 +241,14 @@ def _copy_kernel(dst, src):
 def _copy(dst, src):
     """dst[...] = src for 2-D device arrays of one shape (any strides)."""
     if dst.shape[0] and dst.shape[1]:
-        grid = ((dst.shape[0] + GEMM_TILE - 1) // GEMM_TILE, (dst.shape[1] + GEMM_TILE - 1) // GEMM_TILE)
-        _copy_kernel[grid, (GEMM_TILE, GEMM_TILE)](dst, src)
+        _copy_kernel[_tiles(*dst.shape)](dst, src)
 
 
 def _head_weight_gradient(left, right, blocks, heads, head_size):
     """dR[k] = left[:, head k's units]^T right_k, right_k the head's columns of every gate block of right."""
     hidden = heads * head_size
-    dR = cuda.device_array((heads, head_size, blocks * head_size), dtype=left.dtype)
-    right_k = cuda.device_array((right.shape[0], blocks * head_size), dtype=right.dtype)
+    dR = _device_empty((heads, head_size, blocks * head_size), left.dtype)
+    right_k = _device_empty((right.shape[0], blocks * head_size), right.dtype)
     for k in range(heads):
         lo = k * head_size
         for g in range(blocks):
@@ -195,13 +268,29 @@ _host_reorder, _host_zero_past, _host_copy_of = _reorder, _zero_past, _copy_of
 _host_take_columns, _host_sum_columns = _take_columns, _sum_columns
 
 
+_DLPACK_CUDA = (2, 3, 13)  # DLPack's kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+
+
 def _on_device(a):
-    return hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__")
+    if hasattr(a, "copy_to_host") or hasattr(a, "__cuda_array_interface__"):
+        return True
+    if hasattr(a, "__dlpack_device__") and a.__dlpack_device__()[0] in _DLPACK_CUDA:
+        # numba reads CUDA memory through __cuda_array_interface__ only; every library that exports DLPack on the
+        # GPU also converts to one that has it (torch.from_dlpack, cupy.from_dlpack) without a copy.
+        raise TypeError(
+            f"{VARIANT}: a {type(a).__name__} on the GPU exports DLPack but not __cuda_array_interface__: "
+            "convert it without a copy first, e.g. torch.from_dlpack(a) or cupy.from_dlpack(a)"
+        )
+    return False
 
 
 def _result(a, on_host):
     """A kernel's result as the caller gave its input: a host copy, or the device array."""
-    return a.copy_to_host() if on_host else a
+    if not on_host:
+        return a
+    host = a.copy_to_host(stream=_stream())
+    _synchronize()
+    return host
 
 
 def _is_array(a):
@@ -216,7 +305,9 @@ def _check_array(a, name, ndim, dtype):
     if not _on_device(a):
         return _host_check_array(a, name, ndim, dtype)
     if not hasattr(a, "copy_to_host"):
-        a = cuda.as_cuda_array(a)  # a view of the same memory
+        # A view of the same memory. Outside on_stream, wait for the stream the array says it was written on;
+        # within it, the caller has said which stream orders the work.
+        a = cuda.as_cuda_array(a, sync=not _stream())
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
     if dtype is not None and a.dtype != dtype:
@@ -234,10 +325,6 @@ def _allocator(like, zeroed):
     return _device_zeros if zeroed else _device_empty
 
 
-def _blocks(n):
-    return (n + 127) // 128, 128
-
-
 @cuda.jit
 def _flat_copy_kernel(src, out):
     i = cuda.grid(1)
@@ -248,7 +335,7 @@ def _flat_copy_kernel(src, out):
 def _copy_of(a):
     if not _on_device(a):
         return _host_copy_of(a)
-    out = cuda.device_array(a.shape, dtype=a.dtype)
+    out = _device_empty(a.shape, a.dtype)
     if a.size:
         _flat_copy_kernel[_blocks(a.size)](a.reshape(a.size), out.reshape(a.size))
     return out
@@ -268,9 +355,9 @@ def _reorder_kernel(a, order, out):
 def _reorder(a, order):
     if not _on_device(a):
         return _host_reorder(a, order)
-    out = cuda.device_array(a.shape, dtype=a.dtype)
+    out = _device_empty(a.shape, a.dtype)
     if a.size:
-        _reorder_kernel[_blocks(a.size)](a, cuda.to_device(np.ascontiguousarray(order, dtype=np.int64)), out)
+        _reorder_kernel[_blocks(a.size)](a, _indices(order), out)
     return out
 
 
@@ -289,7 +376,7 @@ def _zero_past(a, lengths):
         return _host_zero_past(a, lengths)
     out = _copy_of(a)
     if a.size:
-        _zero_past_kernel[_blocks(a.size)](out, cuda.to_device(np.ascontiguousarray(lengths, dtype=np.int64)))
+        _zero_past_kernel[_blocks(a.size)](out, _indices(lengths))
     return out
 
 
@@ -305,9 +392,9 @@ def _take_columns(a, columns):
     if not _on_device(a):
         return _host_take_columns(a, columns)
     rows = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
-    out = cuda.device_array((rows.shape[0], len(columns)), dtype=a.dtype)
+    out = _device_empty((rows.shape[0], len(columns)), a.dtype)
     if out.size:
-        _take_columns_kernel[_blocks(out.size)](rows, cuda.to_device(np.asarray(columns, dtype=np.int64)), out)
+        _take_columns_kernel[_blocks(out.size)](rows, _indices(columns), out)
     return out.reshape(len(columns)) if a.ndim == 1 else out
 
 
@@ -328,7 +415,7 @@ def _sum_columns(a, starts):
     if not _on_device(a):
         return _host_sum_columns(a, starts)
     rows = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
-    out = cuda.device_array((rows.shape[0], len(starts)), dtype=a.dtype)
+    out = _device_empty((rows.shape[0], len(starts)), a.dtype)
     if out.size:
-        _sum_columns_kernel[_blocks(out.size)](rows, cuda.to_device(np.asarray(starts, dtype=np.int64)), out)
+        _sum_columns_kernel[_blocks(out.size)](rows, _indices(starts), out)
     return out.reshape(len(starts)) if a.ndim == 1 else out

@@ -31,7 +31,7 @@ from lstmgen.variants import VARIANTS
 from lstmgen.version import __version__
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 11
+TEMPLATE_VERSION = 12
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -164,6 +164,7 @@ def _target_lines(target: Target) -> dict[str, object]:
         "helper_decorator": target.helper_decorator,
         "kernel_decorator": target.kernel_decorator,
         "target_note": target.note,
+        "target_name": target.name,
     }
 
 

@@ -65,7 +65,15 @@ CPU = Target(
 CUDA = Target(
     name="cuda",
     print_kernels=print_cuda_kernels,
-    imports=(*_IMPORTS[:-1], "import math", "", "import numpy as np", "import numba", "from numba import cuda"),
+    imports=(
+        *_IMPORTS[:-1],
+        "import math",
+        "import threading",
+        "",
+        "import numpy as np",
+        "import numba",
+        "from numba import cuda",
+    ),
     compile_policy=(
         *_CPU_POLICY,
         "# The CUDA kernels' helpers are inlined device functions: numba's CUDA target compiles a call of another",
