@@ -468,6 +468,36 @@ class Tape:
         self.block_size = block_size
 
 
+def forward_shapes(x_shape, params):
+    """The shapes of forward's results, without running it: ``(y, final_state, tape_arrays)``, the shape of y, of
+    each final state (STATE order) and of each of the tape's arrays (see :func:`tape_arrays`); ``x_shape`` is
+    (T, B, I), ``params`` a dict keyed by PARAMS of anything with a ``.shape`` (arrays, tensors)."""
+    steps, batch, _ = x_shape
+    hidden, widths = _hidden(params), _widths(params)
+    tape = [(steps + 1, batch, w) for w in widths] + [(steps, batch, len(GATES) * hidden)]
+    tape += [(steps + more, batch, blocks * hidden) if blocks else (steps + more, batch) for more, blocks in TAPE_EXTRA]
+    return (steps, batch, widths[0]), tuple((batch, w) for w in widths), tuple(tape)
+
+
+def tape_arrays(tape):
+    """The arrays forward computed for backward, in the order of :func:`forward_shapes`: every state at every step
+    (STATE order), the gate values, the arrays of TAPE_EXTRA. What a framework that saves arrays, not objects,
+    keeps of a tape; :func:`tape_from` makes the tape again."""
+    return (*tape.states, tape.gate_seq, *tape.extra)
+
+
+def tape_from(arrays, x, params, *, inputs=None, lengths=None, reverse=False):
+    """The tape of ``forward(x, params, inputs=inputs, lengths=lengths, reverse=reverse)`` from its
+    :func:`tape_arrays` (the state forward started from is not needed); backward checks that they fit."""
+    x, step_inputs, params, _, lengths, order, _, block_size = _prepare_forward(
+        x, params, None, lengths, reverse, inputs
+    )
+    arrays, n = tuple(arrays), len(STATE)
+    if len(arrays) != n + 1 + len(TAPE_EXTRA):
+        raise ValueError(f"arrays: expected the {n + 1 + len(TAPE_EXTRA)} arrays of tape_arrays, got {len(arrays)}")
+    return Tape(x, step_inputs, params, arrays[:n], arrays[n], arrays[n + 1 :], lengths, order, block_size)
+
+
 def init_params(input_size, hidden_size, *, dtype=np.float64, seed=None, heads=None, proj_size=None, block_size=None):
     """Parameters drawn uniformly from (-1/sqrt(H), 1/sqrt(H)), as torch.nn.LSTM does, except those in INIT,
     filled with their constant; dict keyed by PARAMS.
@@ -768,12 +798,8 @@ def _check_tape(tape):
     if ok:
         steps, batch, _ = x.shape
         hidden = _hidden(params)
-        seqs = [(steps + 1, batch, w) for w in _widths(params)]
-        arrays = [*zip(tape.states, seqs, strict=False), (tape.gate_seq, (steps, batch, len(GATES) * hidden))]
-        arrays += [
-            (e, (steps + more, batch, blocks * hidden) if blocks else (steps + more, batch))
-            for e, (more, blocks) in zip(tape.extra, TAPE_EXTRA, strict=False)
-        ]
+        own = (*tape.states, tape.gate_seq, *tape.extra)
+        arrays = list(zip(own, forward_shapes(x.shape, params)[2], strict=False))
         inputs_ok = isinstance(tape.inputs, dict) and set(tape.inputs) == set(INPUTS)
         arrays += [(tape.inputs[k], (steps, batch, hidden)) for k in INPUTS] if inputs_ok else []
         arrays.append((tape.lengths, (batch,)))

@@ -1,6 +1,7 @@
-"""Train a generated cell inside PyTorch: a torch.autograd.Function whose forward and backward are the generated
-kernels, and an nn.Module over it with torch.nn.LSTM's interface. CPU tensors run the cell's CPU module; CUDA
-tensors run its CUDA module (``target="cuda"``) on torch's current stream, with torch's allocator and no copies.
+"""Train a generated cell inside PyTorch: an nn.Module with torch.nn.LSTM's interface over the generated kernels
+as torch operators (:mod:`lstmgen.torch_ops`), so that torch.compile and torch.export keep each layer as one
+node. CPU tensors run the cell's CPU module; CUDA tensors run its CUDA module (``target="cuda"``) on torch's
+current stream, with torch's allocator and no copies.
 
 >>> rnn = TorchRecurrent(generated.lstm_peephole, input_size=8, hidden_size=16, num_layers=2, bidirectional=True)
 >>> out, (h_n, c_n) = rnn(x)                     # x (T, B, 8) -> out (T, B, 32); loss.backward() works
@@ -10,7 +11,6 @@ torch is needed only by this module; lstmgen itself does not import it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from types import ModuleType
 from typing import Any
@@ -28,130 +28,7 @@ from lstmgen.layers import (
     stacked_inputs_shape,
 )
 from lstmgen.spec import CellSpec
-from lstmgen.variants import VARIANTS
-
-
-def _to_numpy(t: torch.Tensor, name: str) -> np.ndarray:
-    if t.device.type != "cpu":
-        raise ValueError(f"{name}: expected a CPU tensor (the tensors of a call are on one device), got {t.device}")
-    return t.detach().numpy()
-
-
-class _Device:
-    """How one call hands tensors of one device to a generated module and takes its results back."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.cuda = device.type == "cuda"
-
-    def array(self, t: torch.Tensor, name: str) -> Any:
-        """A view the module reads: a numpy array, or the CUDA tensor itself (the module reads it through
-        ``__cuda_array_interface__``, which a tensor that requires grad refuses, hence detach)."""
-        if not self.cuda:
-            return _to_numpy(t, name)
-        if t.device != self.device:
-            raise ValueError(f"{name}: expected a tensor on {self.device} (the device of x), got {t.device}")
-        return t.detach().contiguous()
-
-    def tensor(self, a: Any) -> torch.Tensor:
-        return torch.as_tensor(a, device=self.device) if self.cuda else torch.from_numpy(a)
-
-    def context(self, cell: ModuleType) -> contextlib.AbstractContextManager:
-        """On the GPU: numba on x's device, the module's launches on torch's current stream and its arrays from
-        torch's caching allocator (so that torch orders and frees them like its own)."""
-        if not self.cuda:
-            return contextlib.nullcontext()
-        from numba import cuda
-
-        stream = cuda.external_stream(torch.cuda.current_stream(self.device).cuda_stream)
-        dtypes = {
-            np.dtype(np.float32): torch.float32,
-            np.dtype(np.float64): torch.float64,
-            np.dtype(np.int64): torch.int64,
-        }
-
-        def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
-            return torch.empty(shape, dtype=dtypes[dtype], device=self.device)
-
-        stack = contextlib.ExitStack()
-        index = torch.cuda.current_device() if self.device.index is None else self.device.index
-        stack.enter_context(cuda.gpus[index])
-        stack.enter_context(cell.on_stream(stream, empty))
-        return stack
-
-
-def module_on(cell: ModuleType, target: str, spec: CellSpec | None = None) -> ModuleType:
-    """``cell``'s module for ``target`` ("cpu" or "cuda"): ``cell`` itself, or the module of its spec and gradient
-    mode generated for the other target (``spec``, else the built-in ``cell`` was generated from)."""
-    if getattr(cell, "TARGET", "cpu") == target:
-        return cell
-    if spec is None:
-        builtin = VARIANTS.get(cell.VARIANT)
-        if builtin is None or builtin.fingerprint() != getattr(cell, "FINGERPRINT", None):
-            raise ValueError(
-                f"cell: {cell.VARIANT}'s module runs on {getattr(cell, 'TARGET', 'cpu')}, and it is not a built-in's "
-                f"module, so its {target} module cannot be generated from it: give TorchRecurrent the cell's spec "
-                "(a CellSpec or its TOML path) instead of its module"
-            )
-        spec = builtin
-    from lstmgen.loader import load
-
-    return load(spec, cell.GRADIENT, target=target)
-
-
-class GeneratedCellFunction(torch.autograd.Function):
-    """One layer, one direction: ``apply(cell, lengths, reverse, inputs, x, *params_in_PARAMS_order, *state)``.
-
-    ``inputs`` is the dict of the cell's per-step inputs (time-major (T, B, H) tensors, or numpy arrays) or
-    None; they get no gradient. Returns the output (T, B, H) followed by the final state tensors in STATE order.
-
-    The kernels' tape reads x, the parameters, the state and the inputs in place (numpy views of the tensors):
-    all are saved for backward, so that torch's version counters refuse a backward after one of them was
-    modified in place ("modified by an inplace operation"), as they do for torch.nn.LSTM.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        cell: ModuleType,
-        lengths: np.ndarray | None,
-        reverse: bool,
-        inputs: dict[str, np.ndarray] | None,
-        x: torch.Tensor,
-        *rest: Any,
-    ):
-        n_params = len(cell.PARAMS)
-        on = _Device(x.device)
-        params = {name: on.array(t, f"params[{name!r}]") for name, t in zip(cell.PARAMS, rest, strict=False)}
-        state = tuple(on.array(t, "state") for t in rest[n_params:]) or None
-        inputs = inputs or {}
-        masks = {k: on.array(v, f"inputs[{k!r}]") if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        with on.context(cell):
-            y, final, tape = cell.forward(
-                on.array(x, "x"), params, state, inputs=masks or None, lengths=lengths, reverse=reverse
-            )
-        ctx.save_for_backward(x, *rest, *(v for v in inputs.values() if isinstance(v, torch.Tensor)))
-        ctx.cell, ctx.tape, ctx.n_state, ctx.on = cell, tape, len(rest) - n_params, on
-        return (on.tensor(y), *(on.tensor(f) for f in final))
-
-    @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor, *dfinal: torch.Tensor):
-        # torch runs backward with grad mode on only under create_graph=True (a double backward, a gradient
-        # penalty): the kernels' backward is not itself differentiable, so refuse rather than return gradients
-        # that silently miss the second-order term. (once_differentiable raises only when dy requires grad.)
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                f"{ctx.cell.VARIANT}: create_graph=True (double backward) is not supported: the generated "
-                "kernels' backward is not differentiable"
-            )
-        ctx.saved_tensors  # noqa: B018 (unpacking checks that none was modified in place since forward)
-        cell, on = ctx.cell, ctx.on
-        dstate = tuple(on.array(d, "dstate") for d in dfinal)
-        with on.context(cell):
-            dx, grads, dstate0 = cell.backward(on.array(dy, "dy"), ctx.tape, dstate)
-        dparams = tuple(on.tensor(grads[n]) for n in cell.PARAMS)
-        dstate_grads = tuple(on.tensor(d) for d in dstate0) if ctx.n_state else ()
-        return (None, None, None, None, on.tensor(dx), *dparams, *dstate_grads)
+from lstmgen.torch_ops import module_on, recurrent
 
 
 class TorchRecurrent(torch.nn.Module, StackArguments):
@@ -259,8 +136,8 @@ class TorchRecurrent(torch.nn.Module, StackArguments):
             x = x.transpose(0, 1)
         batch = x.shape[1]
         n_states = len(self.cell.STATE)
-        if isinstance(lengths, torch.Tensor):
-            lengths = lengths.cpu().numpy()
+        if isinstance(lengths, np.ndarray):
+            lengths = torch.from_numpy(lengths)  # the operator takes a tensor (checked by the generated forward)
         if state is not None:
             state = (state,) if isinstance(state, torch.Tensor) else state
             if not isinstance(state, tuple | list) or not all(isinstance(s, torch.Tensor) for s in state):
@@ -282,10 +159,11 @@ class TorchRecurrent(torch.nn.Module, StackArguments):
         def run(layer: int, direction: int, k: int, layer_input: torch.Tensor) -> tuple[Any, ...]:
             params = [getattr(self, self._name(n, layer, direction)) for n in self.cell.PARAMS]
             initial = [] if state is None else [s[k] for s in state]
-            y, *final = GeneratedCellFunction.apply(
-                cell, lengths, direction == 1, step_inputs[k] or None, layer_input, *params, *initial
+            masks = [step_inputs[k][name] for name in cell.INPUTS] if step_inputs[k] else None
+            y, final = recurrent(
+                cell, layer_input, params, initial or None, inputs=masks, lengths=lengths, reverse=direction == 1
             )
-            return y, final, None
+            return y, list(final), None
 
         output, finals, _ = run_layers(x, self.num_layers, self.num_directions, run, lambda ys: torch.cat(ys, dim=2))
         output = output.transpose(0, 1) if self.batch_first else output

@@ -221,7 +221,8 @@ def test_a_stack_of_layers_with_memory_blocks():
 def test_torch_adapter_with_memory_blocks(generated_module):
     import torch
 
-    from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
+    from lstmgen.torch_adapter import TorchRecurrent
+    from lstmgen.torch_ops import recurrent
 
     cell = generated_module("lstm_1997")
     rng = np.random.default_rng(0)
@@ -231,7 +232,9 @@ def test_torch_adapter_with_memory_blocks(generated_module):
     state = [torch.tensor(0.5 * rng.standard_normal((2, 4)), requires_grad=True) for _ in cell.STATE]
 
     def f(x, *rest):
-        return GeneratedCellFunction.apply(cell, np.array([3, 2]), True, None, x, *rest)
+        n = len(cell.PARAMS)
+        y, final = recurrent(cell, x, rest[:n], rest[n:], lengths=np.array([3, 2]), reverse=True)
+        return (y, *final)
 
     assert torch.autograd.gradcheck(f, (x, *tensors, *state), eps=1e-6, atol=1e-7, rtol=1e-6)
     rnn = TorchRecurrent(cell, 2, 4, num_layers=2, block_size=2, seed=0)

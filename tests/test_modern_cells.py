@@ -18,7 +18,8 @@ from lstmgen.layers import RecurrentLayer
 from lstmgen.symbolic.derive_backward import derive_backward
 from lstmgen.symbolic.expression_lists import build_kernel_expressions
 from lstmgen.symbolic.forward_equations import build_forward_equations
-from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
+from lstmgen.torch_adapter import TorchRecurrent
+from lstmgen.torch_ops import recurrent
 from lstmgen.variants import VARIANTS
 
 NO_R = ["indrnn", "sru", "mingru", "minlstm", "rg_lru"]
@@ -221,10 +222,12 @@ def test_torch_autograd_function_passes_gradcheck(generated_module, name):
     x = torch.tensor(rng.standard_normal((T, B, I)), requires_grad=True)
     # Positive states: the sLSTM's normaliser n is (a zero one takes the zero-state rule, tested elsewhere).
     state = [torch.tensor(0.5 + rng.random((B, w)), requires_grad=True) for w in state_widths(cell, H, proj)]
-    masks = {m: rng.uniform(0, 1, (T, B, H)) for m in cell.INPUTS} or None
+    masks = [torch.tensor(rng.uniform(0, 1, (T, B, H))) for _ in cell.INPUTS]
 
     def f(x, *rest):
-        return GeneratedCellFunction.apply(cell, np.array([3, 2]), True, masks, x, *rest)
+        n = len(cell.PARAMS)
+        y, final = recurrent(cell, x, rest[:n], rest[n:], inputs=masks, lengths=np.array([3, 2]), reverse=True)
+        return (y, *final)
 
     assert torch.autograd.gradcheck(f, (x, *tensors, *state), eps=1e-6, atol=1e-7, rtol=1e-6)
 

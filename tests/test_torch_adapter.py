@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lstmgen.torch_adapter import GeneratedCellFunction, TorchRecurrent
+from lstmgen.torch_adapter import TorchRecurrent
+from lstmgen.torch_ops import recurrent
 
 
 @pytest.mark.parametrize(
@@ -29,7 +30,9 @@ def test_gradcheck_passes(generated_module, name, lengths, reverse):
     state = [torch.tensor(0.5 * rng.standard_normal((B, H)), requires_grad=True) for _ in cell.STATE]
 
     def f(x, *rest):
-        return GeneratedCellFunction.apply(cell, lengths, reverse, None, x, *rest)
+        n = len(cell.PARAMS)
+        y, final = recurrent(cell, x, rest[:n], rest[n:], lengths=lengths, reverse=reverse)
+        return (y, *final)
 
     assert torch.autograd.gradcheck(f, (x, *tensors, *state), eps=1e-6, atol=1e-7, rtol=1e-6)
 

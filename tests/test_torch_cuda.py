@@ -11,7 +11,8 @@ from conftest import REPO
 
 import lstmgen
 from lstmgen.spec_file import load_spec_file
-from lstmgen.torch_adapter import TorchRecurrent, module_on
+from lstmgen.torch_adapter import TorchRecurrent
+from lstmgen.torch_ops import module_on
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU")
 
@@ -39,10 +40,13 @@ def test_a_user_cells_module_needs_its_spec_for_the_other_target(tmp_path):
     assert rnn.module_for(torch.device("cpu")) is rnn.cell
 
 
-def test_tensors_on_two_devices_are_named(generated_module):
-    rnn = TorchRecurrent(generated_module("lstm"), 2, 4)
-    with pytest.raises(ValueError, match=r"x: expected a CPU tensor \(the tensors of a call are on one device\)"):
-        rnn(torch.zeros(3, 2, 2, device="meta"))
+def test_meta_tensors_give_the_shapes(generated_module):
+    """On the meta device the operators' fake implementation runs: shapes without computing (what torch.compile
+    and torch.export trace with)."""
+    rnn = TorchRecurrent(generated_module("lstmp"), 2, 4, num_layers=2, bidirectional=True, proj_size=3).to("meta")
+    out, (h_n, c_n) = rnn(torch.zeros(5, 2, 2, device="meta"))
+    assert out.device.type == h_n.device.type == "meta"
+    assert (out.shape, h_n.shape, c_n.shape) == ((5, 2, 6), (4, 2, 3), (4, 2, 4))
 
 
 @needs_gpu
@@ -82,7 +86,7 @@ def test_cuda_tensors_match_the_cpu_module(generated_module, name):
 @needs_gpu
 def test_gradcheck_on_the_gpu(generated_module):
     """gradcheck on the GPU: the CUDA module's backward is the derivative of its forward."""
-    from lstmgen.torch_adapter import GeneratedCellFunction
+    from lstmgen.torch_ops import recurrent
 
     cell = module_on(generated_module("lstm_peephole"), "cuda")
     T, B, I, H = 3, 2, 2, 3
@@ -92,6 +96,7 @@ def test_gradcheck_on_the_gpu(generated_module):
     x = torch.tensor(rng.standard_normal((T, B, I)), device="cuda", requires_grad=True)
 
     def f(x, *rest):
-        return GeneratedCellFunction.apply(cell, None, False, None, x, *rest)
+        y, final = recurrent(cell, x, rest)
+        return (y, *final)
 
     assert torch.autograd.gradcheck(f, (x, *tensors), eps=1e-6, atol=1e-7, rtol=1e-6)
