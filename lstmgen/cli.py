@@ -93,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure VARIANT with memory blocks of S cells sharing its block gates (the compared variants keep "
         "a gate per cell)",
     )
+    export = commands.add_parser(
+        "export-onnx",
+        help="write a cell's forward as an ONNX model (a Scan over its equations)",
+        description="Write one layer of the cell's forward as an ONNX model: the input projection, then a Scan "
+        "whose body is the cell's forward equations (needs lstmgen[onnx]). Inputs x (T, B, I), the parameters by "
+        "name, <state>0 per state, the per-step inputs, lengths (with --lengths); outputs y and <state>_final.",
+    )
+    export.add_argument("variant", nargs="?", metavar="VARIANT", help="a built-in variant")
+    export.add_argument("--spec", type=Path, metavar="FILE", help="a cell declared in a TOML spec file")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="the model file to write")
+    export.add_argument("--input-size", type=int, required=True, metavar="I")
+    export.add_argument("--hidden-size", type=int, required=True, metavar="H")
+    export.add_argument("--heads", type=int, metavar="K", help="heads of a block-diagonal R (default the cell's)")
+    export.add_argument("--proj-size", type=int, metavar="P", help="units of a projected output (default H)")
+    export.add_argument("--block-size", type=int, metavar="S", help="cells per memory block (default 1)")
+    export.add_argument("--lengths", action="store_true", help="the model takes the lengths (B,) of a padded batch")
+    export.add_argument("--reverse", action="store_true", help="run each sequence from its last valid step")
+    export.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     return parser
 
 
@@ -229,11 +247,42 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    spec = _cell(args)
+    from lstmgen.export_onnx import export_onnx, save_model
+
+    model = export_onnx(
+        spec,
+        input_size=args.input_size,
+        hidden_size=args.hidden_size,
+        heads=args.heads,
+        proj_size=args.proj_size,
+        block_size=args.block_size,
+        lengths=args.lengths,
+        reverse=args.reverse,
+        dtype=args.dtype,
+    )
+    save_model(model, args.out)
+    print(f"{spec.name}: wrote {args.out} ({len(model.graph.node)} nodes, Scan body {_body_size(model)} nodes)")
+    return 0
+
+
+def _body_size(model) -> int:
+    scan = next(n for n in model.graph.node if n.op_type == "Scan")
+    return len(scan.attribute[0].g.node)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lstmgen`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        commands = {"list": lambda _: _list(), "generate": _generate, "derive": _derive, "cec": _cec}
+        commands = {
+            "list": lambda _: _list(),
+            "generate": _generate,
+            "derive": _derive,
+            "cec": _cec,
+            "export-onnx": _export_onnx,
+        }
         return commands[args.command](args)
     except (SpecError, ValueError, TypeError, OSError) as exc:
         print(f"lstmgen: error: {exc}", file=sys.stderr)

@@ -79,3 +79,19 @@ def load(
             "writable directory"
         ) from None
     return load_module(write_module(spec, directory, gradient, shadow_check=False, target=target))
+
+
+def builtin_spec_of(module: ModuleType, needed_for: str) -> CellSpec:
+    """The built-in spec ``module`` was generated from (its FINGERPRINT checked, so that a user's cell named like
+    a built-in is never taken for it); a module of a user's spec does not carry its spec, and is refused, naming
+    ``needed_for``."""
+    from lstmgen.variants import VARIANTS
+
+    builtin = VARIANTS.get(getattr(module, "VARIANT", None))
+    if builtin is None or builtin.fingerprint() != getattr(module, "FINGERPRINT", None):
+        raise ValueError(
+            f"cell: {getattr(module, 'VARIANT', module.__name__)}'s module is not a built-in's, and a module does "
+            f"not carry its spec, which {needed_for} needs: give the cell's spec (a CellSpec or its TOML path) "
+            "instead of its module"
+        )
+    return builtin

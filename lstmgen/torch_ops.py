@@ -50,15 +50,10 @@ def module_on(cell: ModuleType, target: str, spec: CellSpec | None = None) -> Mo
     mode generated for the other target (``spec``, else the built-in ``cell`` was generated from)."""
     if getattr(cell, "TARGET", "cpu") == target:
         return cell
+    from lstmgen.loader import builtin_spec_of
+
     if spec is None:
-        builtin = VARIANTS.get(cell.VARIANT)
-        if builtin is None or builtin.fingerprint() != getattr(cell, "FINGERPRINT", None):
-            raise ValueError(
-                f"cell: {cell.VARIANT}'s module runs on {getattr(cell, 'TARGET', 'cpu')}, and it is not a built-in's "
-                f"module, so its {target} module cannot be generated from it: give TorchRecurrent the cell's spec "
-                "(a CellSpec or its TOML path) instead of its module"
-            )
-        spec = builtin
+        spec = builtin_spec_of(cell, f"its {target} module (TorchRecurrent on {target} tensors)")
     from lstmgen.loader import load
 
     return load(spec, cell.GRADIENT, target=target)

@@ -32,7 +32,8 @@ def test_a_user_cells_module_needs_its_spec_for_the_other_target(tmp_path):
     built-in of the same name would be another computation), and found when the spec is given."""
     path = REPO / "examples" / "gru_layernorm.toml"
     cpu = lstmgen.load_module(lstmgen.write_module(path, tmp_path))
-    with pytest.raises(ValueError, match="give TorchRecurrent the cell's spec"):
+    refusal = r"its cuda module \(TorchRecurrent on cuda tensors\) needs: give the cell's spec"
+    with pytest.raises(ValueError, match=refusal):
         module_on(cpu, "cuda")
     assert module_on(cpu, "cuda", load_spec_file(path)).TARGET == "cuda"
     rnn = TorchRecurrent(path, 2, 4)
