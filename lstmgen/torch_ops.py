@@ -86,7 +86,6 @@ class _Device:
             return contextlib.nullcontext()
         from numba import cuda
 
-        stream = cuda.external_stream(torch.cuda.current_stream(self.device).cuda_stream)
         dtypes = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
         def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
@@ -94,7 +93,8 @@ class _Device:
 
         stack = contextlib.ExitStack()
         index = torch.cuda.current_device() if self.device.index is None else self.device.index
-        stack.enter_context(cuda.gpus[index])
+        stack.enter_context(cuda.gpus[index])  # first: numba's stream below belongs to the current context
+        stream = cuda.external_stream(torch.cuda.current_stream(self.device).cuda_stream)
         stack.enter_context(cell.on_stream(stream, empty))
         return stack
 
