@@ -9,7 +9,8 @@ Vocabulary of the equations, for gate ``k`` and state ``s``:
     ``xW_k``   x_t W_k + b_k, the input projection of the gate block (bias folded in)
     ``hR_k``   h_{t-1} R_k, the recurrent projection of the gate block (or source_k R_k when the gate
                declares another ``recurrent_source``, e.g. ``r*h_prev`` for the GRU as published)
-    ``gQ_k``   for gates listed in ``feedback``: [previous step's feedback gate values] Q_k
+    ``gQ_k``   for gates listed in ``feedback_into`` (``feedback`` when empty): [previous step's values of the
+               ``feedback`` gates] Q_k
     ``a_k``    the gate's pre-activation (defined by ``Gate.preactivation``)
     ``k``      the gate's value, ``activation(a_k)``
     ``s_prev`` the carried state at t-1; ``s`` is its new value
@@ -117,8 +118,11 @@ class CellSpec:
         state: carried state names; the first is the hidden output h (fed to the recurrent GEMM).
         equations: ordered ``(name, expression)`` pairs defining intermediates and every new state value.
         unit_params: per-unit parameter vectors of shape (H,), e.g. the peepholes ``p_i``.
-        feedback: gates whose previous-step values feed back into every one of them through the matrix
-            ``Q`` (F·H, F·H) — row block = source gate, column block = target gate; they start at 0.
+        feedback: gates whose previous-step values feed back, through the matrix ``Q`` (F·H, F_into·H) — row block
+            = source gate, column block = target gate — into the pre-activations of the ``feedback_into`` gates,
+            as ``gQ_<target>``; the fed-back values start at 0.
+        feedback_into: the gates whose pre-activation reads ``gQ_<gate>``; empty: the ``feedback`` gates themselves
+            (every fed-back gate feeds every one of them, as in Gers & Schmidhuber's LSTM with gate recurrence).
         inputs: per-step inputs (T, B, H) the caller passes to ``forward(..., inputs={...})``, such as zoneout
             or dropout masks: read at unit j of step t, saved on the tape, given no gradient.
         gate_params: parameter vectors of shape (G·H,), one block per gate like b (layer norm gains of the
@@ -150,6 +154,7 @@ class CellSpec:
     equations: tuple[tuple[str, str], ...]
     unit_params: tuple[str, ...] = field(default=())
     feedback: tuple[str, ...] = field(default=())
+    feedback_into: tuple[str, ...] = field(default=())
     inputs: tuple[str, ...] = field(default=())
     gate_params: tuple[str, ...] = field(default=())
     input_bias: bool = True
@@ -191,11 +196,16 @@ class CellSpec:
                     f"(expected one of {', '.join(sorted(GATE_ACTIVATIONS))})"
                 )
         gate_names = [g.name for g in self.gates]
-        for k, name in enumerate(self.feedback):
-            if name not in gate_names or name in self.feedback[:k]:
-                raise SpecError(
-                    f"feedback[{k}]: expected a distinct gate name (one of {', '.join(gate_names)}), got {name!r}"
-                )
+        for field_name in ("feedback", "feedback_into"):
+            names = getattr(self, field_name)
+            for k, name in enumerate(names):
+                if name not in gate_names or name in names[:k]:
+                    raise SpecError(
+                        f"{field_name}[{k}]: expected a distinct gate name (one of {', '.join(gate_names)}), got "
+                        f"{name!r}"
+                    )
+        if self.feedback_into and not self.feedback:
+            raise SpecError("feedback_into: gates fed back into, but no feedback gates (expected feedback = [...])")
         for field_name in ("state", "unit_params", "inputs"):
             for k, name in enumerate(getattr(self, field_name)):
                 claim(name, f"{field_name}[{k}]")
@@ -264,7 +274,7 @@ class CellSpec:
                 )
             gate = gates[name]
             default = not gate.preactivation or _is_sum_of_names(gate.preactivation, {f"xW_{name}", f"hR_{name}"})
-            if not default or gate.recurrent_source or name in self.feedback:
+            if not default or gate.recurrent_source or name in (*self.feedback, *self.feedback_targets):
                 raise SpecError(
                     f"{where} ({name}): a gate a memory block shares needs the default pre-activation "
                     f"'xW_{name} + hR_{name}' (the same for every cell of the block), no recurrent_source and no "
@@ -275,6 +285,11 @@ class CellSpec:
                 "block_gates: memory blocks are not supported together with heads, a projection, gate parameters "
                 "or input_bias = false"
             )
+
+    @property
+    def feedback_targets(self) -> tuple[str, ...]:
+        """The gates whose pre-activation reads the feedback product gQ_k, in the column order of Q."""
+        return self.feedback_into or self.feedback
 
     @property
     def output_state(self) -> str:

@@ -6,6 +6,7 @@
     state = ["h", "c"]                  # the hidden output first
     unit_params = []                    # optional: per-unit vectors such as peepholes
     feedback = []                       # optional: gates fed back through Q
+    feedback_into = []                  # optional: the gates they feed (default: the feedback gates)
     inputs = []                         # optional: per-step (T, B, H) inputs such as zoneout masks
     gate_params = []                    # optional: (G*H,) vectors, block k read as <name>_<gate k>
     input_bias = true                   # optional: false when the equations place b_<gate> themselves
@@ -48,6 +49,7 @@ _TOP_LEVEL = {
     "equations": True,
     "unit_params": False,
     "feedback": False,
+    "feedback_into": False,
     "inputs": False,
     "gate_params": False,
     "input_bias": False,
@@ -109,6 +111,7 @@ def spec_from_table(table: dict[str, object]) -> CellSpec:
         equations=tuple((lhs, _string(rhs, f"equations.{lhs}")) for lhs, rhs in equations.items()),
         unit_params=_strings(table.get("unit_params", []), "unit_params"),
         feedback=_strings(table.get("feedback", []), "feedback"),
+        feedback_into=_strings(table.get("feedback_into", []), "feedback_into"),
         inputs=_strings(table.get("inputs", []), "inputs"),
         gate_params=_strings(table.get("gate_params", []), "gate_params"),
         input_bias=table.get("input_bias", True),

@@ -136,7 +136,10 @@ def backward_buffers(layout: Layout, fwd: ForwardBuffers) -> BackwardBuffers:
     if F:
         adjoint_seqs.append(
             Buffer(
-                "d_fbq_seq", ("steps", "batch", width(F)), "the adjoints of the feedback products", "zeros_if_padded"
+                "d_fbq_seq",
+                ("steps", "batch", width(layout.n_feedback_targets)),
+                "the adjoints of the feedback products",
+                "zeros_if_padded",
             )
         )
     d_x_rows = tuple(

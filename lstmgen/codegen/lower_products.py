@@ -81,9 +81,9 @@ def matrix_blocks(layout: Layout, transposed: bool) -> Part:
 
 def recurrent_products(layout: Layout, fwd: ForwardBuffers) -> Part:
     """The step-start products h_{t-1} R (dense or block-diagonal) and the gate feedback, once per step."""
-    n_early, F = len(layout.early_gates), layout.n_feedback
+    n_early, F, F_into = len(layout.early_gates), layout.n_feedback, layout.n_feedback_targets
     rec_buf = Buffer("rec_buf", ("batch", width(n_early)), "h_{t-1} R of the step")
-    fbq_buf = Buffer("fbq_buf", ("batch", width(F)), "the fed-back gates times Q")
+    fbq_buf = Buffer("fbq_buf", ("batch", width(F_into)), "the fed-back gates times Q")
     allocated = [
         Buffer(kernel_name(layout.hR[gate], "buf"), ROW, f"hR_{gate} of the step") for _, gate, _ in layout.late
     ]
@@ -104,7 +104,7 @@ def recurrent_products(layout: Layout, fwd: ForwardBuffers) -> Part:
         comment = f"Recurrent projection: one GEMM (B, H) x (H, {columns}) per step."
         nodes.append(Gemm(h_prev, Slice(_recurrent_matrix(layout)), Slice("rec_buf"), comment))
     if F:
-        comment = f"Gate feedback from step t-1: one GEMM (B, {F}H) x ({F}H, {F}H) per step."
+        comment = f"Gate feedback from step t-1: one GEMM (B, {F}H) x ({F}H, {F_into}H) per step."
         nodes.append(Gemm(Slice("fb_seq", ("t",)), Slice("Q"), Slice("fbq_buf"), comment))
     return Part(allocated, nodes)
 
@@ -352,5 +352,5 @@ def feedback_weight_gradient(layout: Layout) -> list[Statement]:
         return []
     return [
         Assign("fb_prev_2d", Flat(Contiguous(Slice("fb_seq", (":steps",))), width(F))),
-        Assign("dQ", Dot(Transposed(Slice("fb_prev_2d")), Flat(Slice("d_fbq_seq"), width(F)))),
+        Assign("dQ", Dot(Transposed(Slice("fb_prev_2d")), Flat(Slice("d_fbq_seq"), width(layout.n_feedback_targets)))),
     ]

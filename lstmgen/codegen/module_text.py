@@ -119,7 +119,8 @@ def _gate_columns(spec: CellSpec, gates: list[str]) -> str:
 
 def _param_shapes(spec: CellSpec, recurrent: list[str]) -> list[str]:
     """The entries of the dict param_shapes returns, as source."""
-    wide, feedback = _gate_columns(spec, [g.name for g in spec.gates]), width(len(spec.feedback), "hidden_size")
+    wide = _gate_columns(spec, [g.name for g in spec.gates])
+    feedback = f"{width(len(spec.feedback), 'hidden_size')}, {width(len(spec.feedback_targets), 'hidden_size')}"
     if recurrent and spec.heads is not None:
         R = [f'"R": (heads, head_size, {width(len(recurrent), "head_size")})']
     elif recurrent:
@@ -131,7 +132,7 @@ def _param_shapes(spec: CellSpec, recurrent: list[str]) -> list[str]:
         *R,
         f'"b": ({wide},)',
         *(['"W_p": (hidden_size, proj_size)'] if spec.projection else []),
-        *([f'"Q": ({feedback}, {feedback})'] if spec.feedback else []),
+        *([f'"Q": ({feedback})'] if spec.feedback else []),
         *(f"{python_literal(p)}: ({wide},)" for p in spec.gate_params),
         *(f"{python_literal(p)}: (hidden_size,)" for p in spec.unit_params),
     ]
@@ -148,7 +149,7 @@ def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
     if spec.projection:
         R = f"R (P, {len(recurrent)}H)"
     shapes = [f"W (I, {G}H)", *([R] if recurrent else []), f"b ({G}H,)", *(["W_p (H, P)"] if spec.projection else [])]
-    shapes += [f"Q ({F}H, {F}H)"] * bool(F) + [f"{p} ({G}H,)" for p in spec.gate_params]
+    shapes += [f"Q ({F}H, {len(spec.feedback_targets)}H)"] * bool(F) + [f"{p} ({G}H,)" for p in spec.gate_params]
     shapes += [f"{p} (H,)" for p in spec.unit_params]
     if recurrent and spec.heads is not None:
         blocks = "column block k of W and b belongs to GATES[k];\ncolumn block k (d = H/heads columns) of every R[j]"

@@ -105,7 +105,7 @@ def derive_backward(forward: ForwardEquations, gradient: GradientMode = "full") 
     # the truncated gradient, like h_{t-1}).
     seeded = [*forward.new, *((str(src), src) for _, src in forward.sources)]
     if gradient == "full":
-        seeded += [(gate, unit_symbol(gate)) for gate, _ in forward.gQ]
+        seeded += [(gate, unit_symbol(gate)) for gate in forward.spec.feedback]
     seeds = tuple((name, seed_symbol(name)) for name, _ in seeded)
     seed_of = {sym: seed_symbol(name) for name, sym in seeded}
     cut = dict(forward.prev)[forward.spec.output_state] if gradient == "truncated" else None

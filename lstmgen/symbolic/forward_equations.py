@@ -38,7 +38,8 @@ class ForwardEquations:
         equations: the assignments in evaluation order; roles are "preactivation", "gate", "hoisted",
             "intermediate", "source" (what a block of R multiplies mid-step) and "state".
         xW, hR: per gate name, the symbols of the input and recurrent projections.
-        gQ: per feedback gate, the symbol of its feedback projection [previous feedback gates] Q_k.
+        gQ: per gate fed back into (``spec.feedback_targets``), the symbol of its feedback product
+            [previous values of the feedback gates] Q_k.
         sources: per gate with its own ``recurrent_source``, the symbol ``src_k`` of that source: its block
             of R is applied mid-step, so ``hR_k`` becomes available only after ``src_k`` is computed.
         prev, new: per state name, the symbols of the carried state at t−1 and t.
@@ -94,7 +95,7 @@ def build_forward_equations(spec: CellSpec) -> ForwardEquations:
     """Parse and order the spec's equations into the forward step of one unit."""
     xW = tuple((g.name, unit_symbol(f"xW_{g.name}")) for g in spec.gates)
     hR = tuple((name, unit_symbol(f"hR_{name}")) for name in spec.recurrent_gates)
-    gQ = tuple((name, unit_symbol(f"gQ_{name}")) for name in spec.feedback)
+    gQ = tuple((name, unit_symbol(f"gQ_{name}")) for name in spec.feedback_targets)
     sources = tuple((g.name, unit_symbol(f"src_{g.name}")) for g in spec.gates if g.recurrent_source)
     prev = tuple((s, unit_symbol(f"{s}_prev")) for s in spec.state)
     new = tuple((s, unit_symbol(s)) for s in spec.state)

@@ -145,7 +145,13 @@ class Layout:
 
     @property
     def n_feedback(self) -> int:
+        """F: the fed-back gates (the row blocks of Q)."""
         return len(self.spec.feedback)
+
+    @property
+    def n_feedback_targets(self) -> int:
+        """The gates fed back into (the column blocks of Q)."""
+        return len(self.spec.feedback_targets)
 
     @property
     def projection(self) -> bool:
