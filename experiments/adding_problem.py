@@ -9,7 +9,8 @@ none of them was wrong. The paper's network: 2 memory blocks of 2 cells, input-g
 in [−0.1, 0.1], learning rate 0.5, online; Table 7, T = 100: 74,000 sequences to success on average, 1 wrong
 prediction of 2560 test sequences.
 
-    python experiments/adding_problem.py --T 100 --seed 0 [--variant lstm_1997] [--block-size 2] [--max-sequences N]
+    python experiments/adding_problem.py --T 100 --seed 0 [--variant lstm_1997_net|lstm_1997] [--block-size 2]
+        [--max-sequences N]
 
 The last line printed is one JSON object: variant, T, seed, sequences_to_success (null if not reached),
 test_wrong_of_2560, wall_s, and the run's settings.

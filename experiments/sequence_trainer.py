@@ -26,9 +26,13 @@ import lstmgen
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+#: The 1997 paper's cells: they train with its truncated rule.
+CELLS_OF_1997 = ("lstm_1997_net", "lstm_1997")
+
+
 def default_gradient(variant: str) -> str:
-    """The 1997 cell trains with its truncated rule; every other cell with the full gradient."""
-    return "truncated" if variant == "lstm_1997" else "full"
+    """The 1997 cells train with the paper's truncated rule; every other cell with the full gradient."""
+    return "truncated" if variant in CELLS_OF_1997 else "full"
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -295,8 +299,13 @@ def experiment_parser(description: str, max_sequences: int) -> argparse.Argument
     """The options every experiment takes (the experiment adds its own)."""
     parser = ExperimentParser(description=description)
     parser.add_argument("--seed", type=count, default=0)
-    parser.add_argument("--variant", default="lstm_1997", help="a built-in cell (default lstm_1997)")
-    parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for lstm_1997")
+    parser.add_argument(
+        "--variant",
+        default="lstm_1997_net",
+        help="a built-in cell (default lstm_1997_net, the paper's network: gate activations feed every gate and cell "
+        "input; lstm_1997 is the same cell whose gates and cell inputs read only the cell outputs)",
+    )
+    parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for the 1997 cells")
     parser.add_argument(
         "--cells", type=positive_int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)"
     )

@@ -11,7 +11,7 @@ The learning rate 0.5 is the NIPS 1996 version's (its experiment 2a). Assumption
 not at hand; each is a flag): input-gate biases −2 and −4, weights in [−0.1, 0.1], the error being the mean over
 the outputs of the squared error.
 
-    python experiments/temporal_order.py --seed 0 [--variant lstm_1997] [--max-sequences N]
+    python experiments/temporal_order.py --seed 0 [--variant lstm_1997_net|lstm_1997] [--max-sequences N]
 
 The last line printed is one JSON object (variant, T, seed, sequences_to_success, test_wrong_of_2560, wall_s...).
 """

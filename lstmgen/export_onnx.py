@@ -302,23 +302,38 @@ class _Graph:
         return helper.make_graph(g.nodes, self.spec.name, inputs, outs)
 
     def _per_cell_params(self) -> dict[str, str]:
-        """The parameters as the body reads them: a block gate's columns repeated for each cell of its block."""
+        """The parameters as the body reads them, as the kernels do: a block gate's columns repeated for each cell
+        of its block; a fed-back block gate's row of Q in the block's first cell, zero in the others."""
         params = {name: name for name in self.shapes}
         if not self.spec.block_gates or self.sizes.block_size == 1:
             return params
-        hidden, size, columns, start = self.sizes.hidden, self.sizes.block_size, [], 0
-        for gate in self.spec.gates:
-            if gate.name in self.spec.block_gates:
-                columns += [start + j // size for j in range(hidden)]
-                start += hidden // size
-            else:
-                columns += [start + j for j in range(hidden)]
-                start += hidden
-        index = self.g.const(columns, integer=True)
-        for name in ("W", "R", "b"):
+        g, spec = self.g, self.spec
+        gates = {"W": spec.gates, "b": spec.gates, "R": spec.recurrent_gates}
+        for name, owners in gates.items():
             if name in params:
-                params[name] = self.g.add("Gather", [name, index], axis=-1 if name != "b" else 0)
+                index = g.const(self._shared(owners)[0], integer=True)
+                params[name] = g.add("Gather", [name, index], axis=0 if name == "b" else 1)
+        if spec.feedback:
+            columns = g.add("Gather", ["Q", g.const(self._shared(spec.feedback_targets)[0], integer=True)], axis=1)
+            rows, first = self._shared(spec.feedback)
+            expanded = g.add("Gather", [columns, g.const(rows, integer=True)], axis=0)
+            mask = np.zeros((len(rows), 1), self.dtype)
+            mask[first] = 1
+            mask_name = g.add("Constant", [], value=numpy_helper.from_array(mask, "first_cells"))
+            params["Q"] = g.add("Mul", [expanded, mask_name])
         return params
+
+    def _shared(self, gates) -> tuple[list[int], list[int]]:
+        """For each per-cell column of ``gates`` (names or Gates), the compact column it repeats; and the first
+        per-cell column of each compact one."""
+        hidden, size, columns, start = self.sizes.hidden, self.sizes.block_size, [], 0
+        for gate in gates:
+            name = getattr(gate, "name", gate)
+            units = hidden // size if name in self.spec.block_gates else hidden
+            columns += [start + j * units // hidden for j in range(hidden)]
+            start += units
+        first = [k for k, c in enumerate(columns) if k == 0 or columns[k - 1] != c]
+        return columns, first
 
     def _reverse_sequence(self, tensor: str) -> str:
         return self.g.add("ReverseSequence", [tensor, "lengths"], batch_axis=1, time_axis=0)

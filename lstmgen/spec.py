@@ -273,12 +273,13 @@ class CellSpec:
                     f"{where}: expected a distinct gate name (one of {', '.join(gate_names)}), got {name!r}"
                 )
             gate = gates[name]
-            default = not gate.preactivation or _is_sum_of_names(gate.preactivation, {f"xW_{name}", f"hR_{name}"})
-            if not default or gate.recurrent_source or name in (*self.feedback, *self.feedback_targets):
+            # The sum of the gate's products and nothing per cell: the same for every cell of the block.
+            products = {f"xW_{name}", f"hR_{name}"} | ({f"gQ_{name}"} if name in self.feedback_targets else set())
+            expected = " + ".join(p for p in (f"xW_{name}", f"hR_{name}", f"gQ_{name}") if p in products)
+            if not _is_sum_of_names(gate.preactivation_text, products) or gate.recurrent_source:
                 raise SpecError(
-                    f"{where} ({name}): a gate a memory block shares needs the default pre-activation "
-                    f"'xW_{name} + hR_{name}' (the same for every cell of the block), no recurrent_source and no "
-                    "feedback"
+                    f"{where} ({name}): a gate a memory block shares needs the pre-activation '{expected}' (the "
+                    "same for every cell of the block) and no recurrent_source"
                 )
         if self.block_gates and (self.heads is not None or self.projection or self.gate_params or not self.input_bias):
             raise SpecError(
@@ -323,14 +324,18 @@ class CellSpec:
 
 
 def _is_sum_of_names(text: str, names: set[str]) -> bool:
-    """Whether ``text`` is the sum of exactly ``names`` (two of them), however spaced, ordered or bracketed."""
+    """Whether ``text`` is the sum of exactly ``names`` (each once), however spaced, ordered or bracketed."""
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
         return False
-    return (
-        isinstance(node, ast.BinOp)
-        and isinstance(node.op, ast.Add)
-        and all(isinstance(side, ast.Name) for side in (node.left, node.right))
-        and {node.left.id, node.right.id} == names
-    )
+    terms: list[ast.expr] = []
+    pending = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, ast.BinOp) and isinstance(item.op, ast.Add):
+            pending += [item.left, item.right]
+        else:
+            terms.append(item)
+    read = [t.id for t in terms if isinstance(t, ast.Name)]
+    return len(read) == len(terms) == len(names) and set(read) == names

@@ -57,6 +57,21 @@ LSTM_1997 = _lstm_family(
     block_gates=("i", "o"),  # the paper's memory blocks: S cells share one input and one output gate
 )
 
+#: The network of the 1997 paper's experiments: its hidden layer is fully self-connected, so besides the cell
+#: outputs h (through R) the previous step's input and output gate activations (one per memory block) feed every
+#: gate and cell input, each through its own weights (Q).
+LSTM_1997_NET = CellSpec(
+    name="lstm_1997_net",
+    description="the 1997 paper's network: lstm_1997 whose gates and cell inputs also read the previous i and o",
+    paper="Hochreiter & Schmidhuber (1997), Long Short-Term Memory",
+    gates=tuple(Gate(g.name, g.activation, f"xW_{g.name} + hR_{g.name} + gQ_{g.name}") for g in LSTM_1997.gates),
+    state=("h", "c"),
+    equations=LSTM_1997.equations,
+    feedback=("i", "o"),
+    feedback_into=("i", "g", "o"),
+    block_gates=("i", "o"),
+)
+
 LSTM = _lstm_family(
     "lstm",
     "LSTM with forget gate; the cell of torch.nn.LSTM",
@@ -362,6 +377,7 @@ VARIANTS: dict[str, CellSpec] = {
     for spec in (
         RNN_TANH,
         LSTM_1997,
+        LSTM_1997_NET,
         LSTM,
         LSTM_PEEPHOLE,
         LSTM_NIG,

@@ -15,6 +15,14 @@ from lstmgen.variants import VARIANTS
 REPO = Path(__file__).resolve().parent.parent
 GENERATED = REPO / "generated"
 BUILTIN = tuple(VARIANTS)
+#: Per built-in with a structure of its own: the size arguments that make it exercise it (two heads, P != H,
+#: memory blocks of two cells).
+STRUCTURE_SIZES = {
+    "slstm": {"heads": 2},
+    "lstmp": {"proj_size": 3},
+    "lstm_1997": {"block_size": 2},
+    "lstm_1997_net": {"block_size": 2},
+}
 # The CUDA target's tests run on numba's CUDA simulator where no GPU is present (CI, these machines); the flag
 # must be set before anything imports numba.cuda. On a machine with a GPU they run on it.
 if not Path("/dev/nvidiactl").exists():

@@ -45,6 +45,27 @@ def lstm_1997_blocks(p, x, state, truncated):
     return o * (2 * sigmoid(c) - 1), c
 
 
+def lstm_1997_net_unroll(p, x, state, truncated):
+    """The 1997 paper's network: lstm_1997 (memory blocks of S cells, S read from b's width, H + 2H/S) whose input
+    and output gate activations of step t-1, one per block (zero before the first step), feed every input gate,
+    cell input and output gate through Q ((2H/S, H/S + H + H/S): rows i then o per block, columns as W's)."""
+    h, c = state
+    H = c.shape[-1]
+    n = (p["b"].shape[0] - H) // 2
+    previous = torch.zeros(h.shape[0], 2 * n, dtype=h.dtype)
+    ys = []
+    for t in range(x.shape[0]):
+        fed = previous.detach() if truncated else previous
+        a = x[t] @ p["W"] + _recurrent_input(h, truncated) @ p["R"] + p["b"] + fed @ p["Q"]
+        a_i, a_g, a_o = a.split([n, H, n], dim=-1)
+        i, o = sigmoid(a_i), sigmoid(a_o)
+        c = c + i.repeat_interleave(H // n, dim=-1) * (4 * sigmoid(a_g) - 2)
+        h = o.repeat_interleave(H // n, dim=-1) * (2 * sigmoid(c) - 1)
+        previous = torch.cat([i, o], dim=-1)
+        ys.append(h)
+    return torch.stack(ys), (h, c)
+
+
 def peephole_lstm(
     p, x, state, truncated, gates="ifgo", peepholes=True, g_act=tanh, h_act=tanh, cifg=False, feedback=None
 ):
@@ -279,6 +300,7 @@ def lstmp(p, x, state, truncated):
 STEPS = {
     "rnn_tanh": rnn_tanh,
     "lstm_1997": lstm_1997,
+    "lstm_1997_net": None,  # unrolled by lstm_1997_net_unroll: it carries the previous gate values
     "lstm": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, peepholes=False),
     "lstm_np": lambda p, x, s, tr: peephole_lstm(p, x, s, tr, peepholes=False),
     "lstm_peephole": peephole_lstm,
@@ -321,6 +343,8 @@ def run_reference(variant, x, params, state, truncated=False, inputs=None):
     ``inputs``: the per-step inputs (T, B, H) by name, passed to the step as keywords."""
     if variant == "lstm_fgr":
         return lstm_fgr_unroll(params, x, state, truncated)
+    if variant == "lstm_1997_net":
+        return lstm_1997_net_unroll(params, x, state, truncated)
     step = STEPS[variant] if variant in STEPS else ALTERNATIVES[variant]
     inputs = inputs or {}
     ys = []

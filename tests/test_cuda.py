@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import GENERATED, REPO, import_without_jit
+from conftest import GENERATED, REPO, STRUCTURE_SIZES, import_without_jit
 
 import lstmgen
 from lstmgen.codegen.render_module import module_name
@@ -19,8 +19,7 @@ from lstmgen.variants import VARIANTS
 T, B, H = 3, 3, 4
 LENGTHS = np.array([3, 1, 0])
 THREADS = 3
-#: Per cell: the structure's size arguments that make it exercise itself (two heads, P != H, blocks of two).
-SIZES = {"slstm": {"heads": 2}, "lstmp": {"proj_size": 3}, "lstm_1997": {"block_size": 2}}
+SIZES = STRUCTURE_SIZES
 EXAMPLES = ("gru_layernorm", "slstm_exp_forget")
 
 

@@ -91,13 +91,25 @@ def test_adding_quick_run_learns(experiments, tmp_path, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == summary
     assert {"variant", "T", "seed", "sequences_to_success", "test_wrong_of_256", "wall_s"} <= set(summary)
-    assert summary["block_size"] == 2  # the paper's memory blocks, by default for lstm_1997
+    # The paper's network and memory blocks, by default.
+    assert summary["variant"] == "lstm_1997_net" and summary["block_size"] == 2
     assert sum(summary["test_wrong_by_target_tenth"]) == summary["test_wrong_of_256"]
     assert sum(summary["test_by_target_tenth"]) == 256
     first, final = _curve_falls(curve)
     # Chance (predicting the mean target 0.5) is a squared error of Var(X1 + X2)/16 = 1/24.
     assert first > 0.03
     assert final < first / 3
+
+
+def test_the_old_connectivity_is_one_flag_away(experiments, tmp_path, capsys):
+    """--variant lstm_1997: gates and cell inputs read only the cell outputs (no Q), trained with the same rule."""
+    argv = ["--T", "20", "--max-sequences", "2000", "--test-size", "64", "--log-every", "0", "--variant", "lstm_1997"]
+    summary = experiments["adding_problem"].main(argv)
+    assert (summary["variant"], summary["gradient"], summary["block_size"]) == ("lstm_1997", "truncated", 2)
+    net = experiments["sequence_trainer"].Network.build(
+        "lstm_1997_net", 2, 4, 1, np.random.default_rng(0), block_size=2
+    )
+    assert net.params["Q"].shape == (4, 8) and np.all(np.abs(net.params["Q"]) <= 0.1)
 
 
 def test_temporal_order_quick_run_learns(experiments, tmp_path, capsys):
@@ -136,7 +148,7 @@ def test_gate_biases_are_spread_over_the_blocks(experiments):
         (["--variant", "nosuch"], "argument --variant: expected one of rnn_tanh, "),
         (["--batch", "0"], "argument --batch: expected a positive integer, got '0'"),
         (["--block-size", "0"], "argument --block-size: expected a positive integer, got '0'"),
-        (["--cells", "3"], "argument --cells: expected a multiple of 2 (the default block size of lstm_1997)"),
+        (["--cells", "3"], "argument --cells: expected a multiple of 2 (the default block size of lstm_1997_net)"),
         (["--variant", "lstm", "--block-size", "2"], "argument --block-size: expected a divisor of --cells 4 (1: lstm"),
         (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
         (["--max-sequences", "-5"], "argument --max-sequences: expected a positive integer, got '-5'"),

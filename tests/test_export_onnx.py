@@ -7,7 +7,7 @@ import onnx
 import onnxruntime
 import pytest
 import sympy
-from conftest import REPO
+from conftest import REPO, STRUCTURE_SIZES
 from onnx.reference import ReferenceEvaluator
 
 import lstmgen
@@ -15,7 +15,7 @@ from lstmgen import functions as fn
 from lstmgen.export_onnx import _Expressions, _Nodes, export_onnx, onnx_operations
 from lstmgen.variants import VARIANTS
 
-SIZES = {"slstm": {"heads": 2}, "lstmp": {"proj_size": 3}, "lstm_1997": {"block_size": 2}}
+SIZES = STRUCTURE_SIZES
 EXAMPLES = sorted(p.stem for p in (REPO / "examples").glob("*.toml"))
 T, B, H = 5, 3, 4
 

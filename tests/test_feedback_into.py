@@ -155,3 +155,75 @@ def test_onnx_export_matches_the_module(tmp_path):
     cell = import_without_jit(lstmgen.write_module(SPEC, tmp_path))
     model = export_onnx(SPEC, input_size=3, hidden_size=4, lengths=True, reverse=True)
     _check(cell, model, np.float32, np.array([5, 2, 0]), True, (_ort,))
+
+
+# ---------------------------------------------------------------------------------------------- the 1997 network
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+@pytest.mark.parametrize("gradient", ["full", "truncated"])
+def test_the_1997_network_matches_autograd(generated_module, gradient, block_size):
+    """lstm_1997_net with and without memory blocks: its fed-back i and o are one value per block, with one row of
+    Q each, and feed the block gates (one column per block) and the cell inputs (one per cell)."""
+    from reference_cells import lstm_1997_net_unroll
+
+    name = "lstm_1997_net" + ("_truncated" if gradient == "truncated" else "")
+    module = generated_module(name)
+    T, B, I, H = 5, 3, 2, 4
+    shapes = module.param_shapes(I, H, block_size=block_size)
+    assert shapes["Q"] == (2 * H // block_size, H + 2 * H // block_size)
+    rng = np.random.default_rng(block_size)
+    params = {k: 1.5 * v for k, v in module.init_params(I, H, block_size=block_size, seed=4).items()}
+    x = rng.standard_normal((T, B, I))
+    state = tuple(0.5 * rng.standard_normal((B, H)) for _ in module.STATE)
+    dy = rng.standard_normal((T, B, H))
+    dstate = tuple(rng.standard_normal((B, H)) for _ in module.STATE)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    ts = tuple(torch.tensor(s, requires_grad=True) for s in state)
+    ys, final = lstm_1997_net_unroll(tp, tx, ts, gradient == "truncated")
+    loss = (ys * torch.tensor(dy)).sum() + sum((f * torch.tensor(d)).sum() for f, d in zip(final, dstate, strict=True))
+    loss.backward()
+    y, _, tape = module.forward(x, params, state)
+    dx, grads, dstate0 = module.backward(dy, tape, dstate)
+    np.testing.assert_allclose(y, ys.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for k in module.PARAMS:
+        np.testing.assert_allclose(grads[k], tp[k].grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+    for got, start in zip(dstate0, ts, strict=True):  # h_0 reaches no loss under the truncated rule
+        expected = np.zeros_like(got) if start.grad is None else start.grad.numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_the_1997_network_matches_finite_differences(generated_module):
+    module = generated_module("lstm_1997_net")
+    rng = np.random.default_rng(9)
+    params = {k: 1.5 * v for k, v in module.init_params(2, 4, block_size=2, seed=1).items()}
+    x = rng.standard_normal((6, 2, 2))
+    lengths = np.array([6, 4])
+    dy = rng.standard_normal((6, 2, 4))
+
+    def loss(p):
+        y, final, _ = module.forward(x, p, lengths=lengths, reverse=True)
+        return float(np.sum(y * dy) + np.sum(final[1]))
+
+    _, _, tape = module.forward(x, params, lengths=lengths, reverse=True)
+    _, grads, _ = module.backward(dy, tape, (np.zeros((2, 4)), np.ones((2, 4))))
+    eps = 1e-6
+    for name, value in params.items():
+        for index in np.ndindex(value.shape):
+            plus, minus = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
+            plus[name][index] += eps
+            minus[name][index] -= eps
+            numeric = (loss(plus) - loss(minus)) / (2 * eps)
+            assert abs(grads[name][index] - numeric) <= 1e-7 * max(1.0, abs(numeric)), (name, index)
+
+
+def test_a_fed_back_block_gate_needs_its_feedback_product():
+    from lstmgen.variants import LSTM_1997_NET
+
+    gates = tuple(
+        Gate(g.name, g.activation, "xW_i + hR_i" if g.name == "i" else g.preactivation) for g in LSTM_1997_NET.gates
+    )
+    with pytest.raises(SpecError, match=r"block_gates\[0\] \(i\): .* needs the pre-activation 'xW_i \+ hR_i \+ gQ_i'"):
+        dataclasses.replace(LSTM_1997_NET, name="other", gates=gates)

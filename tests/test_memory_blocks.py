@@ -169,7 +169,8 @@ def test_block_gates_in_a_spec_are_checked():
         spec_from_table({**table, "block_gates": ["f"]})
     peephole = {**table, "gates": [{"name": "i", "activation": "sigmoid", "preactivation": "xW_i + hR_i + c_prev"}]}
     peephole["gates"].append({"name": "g", "activation": "tanh"})
-    with pytest.raises(SpecError, match="block_gates\\[0\\] \\(i\\): a gate a memory block shares needs the default"):
+    refusal = r"block_gates\[0\] \(i\): a gate a memory block shares needs the pre-activation 'xW_i \+ hR_i'"
+    with pytest.raises(SpecError, match=refusal):
         spec_from_table(peephole)
     with pytest.raises(SpecError, match="block_gates: memory blocks are not supported together with heads"):
         spec_from_table({**table, "heads": 2})

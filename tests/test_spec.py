@@ -167,5 +167,6 @@ def test_a_block_gate_default_preactivation_is_compared_as_an_expression(text):
     gates = tuple(Gate(g.name, g.activation, text if g.name == "i" else g.preactivation) for g in LSTM_1997.gates)
     assert replace(LSTM_1997, name="other", gates=gates).block_gates == ("i", "o")
     other = tuple(Gate(g.name, g.activation, "xW_i + 2*hR_i" if g.name == "i" else "") for g in LSTM_1997.gates)
-    with pytest.raises(SpecError, match=r"block_gates\[0\] \(i\): a gate a memory block shares needs the default"):
+    refusal = r"block_gates\[0\] \(i\): a gate a memory block shares needs the pre-activation 'xW_i \+ hR_i'"
+    with pytest.raises(SpecError, match=refusal):
         replace(LSTM_1997, name="other", gates=other)

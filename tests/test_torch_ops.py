@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import STRUCTURE_SIZES
 
 from lstmgen.torch_adapter import TorchRecurrent
 from lstmgen.torch_ops import backward_op, cell_name, forward_op
 from lstmgen.variants import VARIANTS
 
-SIZES = {"slstm": {"heads": 2}, "lstmp": {"proj_size": 3}, "lstm_1997": {"block_size": 2}}
+SIZES = STRUCTURE_SIZES
 #: Each structure once (heads, memory blocks, per-step inputs, projection, per-row values on the tape) also runs
 #: opcheck's AOT dispatch with dynamic shapes (what torch.compile does with the operator; up to 6 s a cell here,
 #: 55 s for all); every built-in runs the schema, fake-implementation and autograd-registration checks.

@@ -18,9 +18,11 @@ from lstmgen.codegen.module_runtime import (
     _allocator,
     _check_array,
     _copy_of,
+    _place_rows,
     _reorder,
     _sum_columns,
     _take_columns,
+    _take_rows,
     _zero_past,
 )
 
@@ -266,6 +268,7 @@ def _head_weight_gradient(left, right, blocks, heads, head_size):
 _host_check_array, _host_allocator = _check_array, _allocator
 _host_reorder, _host_zero_past, _host_copy_of = _reorder, _zero_past, _copy_of
 _host_take_columns, _host_sum_columns = _take_columns, _sum_columns
+_host_take_rows, _host_place_rows = _take_rows, _place_rows
 
 
 _DLPACK_CUDA = (2, 3, 13)  # DLPack's kDLCUDA, kDLCUDAHost, kDLCUDAManaged
@@ -419,3 +422,37 @@ def _sum_columns(a, starts):
     if out.size:
         _sum_columns_kernel[_blocks(out.size)](rows, _indices(starts), out)
     return out.reshape(len(starts)) if a.ndim == 1 else out
+
+
+@cuda.jit
+def _take_rows_kernel(a, rows, out):
+    # out[k, j] = a[rows[k], j]
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i // out.shape[1], i % out.shape[1]] = a[rows[i // out.shape[1]], i % out.shape[1]]
+
+
+def _take_rows(a, rows):
+    if not _on_device(a):
+        return _host_take_rows(a, rows)
+    out = _device_empty((len(rows), a.shape[1]), a.dtype)
+    if out.size:
+        _take_rows_kernel[_blocks(out.size)](a, _indices(rows), out)
+    return out
+
+
+@cuda.jit
+def _place_rows_kernel(a, rows, out):
+    # out[rows[k], j] = a[k, j] (out zeroed first)
+    i = cuda.grid(1)
+    if i < a.size:
+        out[rows[i // a.shape[1]], i % a.shape[1]] = a[i // a.shape[1], i % a.shape[1]]
+
+
+def _place_rows(a, rows, count):
+    if not _on_device(a):
+        return _host_place_rows(a, rows, count)
+    out = _device_zeros((count, a.shape[1]), a.dtype)
+    if a.size:
+        _place_rows_kernel[_blocks(a.size)](a, _indices(rows), out)
+    return out

@@ -32,6 +32,9 @@ PROJECTED = False
 PARAMS: tuple[str, ...] = ("W", "R", "b")
 #: The gates a memory block of S = block_size cells shares: their columns of W, R and b are H/S wide.
 BLOCK_GATES: tuple[str, ...] = ()
+#: The gates fed back through Q (its row blocks) and the gates they feed (its column blocks).
+FEEDBACK: tuple[str, ...] = ()
+FEEDBACK_INTO: tuple[str, ...] = ()
 #: Per array the tape keeps besides the states and gate_seq: (extra steps beyond T, width in blocks of H; 0 for
 #: a per-row value, (T, B)).
 TAPE_EXTRA: tuple[tuple[int, int], ...] = ()
@@ -320,6 +323,13 @@ def _per_cell(params, block_size):
     per_cell["W"] = _take_columns(params["W"], gate_columns)
     per_cell["b"] = _take_columns(params["b"], gate_columns)
     per_cell["R"] = _take_columns(params["R"], recurrent_columns)
+    if FEEDBACK:
+        # Q's rows: a block gate's value is fed back once per block, from the first cell of the block (every cell
+        # holds it; the other cells' rows are zero). Its columns: repeated for each cell, like W's.
+        target_columns, _ = _shared_columns(hidden, block_size, FEEDBACK_INTO)
+        _, first_cells = _shared_columns(hidden, block_size, FEEDBACK)
+        columns = _take_columns(params["Q"], target_columns)
+        per_cell["Q"] = _place_rows(columns, first_cells, len(FEEDBACK) * hidden)
     return per_cell
 
 
@@ -333,6 +343,10 @@ def _per_block(grads, hidden, block_size):
     grads["W"] = _sum_columns(grads["W"], gate_starts)
     grads["b"] = _sum_columns(grads["b"], gate_starts)
     grads["R"] = _sum_columns(grads["R"], recurrent_starts)
+    if FEEDBACK:
+        _, target_starts = _shared_columns(hidden, block_size, FEEDBACK_INTO)
+        _, first_cells = _shared_columns(hidden, block_size, FEEDBACK)
+        grads["Q"] = _sum_columns(_take_rows(grads["Q"], first_cells), target_starts)
     return grads
 
 
@@ -566,3 +580,15 @@ def _take_columns(a, columns):
 def _sum_columns(a, starts):
     """Sums of the runs of columns (last axis) that begin at ``starts``."""
     return np.add.reduceat(a, starts, axis=a.ndim - 1)
+
+
+def _take_rows(a, rows):
+    """The rows ``rows`` of a 2-D array."""
+    return a[rows]
+
+
+def _place_rows(a, rows, count):
+    """A (count, a's columns) array of zeros but for row rows[k], which is a[k]."""
+    out = np.zeros((count, a.shape[1]), dtype=a.dtype)
+    out[rows] = a
+    return out

@@ -120,7 +120,7 @@ def _gate_columns(spec: CellSpec, gates: list[str]) -> str:
 def _param_shapes(spec: CellSpec, recurrent: list[str]) -> list[str]:
     """The entries of the dict param_shapes returns, as source."""
     wide = _gate_columns(spec, [g.name for g in spec.gates])
-    feedback = f"{width(len(spec.feedback), 'hidden_size')}, {width(len(spec.feedback_targets), 'hidden_size')}"
+    feedback = f"{_gate_columns(spec, list(spec.feedback))}, {_gate_columns(spec, list(spec.feedback_targets))}"
     if recurrent and spec.heads is not None:
         R = [f'"R": (heads, head_size, {width(len(recurrent), "head_size")})']
     elif recurrent:
@@ -161,9 +161,12 @@ def _parameters_doc(spec: CellSpec, recurrent: list[str]) -> list[str]:
     else:
         blocks = "column block k of W and b belongs to GATES[k]; no gate has a recurrent matrix."
     if spec.block_gates:
+        fed_back = set(spec.block_gates) & set(spec.feedback)
         blocks += (
             f"\nMemory blocks of S = block_size cells (param_shapes, init_params) share {', '.join(spec.block_gates)}:"
-            "\nthe blocks of those gates are then H/S columns wide; each serves the S cells of its block."
+            "\nthe blocks of those gates are then H/S columns wide"
+            + (f" (and H/S rows of Q for {', '.join(sorted(fed_back))})" if fed_back else "")
+            + "; each serves the S cells of its block."
         )
     return [f"Parameters: {', '.join(shapes)};", *blocks.split("\n")]
 

@@ -31,7 +31,7 @@ from lstmgen.variants import VARIANTS
 from lstmgen.version import __version__
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 12
+TEMPLATE_VERSION = 13
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -203,6 +203,8 @@ def _constants(layout: Layout, plan: ModulePlan) -> dict[str, object]:
         "heads_default": str(spec.heads),
         "init": "{" + ", ".join(f"{python_literal(n)}: {float(v)!r}" for n, v in spec.init) + "}",
         "block_gates": _tuple_literal(spec.block_gates),
+        "feedback": _tuple_literal(spec.feedback),
+        "feedback_into": _tuple_literal(spec.feedback_targets),
         "states": _tuple_literal(spec.state),
         "projected": str(spec.projection),
         "params": _tuple_literal(spec.params),
