@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,12 @@ if not Path("/dev/nvidiactl").exists():
 EXAMPLE_MODULES = REPO / ".pytest_cache" / "lstmgen-examples"
 
 
-#: Where the background run of benchmarks/gpu_resources.py writes its rows (tests/test_gpu_resources.py reads them).
+#: Where the background run of benchmarks/gpu_resources.py writes its rows, its output and, once it has finished,
+#: its exit status (tests/test_gpu_resources.py waits for that file).
 GPU_RESOURCES = REPO / ".pytest_cache" / "lstmgen-gpu-resources.json"
+GPU_RESOURCES_LOG = GPU_RESOURCES.with_suffix(".log")
+GPU_RESOURCES_STATUS = GPU_RESOURCES.with_suffix(".status")
+TESTS = Path(__file__).resolve().parent
 
 
 def gpu_resources_command() -> tuple[list[str], dict[str, str]]:
@@ -43,25 +48,47 @@ def gpu_resources_command() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, str(REPO / "benchmarks" / "gpu_resources.py"), "--json", str(GPU_RESOURCES)], env
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """When tests/test_gpu_resources.py is collected, start the PTX build of every CUDA kernel in a process of its
-    own (minutes of NVVM, on the other core) so that the test finds it done."""
-    if any(item.path.name == "test_gpu_resources.py" for item in items):
-        GPU_RESOURCES.parent.mkdir(parents=True, exist_ok=True)
-        GPU_RESOURCES.unlink(missing_ok=True)
-        command, env = gpu_resources_command()
-        config.lstmgen_gpu_resources = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+def start_gpu_resources() -> subprocess.Popen:
+    """Start the PTX build in a process of its own; a thread writes its exit status when it ends."""
+    GPU_RESOURCES.parent.mkdir(parents=True, exist_ok=True)
+    for path in (GPU_RESOURCES, GPU_RESOURCES_LOG, GPU_RESOURCES_STATUS):
+        path.unlink(missing_ok=True)
+    command, env = gpu_resources_command()
+    log = GPU_RESOURCES_LOG.open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def record() -> None:
+        status = process.wait()
+        log.close()
+        GPU_RESOURCES_STATUS.write_text(str(status))
+
+    threading.Thread(target=record, daemon=True).start()
+    return process
+
+
+def _runs(config, test_file: str) -> bool:
+    """Whether the session's paths include ``test_file`` (a filter such as -k may still deselect it)."""
+    here = config.invocation_params.dir
+    for arg in config.args or ["tests"]:
+        path = (here / arg.split("::")[0]).resolve()
+        if path in (TESTS, REPO, TESTS / test_file):
+            return True
+    return False
 
 
 def pytest_sessionstart(session):
-    """Compile the generated modules in a second process while this one runs (see tests/compile_ahead.py);
-    LSTMGEN_COMPILE_AHEAD=0 turns it off."""
+    """In the session's main process (not in pytest-xdist's workers): compile the generated modules in a second
+    process while the tests run (tests/compile_ahead.py; LSTMGEN_COMPILE_AHEAD=0 turns it off), and start the
+    PTX build of every CUDA kernel (minutes of NVVM) when tests/test_gpu_resources.py is among the paths."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    if _runs(config, "test_gpu_resources.py"):
+        config.lstmgen_gpu_resources = start_gpu_resources()
     if os.environ.get("LSTMGEN_COMPILE_AHEAD", "1") == "0":
         return
     script = Path(__file__).with_name("compile_ahead.py")
-    session.config.lstmgen_compile_ahead = subprocess.Popen(
+    config.lstmgen_compile_ahead = subprocess.Popen(
         [sys.executable, str(script), str(EXAMPLE_MODULES)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -9,7 +9,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import import_without_jit
 from test_functions import _against_autograd, _plain_module
 
 import lstmgen
@@ -35,6 +34,19 @@ SPEC = CellSpec(
 )
 
 
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """gradient -> the generated module of SPEC run as plain Python, generated once per gradient mode."""
+    directory, modules = tmp_path_factory.mktemp("feedback_into"), {}
+
+    def get(gradient):
+        if gradient not in modules:
+            modules[gradient] = _plain_module(SPEC, gradient, directory)
+        return modules[gradient]
+
+    return get
+
+
 def _reference():
     """The step written from the definition, carrying the previous (i, o) itself (zero before the first step)."""
     memory = {}
@@ -57,15 +69,15 @@ def _reference():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("gradient", ["full", "truncated"])
-def test_matches_autograd(gradient, dtype, tmp_path):
-    module = _plain_module(SPEC, gradient, tmp_path)
+def test_matches_autograd(plain, gradient, dtype):
+    module = plain(gradient)
     assert module.param_shapes(2, 3)["Q"] == (6, 12)
     _against_autograd(module, _reference(), dtype, gradient == "truncated")
 
 
-def test_matches_finite_differences(tmp_path):
+def test_matches_finite_differences(plain):
     """Central differences in float64 of L = Σ y·dy + Σ final·dstate, for a few entries of every parameter."""
-    module = _plain_module(SPEC, "full", tmp_path)
+    module = plain("full")
     rng = np.random.default_rng(5)
     params = {k: 1.5 * v for k, v in module.init_params(2, 3, seed=2).items()}
     x = rng.standard_normal((5, 2, 2))
@@ -136,23 +148,22 @@ def test_derive_and_cec_show_it(tmp_path, capsys, command):
     assert "Q" in out
 
 
-def test_cuda_module_matches_the_cpu_module(tmp_path):
+def test_cuda_module_matches_the_cpu_module(plain, tmp_path):
     from test_cuda import _compare
 
-    (tmp_path / "cpu").mkdir()
-    cpu = import_without_jit(lstmgen.write_module(SPEC, tmp_path / "cpu", "full"))
+    cpu = plain("full")
     gpu = lstmgen.load_module(lstmgen.write_module(SPEC, tmp_path, "full", target="cuda"))
     gpu.THREADS, gpu.GEMM_TILE = 3, 2
     for dtype in (np.float64, np.float32):
         _compare(cpu, gpu, dtype, reverse=dtype == np.float32)
 
 
-def test_onnx_export_matches_the_module(tmp_path):
+def test_onnx_export_matches_the_module(plain):
     from test_export_onnx import _check, _ort
 
     from lstmgen.export_onnx import export_onnx
 
-    cell = import_without_jit(lstmgen.write_module(SPEC, tmp_path))
+    cell = plain("full")
     model = export_onnx(SPEC, input_size=3, hidden_size=4, lengths=True, reverse=True)
     _check(cell, model, np.float32, np.array([5, 2, 0]), True, (_ort,))
 
