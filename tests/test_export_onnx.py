@@ -7,7 +7,7 @@ import onnx
 import onnxruntime
 import pytest
 import sympy
-from conftest import REPO, STRUCTURE_SIZES
+from conftest import EXAMPLE_MODULES, REPO, STRUCTURE_SIZES
 from onnx.reference import ReferenceEvaluator
 
 import lstmgen
@@ -76,7 +76,9 @@ def test_without_lengths_in_both_directions_and_float64(generated_module, name, 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_example_cells(example):
     path = REPO / "examples" / f"{example}.toml"
-    cell = lstmgen.load(path)  # the module export_onnx reads its shapes from (generated once, cached)
+    # Where test_spec_files and tests/compile_ahead.py write the examples: numba's cache of them is shared.
+    EXAMPLE_MODULES.mkdir(parents=True, exist_ok=True)
+    cell = lstmgen.load_module(lstmgen.write_module(path, EXAMPLE_MODULES, "full"))
     n_in = H if cell.INPUT_ROW else 3
     model = export_onnx(path, input_size=n_in, hidden_size=H, lengths=True, reverse=True)
     _check(cell, model, np.float32, np.array([3, 5, 1]), True, (ReferenceEvaluator, _ort))

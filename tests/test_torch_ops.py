@@ -60,9 +60,9 @@ def test_opcheck_of_the_backward_operator(generated_module):
 class _Model(torch.nn.Module):
     """The issue's small model: one TorchRecurrent (two layers, both directions) and a linear head."""
 
-    def __init__(self) -> None:
+    def __init__(self, cell) -> None:
         super().__init__()
-        self.rnn = TorchRecurrent("lstm_peephole", 3, 8, num_layers=2, bidirectional=True, dtype=torch.float64, seed=0)
+        self.rnn = TorchRecurrent(cell, 3, 8, num_layers=2, bidirectional=True, dtype=torch.float64, seed=0)
         self.head = torch.nn.Linear(16, 1, dtype=torch.float64)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -75,12 +75,12 @@ def _inputs():
     return torch.randn(5, 4, 3, dtype=torch.float64), torch.tensor([5, 3, 1, 2])
 
 
-def test_a_model_compiles_with_fullgraph_and_gives_the_eager_results():
+def test_a_model_compiles_with_fullgraph_and_gives_the_eager_results(generated_module):
     """torch.compile(fullgraph=True) traces TorchRecurrent without a graph break (the operators are opaque, their
     fake implementations give the shapes) and gives the eager outputs and gradients. The aot_eager backend: the
     same tracing as inductor without its C++ compilation (see docs/torch.md for inductor's compile times)."""
     torch.manual_seed(0)
-    model = _Model()
+    model = _Model(generated_module("lstm_peephole"))
     x, lengths = _inputs()
     eager = model(x, lengths)
     eager.sum().backward()
@@ -94,8 +94,8 @@ def test_a_model_compiles_with_fullgraph_and_gives_the_eager_results():
         torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
 
 
-def test_export_keeps_each_layer_and_direction_as_one_node():
-    model = _Model()
+def test_export_keeps_each_layer_and_direction_as_one_node(generated_module):
+    model = _Model(generated_module("lstm_peephole"))
     x, lengths = _inputs()
     program = torch.export.export(model, (x, lengths))
     nodes = [n for n in program.graph.nodes if n.op == "call_function"]
