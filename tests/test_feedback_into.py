@@ -75,29 +75,35 @@ def test_matches_autograd(plain, gradient, dtype):
     _against_autograd(module, _reference(), dtype, gradient == "truncated")
 
 
-def test_matches_finite_differences(plain):
-    """Central differences in float64 of L = Σ y·dy + Σ final·dstate, for a few entries of every parameter."""
-    module = plain("full")
+def _check_finite_differences(module, params, steps, stride=1):
+    """Central differences in float64 of L = Σ y·dy + Σ c_T (a padded, reversed batch of 2) against backward, for
+    every ``stride``-th entry of every parameter."""
     rng = np.random.default_rng(5)
-    params = {k: 1.5 * v for k, v in module.init_params(2, 3, seed=2).items()}
-    x = rng.standard_normal((5, 2, 2))
-    lengths = np.array([5, 3])
-    dy = rng.standard_normal((5, 2, 3))
+    n_in, hidden = params["W"].shape[0], params["R"].shape[0]
+    x = rng.standard_normal((steps, 2, n_in))
+    lengths = np.array([steps, steps - 2])
+    dy = rng.standard_normal((steps, 2, hidden))
 
     def loss(p):
         y, final, _ = module.forward(x, p, lengths=lengths, reverse=True)
         return float(np.sum(y * dy) + np.sum(final[1]))
 
     _, _, tape = module.forward(x, params, lengths=lengths, reverse=True)
-    _, grads, _ = module.backward(dy, tape, (np.zeros((2, 3)), np.ones((2, 3))))
+    _, grads, _ = module.backward(dy, tape, (np.zeros((2, hidden)), np.ones((2, hidden))))
     eps = 1e-6
     for name, value in params.items():
-        for index in list(np.ndindex(value.shape))[:: max(1, value.size // 5)]:
+        for index in list(np.ndindex(value.shape))[::stride]:
             plus, minus = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
             plus[name][index] += eps
             minus[name][index] -= eps
             numeric = (loss(plus) - loss(minus)) / (2 * eps)
             assert abs(grads[name][index] - numeric) <= 1e-7 * max(1.0, abs(numeric)), (name, index)
+
+
+def test_matches_finite_differences(plain):
+    module = plain("full")
+    params = {k: 1.5 * v for k, v in module.init_params(2, 3, seed=2).items()}
+    _check_finite_differences(module, params, steps=5, stride=3)
 
 
 def test_spec_checks():
@@ -208,26 +214,8 @@ def test_the_1997_network_matches_autograd(generated_module, gradient, block_siz
 
 def test_the_1997_network_matches_finite_differences(generated_module):
     module = generated_module("lstm_1997_net")
-    rng = np.random.default_rng(9)
     params = {k: 1.5 * v for k, v in module.init_params(2, 4, block_size=2, seed=1).items()}
-    x = rng.standard_normal((6, 2, 2))
-    lengths = np.array([6, 4])
-    dy = rng.standard_normal((6, 2, 4))
-
-    def loss(p):
-        y, final, _ = module.forward(x, p, lengths=lengths, reverse=True)
-        return float(np.sum(y * dy) + np.sum(final[1]))
-
-    _, _, tape = module.forward(x, params, lengths=lengths, reverse=True)
-    _, grads, _ = module.backward(dy, tape, (np.zeros((2, 4)), np.ones((2, 4))))
-    eps = 1e-6
-    for name, value in params.items():
-        for index in np.ndindex(value.shape):
-            plus, minus = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
-            plus[name][index] += eps
-            minus[name][index] -= eps
-            numeric = (loss(plus) - loss(minus)) / (2 * eps)
-            assert abs(grads[name][index] - numeric) <= 1e-7 * max(1.0, abs(numeric)), (name, index)
+    _check_finite_differences(module, params, steps=6)
 
 
 def test_a_fed_back_block_gate_needs_its_feedback_product():
