@@ -81,14 +81,20 @@ def load(
     return load_module(write_module(spec, directory, gradient, shadow_check=False, target=target))
 
 
-def builtin_spec_of(module: ModuleType, needed_for: str) -> CellSpec:
-    """The built-in spec ``module`` was generated from (its FINGERPRINT checked, so that a user's cell named like
-    a built-in is never taken for it); a module of a user's spec does not carry its spec, and is refused, naming
-    ``needed_for``."""
+def builtin_spec(variant: object, fingerprint: object) -> CellSpec | None:
+    """The built-in named ``variant`` if its spec has ``fingerprint`` (a user's cell named like a built-in is never
+    taken for it), else None."""
     from lstmgen.variants import VARIANTS
 
-    builtin = VARIANTS.get(getattr(module, "VARIANT", None))
-    if builtin is None or builtin.fingerprint() != getattr(module, "FINGERPRINT", None):
+    builtin = VARIANTS.get(variant) if isinstance(variant, str) else None
+    return builtin if builtin is not None and builtin.fingerprint() == fingerprint else None
+
+
+def builtin_spec_of(module: ModuleType, needed_for: str) -> CellSpec:
+    """The built-in spec ``module`` was generated from (:func:`builtin_spec`); a module of a user's spec does not
+    carry its spec, and is refused, naming ``needed_for``."""
+    builtin = builtin_spec(getattr(module, "VARIANT", None), getattr(module, "FINGERPRINT", None))
+    if builtin is None:
         raise ValueError(
             f"cell: {getattr(module, 'VARIANT', module.__name__)}'s module is not a built-in's, and a module does "
             f"not carry its spec, which {needed_for} needs: give the cell's spec (a CellSpec or its TOML path) "

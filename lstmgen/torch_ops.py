@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from lstmgen.spec import CellSpec
-from lstmgen.variants import VARIANTS
 
 _CELLS: dict[str, ModuleType] = {}
 
@@ -32,14 +31,15 @@ def cell_name(cell: ModuleType) -> str:
 
 def _cell(name: str) -> ModuleType:
     if name not in _CELLS:
+        from lstmgen.loader import builtin_spec, load
+
         variant, gradient, target, fingerprint = [*name.split(":"), "", "", ""][:4]
-        builtin = VARIANTS.get(variant)
-        if builtin is None or builtin.fingerprint() != fingerprint:
+        builtin = builtin_spec(variant, fingerprint)
+        if builtin is None:
             raise ValueError(
                 f"cell: no generated module is registered as {name!r} and it names no built-in: call "
                 "lstmgen.torch_ops.cell_name(module) with the cell's module first"
             )
-        from lstmgen.loader import load
 
         _CELLS[name] = load(builtin, gradient, target=target)
     return _CELLS[name]
