@@ -39,20 +39,33 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+#: The output units: name -> (f(z), the factor d_z / (out - target), written with out = f(z)). The paper's are
+#: logistic units trained on the squared error (the factor is f'). The controls ask what slows the end of training:
+#: linear units (the same loss, no flat ends), and logistic units trained on the cross-entropy, whose error
+#: signal out - target is not scaled down by f' where the targets are near 0 or 1.
+OUTPUTS = {
+    "logistic": (_sigmoid, lambda out: out * (1.0 - out)),
+    "linear": (lambda z: z, lambda out: np.ones_like(out)),
+    "logistic-ce": (_sigmoid, lambda out: np.ones_like(out)),
+}
+
+
 @dataclass
 class Network:
-    """One recurrent layer and a logistic output layer read at the end of every sequence.
+    """One recurrent layer and a layer of output units read at the end of every sequence.
 
     Attributes:
         cell: the generated module (``forward``, ``backward``, ``init_params``, ``GATES``).
         params: the cell's parameters, keyed by ``cell.PARAMS``.
         V: (H, outputs) output weights; c: (outputs,) output biases.
+        output: the output units' squashing, a key of ``OUTPUTS`` (the paper's: logistic).
     """
 
     cell: object
     params: dict[str, np.ndarray]
     V: np.ndarray
     c: np.ndarray
+    output: str = "logistic"
 
     @classmethod
     def build(
@@ -67,11 +80,14 @@ class Network:
         weight_range: float = 0.1,
         gate_biases: dict[str, Sequence[float]] | None = None,
         block_size: int = 1,
+        output: str = "logistic",
     ) -> Network:
         """Every weight uniform in [-weight_range, weight_range]; ``gate_biases`` sets the bias of a gate's units
         (gate name -> values spread over the units in contiguous groups: (-3, -6) over 4 units is -3, -3, -6, -6,
         the paper's input-gate biases of its two memory blocks). ``block_size``: S cells per memory block, which
-        share one unit of each of the cell's BLOCK_GATES (1: a gate per cell)."""
+        share one unit of each of the cell's BLOCK_GATES (1: a gate per cell). ``output``: a key of ``OUTPUTS``."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output: expected one of {', '.join(OUTPUTS)}, got {output!r}")
         cell = lstmgen.load(variant, gradient=gradient or default_gradient(variant))
         shapes = cell.param_shapes(n_in, hidden, **({"block_size": block_size} if block_size != 1 else {}))
         params = {name: rng.uniform(-weight_range, weight_range, size=shape) for name, shape in shapes.items()}
@@ -86,21 +102,23 @@ class Network:
             params["b"][starts[k] : starts[k + 1]] = np.asarray(values, dtype=float)[groups]
         V = rng.uniform(-weight_range, weight_range, size=(hidden, n_out))
         c = rng.uniform(-weight_range, weight_range, size=n_out)
-        return cls(cell, params, V, c)
+        return cls(cell, params, V, c, output)
 
     def predict(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(B, outputs): the output units at the end of each sequence of x (T, B, I)."""
         _, final, _ = self.cell.forward(x, self.params, lengths=lengths)
-        return _sigmoid(final[0] @ self.V + self.c)
+        return OUTPUTS[self.output][0](final[0] @ self.V + self.c)
 
     def train_step(self, batch: Batch, lr: float) -> np.ndarray:
-        """One SGD update on the mean over the batch of ½‖out − target‖²; returns out (B, outputs) before it."""
+        """One SGD update on the mean over the batch of ½‖out − target‖² (for ``logistic-ce``: of the cross-entropy
+        of each output); returns out (B, outputs) before it."""
         x, lengths, targets = batch
         # Sequences that all fill x need no lengths (online training: always), which saves the kernel the masking.
         y, final, tape = self.cell.forward(x, self.params, lengths=lengths if lengths.min() < len(x) else None)
         h_end = final[0]
-        out = _sigmoid(h_end @ self.V + self.c)
-        d_z = (out - targets) * out * (1.0 - out) / len(targets)
+        squash, slope = OUTPUTS[self.output]
+        out = squash(h_end @ self.V + self.c)
+        d_z = (out - targets) * slope(out) / len(targets)
         dstate = (d_z @ self.V.T, *(np.zeros_like(s) for s in final[1:]))
         _, grads, _ = self.cell.backward(np.zeros_like(y), tape, dstate)
         self.V -= lr * (h_end.T @ d_z)
@@ -256,6 +274,18 @@ def _integer(text: str, least: int, expected: str) -> int:
     return value
 
 
+def gate_bias(text: str) -> tuple[str, tuple[float, ...]]:
+    """An argparse type: GATE=V1,V2,... (one value per memory block, or one for all), e.g. o=-2,-4."""
+    gate, sep, values = text.partition("=")
+    try:
+        numbers = tuple(float(v) for v in values.split(","))
+    except ValueError:
+        numbers = ()
+    if not (sep and gate.isidentifier() and numbers and all(math.isfinite(v) for v in numbers)):
+        raise argparse.ArgumentTypeError(f"expected GATE=V1,V2,... with finite numbers, such as o=-2,-4; got {text!r}")
+    return gate, numbers
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
     try:
@@ -288,6 +318,12 @@ class ExperimentParser(argparse.ArgumentParser):
                 f"argument --block-size: expected a divisor of --cells {parsed.cells}"
                 f"{'' if blocks else ' (1: ' + parsed.variant + ' has no block gates)'}, got {parsed.block_size}"
             )
+        gates = [g.name for g in lstmgen.get_variant(parsed.variant).gates]
+        for gate, _ in parsed.gate_bias:
+            if gate not in gates:
+                self.error(
+                    f"argument --gate-bias: expected a gate of {parsed.variant} ({', '.join(gates)}), got {gate!r}"
+                )
         if parsed.curve is not None:
             curve = Path(parsed.curve)
             if curve.is_dir() or not curve.parent.is_dir():
@@ -295,8 +331,10 @@ class ExperimentParser(argparse.ArgumentParser):
         return parsed
 
 
-def experiment_parser(description: str, max_sequences: int) -> argparse.ArgumentParser:
-    """The options every experiment takes (the experiment adds its own)."""
+def experiment_parser(
+    description: str, max_sequences: int, *, cells: int = 4, lr: float = 0.5
+) -> argparse.ArgumentParser:
+    """The options every experiment takes, with the experiment's defaults (the experiment adds its own)."""
     parser = ExperimentParser(description=description)
     parser.add_argument("--seed", type=count, default=0)
     parser.add_argument(
@@ -307,7 +345,7 @@ def experiment_parser(description: str, max_sequences: int) -> argparse.Argument
     )
     parser.add_argument("--gradient", choices=("full", "truncated"), help="default: truncated for the 1997 cells")
     parser.add_argument(
-        "--cells", type=positive_int, default=4, help="hidden units H (default 4, the paper's 2 blocks of 2)"
+        "--cells", type=positive_int, default=cells, help=f"hidden units H (default {cells}, the paper's blocks of 2)"
     )
     parser.add_argument(
         "--block-size",
@@ -315,7 +353,19 @@ def experiment_parser(description: str, max_sequences: int) -> argparse.Argument
         help="cells per memory block, sharing the cell's block gates (default: 2, the paper's, for a cell with "
         "block gates such as lstm_1997; 1 for the others)",
     )
-    parser.add_argument("--lr", type=positive_float, default=0.5)
+    parser.add_argument("--lr", type=positive_float, default=lr, help=f"learning rate (default {lr})")
+    parser.add_argument(
+        "--gate-bias",
+        type=gate_bias,
+        action="append",
+        default=[],
+        metavar="GATE=V1,V2",
+        help="initial biases of a gate's units, one value per memory block (repeatable; replaces the experiment's "
+        "input-gate biases for i)",
+    )
+    parser.add_argument(
+        "--output", choices=tuple(OUTPUTS), default="logistic", help="the output units (default: the paper's logistic)"
+    )
     parser.add_argument("--batch", type=positive_int, default=1, help="sequences per update (default 1: online)")
     parser.add_argument("--max-sequences", type=positive_int, default=max_sequences)
     parser.add_argument("--test-size", type=positive_int, default=2560)
@@ -335,6 +385,7 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
     rng = np.random.default_rng(args.seed)
     gradient = args.gradient or default_gradient(args.variant)
     biases = {"i": input_gate_biases} if args.variant.startswith("lstm") else {}
+    biases.update(args.gate_bias)
     # The spec says whether the cell has block gates (loading the module here would generate it a second time).
     block_size = args.block_size if args.block_size is not None else default_block_size(args.variant)
     network = Network.build(
@@ -346,6 +397,7 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
         gradient=gradient,
         gate_biases=biases,
         block_size=block_size,
+        output=args.output,
     )
     result = train(
         task,
@@ -357,7 +409,10 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
         test_size=args.test_size,
         log_every=args.log_every,
     )
-    fields = {"variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed, "cells": args.cells}
-    summary = report({**fields, "block_size": block_size, "lr": args.lr, "batch": args.batch}, result, args.curve)
+    fields = {"task": task.name, "variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed}
+    fields["cells"] = args.cells
+    settings = {"block_size": block_size, "lr": args.lr, "batch": args.batch, "output": args.output}
+    settings["gate_biases"] = {gate: list(values) for gate, values in biases.items()}
+    summary = report({**fields, **settings}, result, args.curve)
     print(json.dumps(summary))
     return summary

@@ -2,8 +2,9 @@
 
     python experiments/summarize.py RESULTS_DIR --png docs/experiments.png
 
-RESULTS_DIR holds the files the experiments wrote with ``--curve`` (one JSON per run, named
-``<experiment>_<variant>_s<seed>.json``). The table goes to stdout as GitHub markdown.
+RESULTS_DIR holds the files the experiments wrote with ``--curve`` (one JSON per run, in it or in a folder below
+it). Runs are grouped by task, cell, gradient and the settings that differ from the paper's; the table goes to
+stdout as GitHub markdown.
 """
 
 from __future__ import annotations
@@ -14,25 +15,53 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-PAPER = {"adding_problem": "74,000 (Table 7, T = 100)", "temporal_order": "31,390 (Table 9, 6a)"}
+#: Table 7 and Table 9 of the paper: sequences to success (mean) and wrong predictions of 2560 test sequences.
+PAPER = {
+    "adding T=100": "74,000; 1 wrong",
+    "adding T=500": "209,000; 0 wrong",
+    "adding T=1000": "853,000; 1 wrong",
+    "temporal order 6a": "31,390",
+    "temporal order 6b": "571,100",
+}
+#: The settings a run is compared under when they differ from the experiment's defaults.
+DEFAULTS = {"output": "logistic", "batch": 1}
+
+Key = tuple[str, str, str, str]  # (task, variant, gradient, settings)
 
 
-def load_runs(directory: Path) -> dict[tuple[str, str], list[dict]]:
-    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for path in sorted(directory.glob("*.json")):
-        experiment = "adding_problem" if path.name.startswith("adding_problem") else "temporal_order"
+def task_of(run: dict, path: Path) -> str:
+    """The run's task ("adding T=100", "temporal order 6b"); runs from before the field existed are named by file."""
+    if "task" in run:
+        return run["task"]
+    return f"adding T={run['T']}" if path.name.startswith("adding") else "temporal order 6a"
+
+
+def settings_of(run: dict) -> str:
+    """What sets the run apart from its experiment's defaults: output units, learning rate, gate biases."""
+    parts = [f"{name} {run[name]}" for name, default in DEFAULTS.items() if run.get(name, default) != default]
+    default_lr = 0.1 if run.get("task") == "temporal order 6b" else 0.5
+    if run.get("lr", default_lr) != default_lr:
+        parts.append(f"lr {run['lr']}")
+    parts += [f"{gate} biases {values}" for gate, values in run.get("gate_biases", {}).items() if gate != "i"]
+    return ", ".join(parts) or "—"
+
+
+def load_runs(directory: Path) -> dict[Key, list[dict]]:
+    """The runs of every JSON file below ``directory``, grouped by task, cell, gradient and settings."""
+    runs: dict[Key, list[dict]] = defaultdict(list)
+    for path in sorted(directory.rglob("*.json")):
         run = json.loads(path.read_text())
-        runs[(experiment, run["variant"])].append(run)
+        runs[(task_of(run, path), run["variant"], run["gradient"], settings_of(run))].append(run)
     return runs
 
 
-def table(runs: dict[tuple[str, str], list[dict]]) -> str:
+def table(runs: dict[Key, list[dict]]) -> str:
     lines = [
-        "| experiment | cell (gradient) | succeeded | sequences to success, mean ± sd (min–max) | "
+        "| task | cell (gradient) | settings | succeeded | sequences to success, mean ± sd (min–max) | "
         "sequences seen, max | test wrong of 2560, mean | wall s, mean | µs per sequence | paper |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for (experiment, variant), group in sorted(runs.items()):
+    for (task, variant, gradient, settings), group in sorted(runs.items()):
         done = [r["sequences_to_success"] for r in group if r["sequences_to_success"] is not None]
         spread = (
             f"{statistics.mean(done):,.0f} ± {statistics.pstdev(done):,.0f} ({min(done):,}–{max(done):,})"
@@ -41,36 +70,41 @@ def table(runs: dict[tuple[str, str], list[dict]]) -> str:
         )
         wrong = statistics.mean(r["test_wrong_of_2560"] for r in group)
         lines.append(
-            f"| {experiment} | `{variant}` ({group[0]['gradient']}) | {len(done)}/{len(group)} | {spread} | "
+            f"| {task} | `{variant}` ({gradient}) | {settings} | {len(done)}/{len(group)} | {spread} | "
             f"{max(r['sequences_seen'] for r in group):,} | {wrong:.0f} | "
             f"{statistics.mean(r['wall_s'] for r in group):.0f} | "
-            f"{statistics.mean(r['us_per_sequence'] for r in group):.0f} | {PAPER[experiment]} |"
+            f"{statistics.mean(r['us_per_sequence'] for r in group):.0f} | {PAPER.get(task, '')} |"
         )
     return "\n".join(lines)
 
 
-def plot(runs: dict[tuple[str, str], list[dict]], path: Path) -> None:
+def plot(runs: dict[Key, list[dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    experiments = sorted({e for e, _ in runs})
-    fig, axes = plt.subplots(1, len(experiments), figsize=(6 * len(experiments), 4), squeeze=False)
+    tasks = sorted({key[0] for key in runs})
+    columns = min(3, len(tasks))
+    rows = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
     colours = {}
-    for ax, experiment in zip(axes[0], experiments, strict=True):
-        for (e, variant), group in sorted(runs.items()):
-            if e != experiment:
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for (t, variant, _, settings), group in sorted(runs.items()):
+            if t != task:
                 continue
-            colour = colours.setdefault(variant, f"C{len(colours)}")
+            label = variant if settings == "—" else f"{variant}, {settings}"
+            colour = colours.setdefault(label, f"C{len(colours) % 10}")
             for k, run in enumerate(group):
                 seen, error = zip(*run["curve"], strict=True) if run["curve"] else ((), ())
-                ax.plot(seen, error, color=colour, alpha=0.7, lw=1, label=variant if k == 0 else None)
+                ax.plot(seen, error, color=colour, alpha=0.7, lw=1, label=label if k == 0 else None)
         ax.set_yscale("log")
         ax.set_xlabel("training sequences seen")
         ax.set_ylabel("mean squared error (per 500 sequences)")
-        ax.set_title(experiment.replace("_", " "))
-        ax.legend()
+        ax.set_title(task)
+        ax.legend(fontsize="small")
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -55,11 +55,15 @@ def test_adding_refuses_a_too_short_T(experiments):
         experiments["adding_problem"].adding_batch(np.random.default_rng(0), 10, 1)
 
 
-def test_temporal_order_sequences_follow_the_paper(experiments):
+@pytest.mark.parametrize("variant", ["6a", "6b"])
+def test_temporal_order_sequences_follow_the_paper(experiments, variant):
     order = experiments["temporal_order"]
-    x, lengths, classes_drawn = order.temporal_order_batch(np.random.default_rng(0), 400)
-    classes = set()
-    for b in range(400):
+    x, lengths, classes_drawn = order.temporal_order_batch(np.random.default_rng(0), 800, variant)
+    # The paper's positions (1-based) and classes, written out here rather than taken from the module.
+    positions = {"6a": [(10, 20), (50, 60)], "6b": [(10, 20), (33, 43), (66, 76)]}[variant]
+    names = {"6a": "QRSU", "6b": "QRSUVABC"}[variant]
+    classes, seen_at = set(), set()
+    for b in range(800):
         seq, k = x[: lengths[b], b], classes_drawn[b]
         assert np.all(x[lengths[b] :, b] == 0.0)  # padding
         assert 100 <= len(seq) <= 110
@@ -67,14 +71,16 @@ def test_temporal_order_sequences_follow_the_paper(experiments):
         symbols = [order.SYMBOLS[j] for j in seq.argmax(axis=1)]
         assert symbols[0] == "E" and symbols[-1] == "B"
         relevant = [t for t, s in enumerate(symbols) if s in "XY"]
-        assert len(relevant) == 2
-        t1, t2 = (t + 1 for t in relevant)  # the paper's positions are 1-based
-        assert 10 <= t1 <= 20 and 50 <= t2 <= 60
+        assert len(relevant) == len(positions)
+        for t, (low, high) in zip(relevant, positions, strict=True):
+            assert low <= t + 1 <= high  # the paper's positions are 1-based
+            seen_at.add(t + 1)
         assert set(symbols[1:-1]) - {"X", "Y"} <= set("abcd")
-        pair = symbols[relevant[0]] + symbols[relevant[1]]
-        assert order.CLASSES[k] == {"XX": "Q", "XY": "R", "YX": "S", "YY": "U"}[pair]
+        word = "".join(symbols[t] for t in relevant)
+        assert order.TASKS[variant].classes[k] == names[int(word.replace("X", "0").replace("Y", "1"), 2)]
         classes.add(k)
-    assert classes == {0, 1, 2, 3}
+    assert classes == set(range(len(names)))
+    assert seen_at == {t for low, high in positions for t in range(low, high + 1)}
 
 
 def _curve_falls(summary_path):
@@ -123,6 +129,34 @@ def test_temporal_order_quick_run_learns(experiments, tmp_path, capsys):
     assert final < first / 2
 
 
+@pytest.mark.parametrize(
+    ("experiment", "argv", "weights"),
+    [
+        ("adding_problem", ["--T", "20"], 93),  # Table 7
+        ("temporal_order", [], 156),  # Table 9, 6a
+        ("temporal_order", ["--task", "6b"], 308),  # Table 9, 6b
+    ],
+)
+def test_each_task_runs_the_papers_network(experiments, monkeypatch, argv, experiment, weights):
+    """A few hundred sequences of each task, with its defaults: the network has the paper's number of weights."""
+    trainer = experiments["sequence_trainer"]
+    built = []
+    build = trainer.Network.build.__func__
+
+    def record(cls, *args, **kwargs):
+        built.append(build(cls, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(trainer.Network, "build", classmethod(record))
+    argv = [*argv, "--max-sequences", "300", "--test-size", "32", "--log-every", "0"]
+    summary = experiments[experiment].main(argv)
+    (net,) = built
+    assert sum(p.size for p in net.params.values()) + net.V.size + net.c.size == weights
+    assert summary["sequences_seen"] == 300 and summary["task"].startswith(experiment.split("_")[0])
+    if "6b" in argv:
+        assert (summary["cells"], summary["lr"], summary["gate_biases"]) == (6, 0.1, {"i": [-2.0, -4.0, -6.0]})
+
+
 def test_gate_biases_are_spread_over_the_blocks(experiments):
     trainer = experiments["sequence_trainer"]
     net = trainer.Network.build("lstm_1997", 2, 4, 1, np.random.default_rng(0), gate_biases={"i": (-3.0, -6.0)})
@@ -154,6 +188,10 @@ def test_gate_biases_are_spread_over_the_blocks(experiments):
         (["--max-sequences", "-5"], "argument --max-sequences: expected a positive integer, got '-5'"),
         (["--curve", "{tmp}/missing/curve.json"], "argument --curve: expected a file in an existing directory"),
         (["--curve", "{tmp}"], "argument --curve: expected a file in an existing directory"),
+        (["--gate-bias", "o=x"], "argument --gate-bias: expected GATE=V1,V2,... with finite numbers"),
+        (["--gate-bias", "o"], "argument --gate-bias: expected GATE=V1,V2,... with finite numbers"),
+        (["--gate-bias", "f=1"], "argument --gate-bias: expected a gate of lstm_1997_net (i, g, o), got 'f'"),
+        (["--output", "tanh"], "argument --output: invalid choice: 'tanh'"),
     ],
 )
 def test_experiment_arguments_are_checked_before_training(experiments, tmp_path, capsys, argv, message):
@@ -164,3 +202,37 @@ def test_experiment_arguments_are_checked_before_training(experiments, tmp_path,
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert ": error: " in err and message in err
+
+
+@pytest.mark.parametrize("output", ["logistic", "linear", "logistic-ce"])
+def test_training_step_follows_the_gradient(experiments, output):
+    """One SGD step with lr 1 moves every weight by minus the gradient of the batch's mean loss (½‖out − target‖²;
+    for logistic-ce the cross-entropy summed over the outputs), checked by central differences (the full
+    gradient, so that the loss's gradient is the one applied)."""
+    trainer = experiments["sequence_trainer"]
+    rng = np.random.default_rng(1)
+    net = trainer.Network.build("lstm_1997_net", 2, 4, 1, rng, gradient="full", block_size=2, output=output)
+    x, lengths, targets = rng.uniform(-1, 1, (6, 3, 2)), np.array([6, 4, 5]), rng.uniform(0.2, 0.8, (3, 1))
+
+    def loss() -> float:
+        out = net.predict(x, lengths)
+        if output == "logistic-ce":
+            return float(np.mean(-(targets * np.log(out) + (1 - targets) * np.log(1 - out)).sum(axis=1)))
+        return float(np.mean(0.5 * ((out - targets) ** 2).sum(axis=1)))
+
+    weights = {**net.params, "V": net.V, "c": net.c}
+    numeric = {}
+    for name, w in weights.items():
+        numeric[name] = np.zeros_like(w)
+        for k in np.ndindex(w.shape):
+            keep = w[k]
+            w[k] = keep + 1e-6
+            up = loss()
+            w[k] = keep - 1e-6
+            numeric[name][k] = (up - loss()) / 2e-6
+            w[k] = keep
+    before = {name: w.copy() for name, w in weights.items()}
+    net.train_step((x, lengths, targets), lr=1.0)
+    after = {**net.params, "V": net.V, "c": net.c}
+    for name in weights:
+        np.testing.assert_allclose(before[name] - after[name], numeric[name], rtol=1e-6, atol=1e-9, err_msg=name)
