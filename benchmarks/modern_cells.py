@@ -25,6 +25,7 @@ P = H/2 and is also timed against torch.nn.LSTM(proj_size=P) itself (torch's own
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import json
@@ -259,6 +260,7 @@ def generated_runner(name: str, size, dtype):
     return run
 
 
+@functools.cache  # one compilation per process: numba cannot cache local functions on disk
 def _floor_kernels():
     import numba
 
@@ -463,6 +465,7 @@ def bench(cells, sizes, dtypes, repeats, min_seconds) -> list[dict]:
     return rows
 
 
+@functools.cache  # one compilation per process, as _floor_kernels
 def _head_kernels():
     """numba functions doing what a generated step does for its recurrent products: per head, a copy of the
     head's units, one GEMM and the spread into gate-major order (forward; backward the gather and the GEMM

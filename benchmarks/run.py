@@ -292,11 +292,15 @@ def gemm_floor_runner(size, dtype, backward: bool):
 
 # ----------------------------------------------------------------------------------------------- timing
 def time_interleaved(
-    runners: dict[str, object], repeats: int, min_seconds: float, settle: float = 0.1
+    runners: dict[str, object], repeats: int, min_seconds: float, settle: float | None = None
 ) -> dict[str, float]:
     """Median seconds per call of each runner: every round times each runner once, after a warm-up call each.
     The order is shuffled every round (seeded), so that no contender always runs after the same one: whatever a
-    predecessor leaves behind (a spinning pool, evicted caches) does not fall on one contender only."""
+    predecessor leaves behind (a spinning pool, evicted caches) does not fall on one contender only. ``settle``:
+    seconds of sleep before each call; by default 0.1, and none for a quick run (``min_seconds`` 0), whose times
+    only show that the harness works."""
+    if settle is None:
+        settle = 0.1 if min_seconds > 0 else 0.0
     for run in runners.values():
         run()
         run()

@@ -10,9 +10,10 @@ its end is below 0.3; training stops when the mean error over the last 2000 sequ
 them were correct. The paper's networks: 2 memory blocks of 2 cells and 4 outputs (6a; 156 weights), 3 blocks of
 2 and 8 outputs (6b; 308 weights); Table 9 reports 31,390 (6a) and 571,100 (6b) sequences to success.
 
-The learning rate 0.5 of 6a is the NIPS 1996 version's (its experiment 2a). Assumptions (the journal paper's
-text was not at hand; each is a flag): 6b's learning rate 0.1, input-gate biases −2, −4 (6a) and −2, −4, −6 (6b),
-weights in [−0.1, 0.1], the error being the mean over the outputs of the squared error.
+The learning rates, 0.5 (6a) and 0.1 (6b), and the networks are the NIPS 1996 version's (its experiments 2a and
+2b). Assumptions (the journal paper's text was not at hand; each is a flag): 6b's positions, input-gate biases
+−2, −4 (6a) and −2, −4, −6 (6b), weights in [−0.1, 0.1], the error being the mean over the outputs of the squared
+error.
 
     python experiments/temporal_order.py --seed 0 [--task 6a|6b] [--variant lstm_1997_net|lstm_1997]
         [--max-sequences N]
