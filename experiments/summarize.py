@@ -88,16 +88,17 @@ def plot(runs: dict[Key, list[dict]], path: Path) -> None:
     columns = min(3, len(tasks))
     rows = -(-len(tasks) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-    colours = {}
     for ax, task in zip(axes.flat, tasks, strict=False):
-        for (t, variant, _, settings), group in sorted(runs.items()):
+        colours = {}  # per panel: the ten colours of the default cycle go a long way
+        for (t, variant, gradient, settings), group in sorted(runs.items()):
             if t != task:
                 continue
-            label = variant if settings == "—" else f"{variant}, {settings}"
+            label = f"{variant} ({gradient})" + ("" if settings == "—" else f", {settings}")
             colour = colours.setdefault(label, f"C{len(colours) % 10}")
             for k, run in enumerate(group):
                 seen, error = zip(*run["curve"], strict=True) if run["curve"] else ((), ())
                 ax.plot(seen, error, color=colour, alpha=0.7, lw=1, label=label if k == 0 else None)
+        ax.set_xscale("log")  # the plateau at chance and the fall from it, whatever the run's length
         ax.set_yscale("log")
         ax.set_xlabel("training sequences seen")
         ax.set_ylabel("mean squared error (per 500 sequences)")
