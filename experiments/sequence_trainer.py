@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import time
 from collections import deque
@@ -159,6 +160,26 @@ class RunResult:
     train_s: float
     curve: list[tuple[int, float]] = field(default_factory=list)
     breakdown: dict = field(default_factory=dict)
+    stopped: bool = False  # by SIGINT or SIGTERM, before success or the budget
+
+
+class _StopRequest:
+    """Set by SIGINT or SIGTERM while ``train`` runs: training stops after the current update, and the run still
+    tests and reports (a long run cut short says how far it got)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> _StopRequest:
+        self.saved = {sig: signal.signal(sig, self._request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
 
 
 def train(
@@ -185,40 +206,41 @@ def train(
     recent: list[float] = []
     seen, success = 0, None
     batches = _batches(task, rng, batch)
-    while seen < max_sequences and success is None:
-        data = next(batches)
-        out = network.train_step(data, lr)
-        err = task.error(out, data[2])
-        ok = task.correct(out, data[2])
-        for e, k in zip(err.tolist(), ok.tolist(), strict=True):
-            seen += 1
-            errors.append(e)
-            wrong.append(not k)
-            error_sum += e
-            wrong_count += not k
-            if len(errors) > task.window:
-                error_sum -= errors.popleft()
-                wrong_count -= wrong.popleft()
-            recent.append(e)
-            if len(recent) == curve_every:
-                curve.append((seen, float(np.mean(recent))))
-                recent.clear()
-            if log_every and seen % log_every == 0:
-                print(
-                    f"{task.name}: {seen} sequences, mean error {error_sum / len(errors):.4f} over the last "
-                    f"{len(errors)}, {wrong_count} wrong",
-                    file=sys.stderr,
-                )
-            full = len(errors) == task.window
-            if success is None and full and wrong_count == 0 and error_sum / task.window < task.error_goal:
-                success = seen
+    with _StopRequest() as stop:
+        while seen < max_sequences and success is None and not stop.requested:
+            data = next(batches)
+            out = network.train_step(data, lr)
+            err = task.error(out, data[2])
+            ok = task.correct(out, data[2])
+            for e, k in zip(err.tolist(), ok.tolist(), strict=True):
+                seen += 1
+                errors.append(e)
+                wrong.append(not k)
+                error_sum += e
+                wrong_count += not k
+                if len(errors) > task.window:
+                    error_sum -= errors.popleft()
+                    wrong_count -= wrong.popleft()
+                recent.append(e)
+                if len(recent) == curve_every:
+                    curve.append((seen, float(np.mean(recent))))
+                    recent.clear()
+                if log_every and seen % log_every == 0:
+                    print(
+                        f"{task.name}: {seen} sequences, mean error {error_sum / len(errors):.4f} over the last "
+                        f"{len(errors)}, {wrong_count} wrong",
+                        file=sys.stderr,
+                    )
+                full = len(errors) == task.window
+                if success is None and full and wrong_count == 0 and error_sum / task.window < task.error_goal:
+                    success = seen
     train_s = time.perf_counter() - start
     x, lengths, targets = task.sample(rng, test_size)
     out = network.predict(x, lengths)
     correct = task.correct(out, targets)
     breakdown = task.test_breakdown(out, targets, correct) if task.test_breakdown else {}
     wall_s = time.perf_counter() - start
-    return RunResult(success, seen, int(np.sum(~correct)), test_size, wall_s, train_s, curve, breakdown)
+    return RunResult(success, seen, int(np.sum(~correct)), test_size, wall_s, train_s, curve, breakdown, stop.requested)
 
 
 def _batches(task: Task, rng: np.random.Generator, batch: int, draw: int = 1024):
@@ -241,6 +263,7 @@ def report(fields: dict, result: RunResult, curve_path: str | None = None) -> di
         f"test_wrong_of_{result.test_size}": result.test_wrong,
         "wall_s": round(result.wall_s, 3),
         "us_per_sequence": round(1e6 * result.train_s / max(result.sequences_seen, 1), 1),
+        **({"stopped_early": True} if result.stopped else {}),
         **result.breakdown,
     }
     if curve_path:

@@ -1,7 +1,10 @@
 """The 1997 experiments: their data generators follow the paper's rules, and a quick run of each learns."""
 
+import dataclasses
 import importlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -236,3 +239,26 @@ def test_training_step_follows_the_gradient(experiments, output):
     after = {**net.params, "V": net.V, "c": net.c}
     for name in weights:
         np.testing.assert_allclose(before[name] - after[name], numeric[name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_a_run_stopped_by_sigterm_still_tests_and_reports(experiments):
+    """SIGTERM (or Ctrl-C) ends training after the current update; the run is tested and says it stopped early."""
+    trainer, adding = experiments["sequence_trainer"], experiments["adding_problem"]
+    task, draws = adding.task(20), []
+
+    def sample(rng, n):
+        draws.append(n)
+        if len(draws) == 2:  # the second draw of training sequences: the first 1024 were trained on
+            os.kill(os.getpid(), signal.SIGTERM)
+        return adding.adding_batch(rng, 20, n)
+
+    task = dataclasses.replace(task, sample=sample)
+    rng = np.random.default_rng(0)
+    net = trainer.Network.build("lstm_1997_net", 2, 4, 1, rng, block_size=2)
+    before = signal.getsignal(signal.SIGTERM)
+    result = trainer.train(task, net, rng, lr=0.5, max_sequences=10**9, test_size=16)
+    assert result.stopped and result.sequences_to_success is None
+    assert result.sequences_seen == 1025 and result.test_size == 16 and draws[-1] == 16
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    summary = trainer.report({"task": task.name}, result)
+    assert summary["stopped_early"] is True and summary["sequences_seen"] == 1025
