@@ -163,6 +163,37 @@ class RunResult:
     stopped: bool = False  # by SIGINT or SIGTERM, before success or the budget
 
 
+class _Window:
+    """The stopping rule's window: the errors and correctness of the last ``size`` sequences, kept as running
+    totals (O(1) per sequence)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.errors: deque[float] = deque()
+        self.wrongs: deque[bool] = deque()
+        self.error_sum, self.wrong = 0.0, 0
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def add(self, error: float, correct: bool) -> None:
+        self.errors.append(error)
+        self.wrongs.append(not correct)
+        self.error_sum += error
+        self.wrong += not correct
+        if len(self.errors) > self.size:
+            self.error_sum -= self.errors.popleft()
+            self.wrong -= self.wrongs.popleft()
+
+    @property
+    def mean_error(self) -> float:
+        return self.error_sum / max(len(self.errors), 1)
+
+    def met(self, error_goal: float) -> bool:
+        """Full, every sequence in it correct, and its mean error below the goal."""
+        return len(self.errors) == self.size and self.wrong == 0 and self.error_sum / self.size < error_goal
+
+
 class _StopRequest:
     """Set by SIGINT or SIGTERM while ``train`` runs: training stops after the current update, and the run still
     tests and reports (a long run cut short says how far it got)."""
@@ -198,10 +229,7 @@ def train(
     outputs on ``test_size`` fresh sequences. ``curve`` holds (sequences seen, mean error of the last
     ``curve_every``). A progress line goes to stderr every ``log_every`` sequences (0: none)."""
     start = time.perf_counter()
-    # The window of the stopping rule, kept as running totals: O(1) per sequence.
-    errors: deque[float] = deque()
-    wrong: deque[bool] = deque()
-    error_sum, wrong_count = 0.0, 0
+    window = _Window(task.window)
     curve: list[tuple[int, float]] = []
     recent: list[float] = []
     seen, success = 0, None
@@ -210,29 +238,20 @@ def train(
         while seen < max_sequences and success is None and not stop.requested:
             data = next(batches)
             out = network.train_step(data, lr)
-            err = task.error(out, data[2])
-            ok = task.correct(out, data[2])
-            for e, k in zip(err.tolist(), ok.tolist(), strict=True):
+            for e, k in zip(task.error(out, data[2]).tolist(), task.correct(out, data[2]).tolist(), strict=True):
                 seen += 1
-                errors.append(e)
-                wrong.append(not k)
-                error_sum += e
-                wrong_count += not k
-                if len(errors) > task.window:
-                    error_sum -= errors.popleft()
-                    wrong_count -= wrong.popleft()
+                window.add(e, k)
                 recent.append(e)
                 if len(recent) == curve_every:
                     curve.append((seen, float(np.mean(recent))))
                     recent.clear()
                 if log_every and seen % log_every == 0:
                     print(
-                        f"{task.name}: {seen} sequences, mean error {error_sum / len(errors):.4f} over the last "
-                        f"{len(errors)}, {wrong_count} wrong",
+                        f"{task.name}: {seen} sequences, mean error {window.mean_error:.4f} over the last "
+                        f"{len(window)}, {window.wrong} wrong",
                         file=sys.stderr,
                     )
-                full = len(errors) == task.window
-                if success is None and full and wrong_count == 0 and error_sum / task.window < task.error_goal:
+                if success is None and window.met(task.error_goal):
                     success = seen
     train_s = time.perf_counter() - start
     x, lengths, targets = task.sample(rng, test_size)
