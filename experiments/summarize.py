@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +28,12 @@ PAPER = {
 DEFAULTS = {"output": "logistic", "batch": 1}
 
 Key = tuple[str, str, str, str]  # (task, variant, gradient, settings)
+
+
+def natural(key: tuple) -> tuple:
+    """Sort key: numbers inside the task's name by value ("adding T=500" before "adding T=1000")."""
+    task, *rest = key
+    return (*(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", task)), *rest)
 
 
 def task_of(run: dict, path: Path) -> str:
@@ -61,7 +68,7 @@ def table(runs: dict[Key, list[dict]]) -> str:
         "sequences seen, max | test wrong of 2560, mean | wall s, mean | µs per sequence | paper |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for (task, variant, gradient, settings), group in sorted(runs.items()):
+    for (task, variant, gradient, settings), group in sorted(runs.items(), key=lambda item: natural(item[0])):
         done = [r["sequences_to_success"] for r in group if r["sequences_to_success"] is not None]
         spread = (
             f"{statistics.mean(done):,.0f} ± {statistics.pstdev(done):,.0f} ({min(done):,}–{max(done):,})"
@@ -84,7 +91,7 @@ def plot(runs: dict[Key, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({key[0] for key in runs})
+    tasks = sorted({key[0] for key in runs}, key=lambda task: natural((task,)))
     columns = min(3, len(tasks))
     rows = -(-len(tasks) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)

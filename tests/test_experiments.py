@@ -262,3 +262,29 @@ def test_a_run_stopped_by_sigterm_still_tests_and_reports(experiments):
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     summary = trainer.report({"task": task.name}, result)
     assert summary["stopped_early"] is True and summary["sequences_seen"] == 1025
+
+
+def test_summary_groups_runs_by_task_and_settings(tmp_path, monkeypatch):
+    """summarize.py: one row per task, cell, gradient and changed settings, tasks in natural order ("T=500"
+    before "T=1000"), a stopped or failed run counted in its group but not in the mean; the PNG is written."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    summarize = importlib.import_module("summarize")
+
+    def run(name, task, success, **settings):
+        fields = {"task": task, "variant": "lstm_1997_net", "gradient": "truncated", "lr": 0.5, "output": "logistic"}
+        fields |= {"sequences_to_success": success, "sequences_seen": success or 3000, "test_wrong_of_2560": 1}
+        fields |= {"wall_s": 1.0, "us_per_sequence": 2.0, "curve": [[500, 0.05], [1000, 0.01]], **settings}
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        (tmp_path / "sub" / name).write_text(json.dumps(fields))
+
+    run("a.json", "adding T=1000", 2000)
+    run("b.json", "adding T=500", 1000, output="linear")
+    run("c.json", "adding T=500", 3000, output="linear")
+    run("d.json", "adding T=500", None, output="linear")
+    run("e.json", "temporal order 6b", 500, lr=0.1, gate_biases={"i": [-2.0], "o": [-1.0]})
+    rows = summarize.table(summarize.load_runs(tmp_path)).splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| adding T=500", "| adding T=1000", "| temporal order 6b"]
+    assert " | output linear | 2/3 | 2,000 ± 1,000 (1,000–3,000) | " in rows[0]
+    assert " | o biases [-1.0] | 1/1 | " in rows[2]  # 6b's own learning rate 0.1 is not a change
+    summarize.plot(summarize.load_runs(tmp_path), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
