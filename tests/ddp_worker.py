@@ -62,6 +62,9 @@ def main() -> None:
         **{f"grad0/{k.removeprefix('module.')}": v for k, v in grads[0].items()},
         **{f"param/{k}": v for k, v in params.items()},
     )
+    # Both ranks reach the teardown together: a rank that closes its gloo pairs while the other still reads them
+    # can abort the other (seen once, 2026-12-07: "terminate called without an active exception", SIGABRT).
+    dist.barrier()
     dist.destroy_process_group()
 
 
