@@ -373,8 +373,12 @@ class ExperimentParser(argparse.ArgumentParser):
         return parsed
 
 
+#: The paper's learning rate for the adding problem and 6a (6b passes its own).
+DEFAULT_LR = 0.5
+
+
 def experiment_parser(
-    description: str, max_sequences: int, *, cells: int = 4, lr: float = 0.5
+    description: str, max_sequences: int, *, cells: int = 4, lr: float = DEFAULT_LR
 ) -> argparse.ArgumentParser:
     """The options every experiment takes, with the experiment's defaults (the experiment adds its own)."""
     parser = ExperimentParser(description=description)
@@ -452,7 +456,7 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
         log_every=args.log_every,
     )
     fields = {"task": task.name, "variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed}
-    fields["cells"] = args.cells
+    fields |= {"cells": args.cells}
     settings = {"block_size": block_size, "lr": args.lr, "batch": args.batch, "output": args.output}
     settings["gate_biases"] = {gate: list(values) for gate, values in biases.items()}
     summary = report({**fields, **settings}, result, args.curve)

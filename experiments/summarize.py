@@ -16,6 +16,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import temporal_order
+from sequence_trainer import DEFAULT_LR
+
 #: Table 7 and Table 9 of the paper: sequences to success (mean) and wrong predictions of 2560 test sequences.
 PAPER = {
     "adding T=100": "74,000; 1 wrong",
@@ -43,11 +46,17 @@ def task_of(run: dict, path: Path) -> str:
     return f"adding T={run['T']}" if path.name.startswith("adding") else "temporal order 6a"
 
 
-def settings_of(run: dict) -> str:
+def default_lr(task: str) -> float:
+    """The learning rate the task's experiment uses unless --lr changes it."""
+    if task.startswith("temporal order "):
+        return temporal_order.TASKS[task.removeprefix("temporal order ")].lr
+    return DEFAULT_LR
+
+
+def settings_of(run: dict, task: str) -> str:
     """What sets the run apart from its experiment's defaults: output units, learning rate, gate biases."""
     parts = [f"{name} {run[name]}" for name, default in DEFAULTS.items() if run.get(name, default) != default]
-    default_lr = 0.1 if run.get("task") == "temporal order 6b" else 0.5
-    if run.get("lr", default_lr) != default_lr:
+    if run.get("lr", default_lr(task)) != default_lr(task):
         parts.append(f"lr {run['lr']}")
     parts += [f"{gate} biases {values}" for gate, values in run.get("gate_biases", {}).items() if gate != "i"]
     return ", ".join(parts) or "—"
@@ -58,7 +67,8 @@ def load_runs(directory: Path) -> dict[Key, list[dict]]:
     runs: dict[Key, list[dict]] = defaultdict(list)
     for path in sorted(directory.rglob("*.json")):
         run = json.loads(path.read_text())
-        runs[(task_of(run, path), run["variant"], run["gradient"], settings_of(run))].append(run)
+        task = task_of(run, path)
+        runs[(task, run["variant"], run["gradient"], settings_of(run, task))].append(run)
     return runs
 
 

@@ -35,7 +35,7 @@ LONGEST = 110
 
 
 @dataclass(frozen=True)
-class Variant:
+class OrderTask:
     """One of the paper's two tasks: where the relevant symbols go, the class names (X = 0, Y = 1 read as binary
     digits, first symbol most significant) and the paper's network and settings."""
 
@@ -48,13 +48,11 @@ class Variant:
 
 
 TASKS = {
-    "6a": Variant(((10, 20), (50, 60)), ("Q", "R", "S", "U"), 4, 0.5, (-2.0, -4.0), 200_000),
-    "6b": Variant(
+    "6a": OrderTask(((10, 20), (50, 60)), ("Q", "R", "S", "U"), 4, 0.5, (-2.0, -4.0), 200_000),
+    "6b": OrderTask(
         ((10, 20), (33, 43), (66, 76)), ("Q", "R", "S", "U", "V", "A", "B", "C"), 6, 0.1, (-2.0, -4.0, -6.0), 2_000_000
     ),
 }
-#: 6a's class names, kept for the tests and for users of the first version.
-CLASSES = TASKS["6a"].classes
 
 
 def temporal_order_batch(
