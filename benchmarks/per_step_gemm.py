@@ -2,6 +2,7 @@
 
     python benchmarks/per_step_gemm.py            # every benchmark size, 1 and 2 threads (about a minute)
     python benchmarks/per_step_gemm.py --quick    # seconds: tiny shapes, to keep the script alive in tests
+    python benchmarks/per_step_gemm.py --tiny     # seconds: where the kernels' loop beats np.dot (ns per product)
 
 Each step of an LSTM forward multiplies the previous hidden state h (B, H) by the recurrent weights R (H, 4H).
 For the shapes of benchmarks/run.py this times T such products back to back, each way:
@@ -16,6 +17,10 @@ each pool has the thread count it says. Reported: GFLOP/s (2·B·H·4H per step)
 
 Back-to-back products are not the kernel: there, elementwise work runs between them. The README records which
 findings carried over to the generated kernels when tried there.
+
+``--tiny`` times the products of the 1997 networks and sizes around them (float64, ns per product, each called
+inside a numba loop as the kernels call it): `np.dot` against the generated modules' ``_loop_dot``, which the
+kernels call for products up to 128 multiply-adds.
 """
 
 from __future__ import annotations
@@ -101,6 +106,64 @@ def _numba_functions():
     return blas_steps, blocked_steps
 
 
+#: (rows, inner, columns) of the tiny study: the 1997 adding network's two products (B = 1, H = 4; Q is (8, 12)),
+#: the 6b network's, and sizes on both sides of the kernels' limit (LOOP_DOT_LIMIT, 128 multiply-adds).
+TINY_SHAPES = ((1, 4, 12), (1, 8, 12), (4, 12, 1), (1, 6, 18), (2, 8, 8), (1, 12, 18), (2, 8, 12), (4, 16, 4))
+TINY_CONTENDERS = ("np.dot", "_loop_dot")
+
+
+def measure_tiny(rounds: int, steps: int = 100, repeats: int = 200) -> dict[tuple[int, int, int], dict[str, float]]:
+    """ns per product of np.dot and of the kernels' ``_loop_dot``: ``steps`` products of one step's rows,
+    ``repeats`` times, inside numba as the kernels call them; the median of ``rounds`` interleaved rounds."""
+    import numba
+
+    import lstmgen
+
+    loop_dot = lstmgen.load("lstm")._loop_dot
+
+    @numba.njit
+    def loop(seq, b, out, repeats):
+        for _ in range(repeats):
+            for t in range(seq.shape[0]):
+                loop_dot(seq[t], b, out)
+
+    @numba.njit
+    def blas(seq, b, out, repeats):
+        for _ in range(repeats):
+            for t in range(seq.shape[0]):
+                np.dot(seq[t], b, out)
+
+    runs = {"np.dot": blas, "_loop_dot": loop}
+    rng = np.random.default_rng(0)
+    results = {}
+    for rows, inner, columns in TINY_SHAPES:
+        seq, b = rng.standard_normal((steps, rows, inner)), rng.standard_normal((inner, columns))
+        out = np.empty((rows, columns))
+        samples: dict[str, list[float]] = {key: [] for key in runs}
+        for key, run in runs.items():
+            run(seq, b, out, 1)
+            if not np.allclose(out, seq[-1] @ b):
+                raise AssertionError(f"{key} disagrees with numpy at {(rows, inner, columns)}")
+        for _ in range(rounds):
+            for key, run in runs.items():
+                start = time.perf_counter()
+                run(seq, b, out, repeats)
+                samples[key].append((time.perf_counter() - start) / (steps * repeats) * 1e9)
+        results[(rows, inner, columns)] = {key: statistics.median(values) for key, values in samples.items()}
+    return results
+
+
+def tiny_markdown(results: dict[tuple[int, int, int], dict[str, float]]) -> str:
+    lines = [
+        "| (rows, inner, columns) | multiply-adds | " + " | ".join(TINY_CONTENDERS) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in TINY_CONTENDERS) + " |",
+    ]
+    for (rows, inner, columns), times in results.items():
+        cells = " | ".join(f"{times[key]:.0f}" for key in TINY_CONTENDERS)
+        lines.append(f"| ({rows}, {inner}, {columns}) | {rows * inner * columns} | {cells} |")
+    return "\n".join(lines)
+
+
 def measure(sizes: dict[str, tuple[int, int, int]], rounds: int) -> dict[str, dict[str, float]]:
     """GFLOP/s of every contender at every size, in this process (its thread counts as the environment set)."""
     import torch
@@ -179,9 +242,10 @@ def markdown(by_threads: dict[int, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]]:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, three rounds (seconds)")
+    parser.add_argument("--tiny", action="store_true", help="the products of tiny networks, ns each (seconds)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per size (median reported)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
@@ -191,6 +255,11 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]
     if args.child:
         _child(args)
         return {}
+    if args.tiny:
+        results = measure_tiny(args.rounds)
+        print("ns per product (float64, inside a numba loop, median of interleaved rounds)")
+        print(tiny_markdown(results))
+        return results
     by_threads = run_all(args.quick, args.rounds)
     print("GFLOP/s of T per-step products (B, H) x (H, 4H), float32, median of interleaved rounds")
     print(markdown(by_threads))

@@ -63,8 +63,7 @@ def task(T: int) -> Task:
         n_in=2,
         n_out=1,
         sample=sample,
-        correct=lambda out, t: np.abs(out - t).max(axis=1) < TOLERANCE,
-        error=lambda out, t: ((out - t) ** 2).mean(axis=1),
+        tolerance=TOLERANCE,
         error_goal=0.01,
         test_breakdown=_wrong_by_target,
     )

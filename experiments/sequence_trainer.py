@@ -40,14 +40,14 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-#: The output units: name -> (f(z), the factor d_z / (out - target), written with out = f(z)). The paper's are
-#: logistic units trained on the squared error (the factor is f'). The controls ask what slows the end of training:
-#: linear units (the same loss, no flat ends), and logistic units trained on the cross-entropy, whose error
-#: signal out - target is not scaled down by f' where the targets are near 0 or 1.
+#: The output units: name -> (f(z), the factor d_z / (out - target), written with out = f(z); None: 1). The paper's
+#: are logistic units trained on the squared error (the factor is f'). The controls ask what slows the end of
+#: training: linear units (the same loss, no flat ends), and logistic units trained on the cross-entropy, whose
+#: error signal out - target is not scaled down by f' where the targets are near 0 or 1.
 OUTPUTS = {
     "logistic": (_sigmoid, lambda out: out * (1.0 - out)),
-    "linear": (lambda z: z, lambda out: np.ones_like(out)),
-    "logistic-ce": (_sigmoid, lambda out: np.ones_like(out)),
+    "linear": (lambda z: z, None),
+    "logistic-ce": (_sigmoid, None),
 }
 
 
@@ -119,7 +119,8 @@ class Network:
         h_end = final[0]
         squash, slope = OUTPUTS[self.output]
         out = squash(h_end @ self.V + self.c)
-        d_z = (out - targets) * slope(out) / len(targets)
+        d_z = out - targets if slope is None else (out - targets) * slope(out)
+        d_z /= len(targets)
         dstate = (d_z @ self.V.T, *(np.zeros_like(s) for s in final[1:]))
         _, grads, _ = self.cell.backward(np.zeros_like(y), tape, dstate)
         self.V -= lr * (h_end.T @ d_z)
@@ -133,21 +134,25 @@ class Network:
 class Task:
     """What an experiment defines: its data, and when an output is right.
 
-    ``sample(rng, n)`` draws n sequences at once (a batch: time-major, zero-padded); ``correct(out, targets)`` is
-    (B,) bool; ``error(out, targets)`` is (B,) the training error the stopping rule averages; training succeeds
-    once that average over the last ``window`` sequences is below ``error_goal`` and all of them are correct.
+    ``sample(rng, n)`` draws n sequences at once (a batch: time-major, zero-padded). An output is correct when
+    every unit is within ``tolerance`` of its target; training succeeds once the mean squared error over the last
+    ``window`` sequences is below ``error_goal`` and all of them are correct (the paper's rule).
     """
 
     name: str
     n_in: int
     n_out: int
     sample: Callable[[np.random.Generator, int], Batch]
-    correct: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    error: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    tolerance: float
     error_goal: float
     window: int = 2000
     #: Where the test's wrong outputs are, from (out, targets, correct): fields added to the run's summary.
     test_breakdown: Callable[[np.ndarray, np.ndarray, np.ndarray], dict] | None = None
+
+    def score(self, out: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) the squared error averaged over the output units, and (B,) bool: every unit within tolerance."""
+        miss = out - targets
+        return (miss * miss).sum(axis=1) / miss.shape[1], np.abs(miss).max(axis=1) < self.tolerance
 
 
 @dataclass
@@ -238,7 +243,8 @@ def train(
         while seen < max_sequences and success is None and not stop.requested:
             data = next(batches)
             out = network.train_step(data, lr)
-            for e, k in zip(task.error(out, data[2]).tolist(), task.correct(out, data[2]).tolist(), strict=True):
+            errors, correct = task.score(out, data[2])
+            for e, k in zip(errors.tolist(), correct.tolist(), strict=True):
                 seen += 1
                 window.add(e, k)
                 recent.append(e)
@@ -256,7 +262,7 @@ def train(
     train_s = time.perf_counter() - start
     x, lengths, targets = task.sample(rng, test_size)
     out = network.predict(x, lengths)
-    correct = task.correct(out, targets)
+    _, correct = task.score(out, targets)
     breakdown = task.test_breakdown(out, targets, correct) if task.test_breakdown else {}
     wall_s = time.perf_counter() - start
     return RunResult(success, seen, int(np.sum(~correct)), test_size, wall_s, train_s, curve, breakdown, stop.requested)

@@ -89,8 +89,7 @@ def task(variant: str = "6a") -> Task:
         n_in=len(SYMBOLS),
         n_out=n_classes,
         sample=sample,
-        correct=lambda out, t: np.abs(out - t).max(axis=1) < TOLERANCE,
-        error=lambda out, t: ((out - t) ** 2).mean(axis=1),
+        tolerance=TOLERANCE,
         error_goal=0.1,
     )
 

@@ -78,8 +78,8 @@ FEEDBACK_INTO = ()
 TAPE_EXTRA = ((0, 1),)
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
-# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
-# inlining at numba's level only lengthened compilation.
+# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small scalar helpers by itself;
+# forcing inlining at numba's level only lengthened compilation.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
@@ -164,6 +164,17 @@ def _tanh(x, real):
     return t if x > real(0) else (-t if x < real(0) else x)
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _loop_dot(a, b, out):
+    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4).
+    for i in range(a.shape[0]):
+        for c in range(b.shape[1]):
+            total = a[i, 0] * b[0, c]
+            for k in range(1, a.shape[1]):
+                total += a[i, k] * b[k, c]
+            out[i, c] = total
+
+
 @_jit
 def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq, src_n__seq):
     steps, batch, n_in = x.shape
@@ -186,7 +197,10 @@ def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq, src_n__seq):
     n__R = np.ascontiguousarray(R[:, 2 * hidden:3 * hidden])
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 2H) per step.
-        np.dot(h__seq[t], R_early, rec_buf)
+        if h__seq.shape[1] * h__seq.shape[2] * R_early.shape[1] <= 128:
+            _loop_dot(h__seq[t], R_early, rec_buf)
+        else:
+            np.dot(h__seq[t], R_early, rec_buf)
         # Elementwise step, phase 1 of 2, one short loop per equation; gate values overwrite their pre-activations in
         # gate_seq.
         for nb in range(batch):
@@ -216,7 +230,10 @@ def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq, src_n__seq):
             for j in range(hidden):
                 src_n__saved_row[j] = h_prev__row[j]*r__row[j]
         # Mid-step recurrent projection of gate n: (src_n) R_n, one GEMM (B, H) x (H, H).
-        np.dot(src_n__seq[t], n__R, hR_n__buf)
+        if src_n__seq.shape[1] * src_n__seq.shape[2] * n__R.shape[1] <= 128:
+            _loop_dot(src_n__seq[t], n__R, hR_n__buf)
+        else:
+            np.dot(src_n__seq[t], n__R, hR_n__buf)
         # Elementwise step, phase 2 of 2, one short loop per equation; gate values overwrite their pre-activations in
         # gate_seq.
         for nb in range(batch):
@@ -283,7 +300,10 @@ def _backward_kernel(
             for j in range(hidden):
                 d_hR_n__row[j] = d_xW_n__row[j]
         # Gradient on the source of gate n's mid-step projection: d_hR_n R_n^T.
-        np.dot(d_hR_n__seq[t], n__RT, dnext_src_n__buf)
+        if d_hR_n__seq.shape[1] * d_hR_n__seq.shape[2] * n__RT.shape[1] <= 128:
+            _loop_dot(d_hR_n__seq[t], n__RT, dnext_src_n__buf)
+        else:
+            np.dot(d_hR_n__seq[t], n__RT, dnext_src_n__buf)
         # Elementwise step, phase 1 of 2, derived by SymPy:
         #   d_a_z = dnext_h*z*(1 - z)*(h_prev - n)
         #   d_a_r = dnext_src_n*h_prev*r*(1 - r)
@@ -332,7 +352,10 @@ def _backward_kernel(
             for j in range(hidden):
                 d_hR_z__row[j] = d_xW_z__row[j]
         # d_h_prev = (its elementwise part) + d_hR R^T: one GEMM per step, computed transposed: (H, 2H) x (2H, B).
-        np.dot(R_early, d_rec_seq[t].T, gemm_h_buf)
+        if R_early.shape[0] * R_early.shape[1] * d_rec_seq.shape[1] <= 128:
+            _loop_dot(R_early, d_rec_seq[t].T, gemm_h_buf)
+        else:
+            np.dot(R_early, d_rec_seq[t].T, gemm_h_buf)
         # The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.
         for nb in range(batch):
             if t >= lengths[nb]:

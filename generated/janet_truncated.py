@@ -72,8 +72,8 @@ FEEDBACK_INTO = ()
 TAPE_EXTRA = ((0, 1),)
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
-# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
-# inlining at numba's level only lengthened compilation.
+# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small scalar helpers by itself;
+# forcing inlining at numba's level only lengthened compilation.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
@@ -158,6 +158,17 @@ def _tanh(x, real):
     return t if x > real(0) else (-t if x < real(0) else x)
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _loop_dot(a, b, out):
+    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4).
+    for i in range(a.shape[0]):
+        for c in range(b.shape[1]):
+            total = a[i, 0] * b[0, c]
+            for k in range(1, a.shape[1]):
+                total += a[i, k] * b[k, c]
+            out[i, c] = total
+
+
 @_jit
 def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq, sigmoid_h__seq):
     steps, batch, n_in = x.shape
@@ -174,7 +185,10 @@ def _forward_kernel(x, lengths, W, R, b, h__seq, gate_seq, sigmoid_h__seq):
             gates_2d[row, col] += b[col]
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 2H) per step.
-        np.dot(h__seq[t], R, rec_buf)
+        if h__seq.shape[1] * h__seq.shape[2] * R.shape[1] <= 128:
+            _loop_dot(h__seq[t], R, rec_buf)
+        else:
+            np.dot(h__seq[t], R, rec_buf)
         # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
             if t >= lengths[nb]:

@@ -80,8 +80,8 @@ FEEDBACK_INTO = ()
 TAPE_EXTRA = ((0, 1),)
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
-# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
-# inlining at numba's level only lengthened compilation.
+# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small scalar helpers by itself;
+# forcing inlining at numba's level only lengthened compilation.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
@@ -166,6 +166,17 @@ def _tanh(x, real):
     return t if x > real(0) else (-t if x < real(0) else x)
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _loop_dot(a, b, out):
+    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4).
+    for i in range(a.shape[0]):
+        for c in range(b.shape[1]):
+            total = a[i, 0] * b[0, c]
+            for k in range(1, a.shape[1]):
+                total += a[i, k] * b[k, c]
+            out[i, c] = total
+
+
 @_jit
 def _forward_kernel(x, lengths, W, R, b, p_f__vec, p_o__vec, h__seq, c__seq, gate_seq, tanh_c__seq):
     steps, batch, n_in = x.shape
@@ -183,7 +194,10 @@ def _forward_kernel(x, lengths, W, R, b, p_f__vec, p_o__vec, h__seq, c__seq, gat
             gates_2d[row, col] += b[col]
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 3H) per step.
-        np.dot(h__seq[t], R, rec_buf)
+        if h__seq.shape[1] * h__seq.shape[2] * R.shape[1] <= 128:
+            _loop_dot(h__seq[t], R, rec_buf)
+        else:
+            np.dot(h__seq[t], R, rec_buf)
         # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
             if t >= lengths[nb]:
@@ -314,7 +328,10 @@ def _backward_kernel(
             for j in range(hidden):
                 c__grad_row[j] = d_c_prev__scratch[j]
         # d_h_prev = d_hR R^T: one GEMM per step, computed transposed: (H, 3H) x (3H, B).
-        np.dot(R, d_gate_seq[t].T, gemm_h_buf)
+        if R.shape[0] * R.shape[1] * d_gate_seq.shape[1] <= 128:
+            _loop_dot(R, d_gate_seq[t].T, gemm_h_buf)
+        else:
+            np.dot(R, d_gate_seq[t].T, gemm_h_buf)
         # The recurrent GEMMs' results, read transposed, into the gradients carried to step t-1.
         for nb in range(batch):
             if t >= lengths[nb]:

@@ -91,8 +91,8 @@ FEEDBACK_INTO = ()
 TAPE_EXTRA = ((0, 1), (0, 1))
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
-# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
-# inlining at numba's level only lengthened compilation.
+# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small scalar helpers by itself;
+# forcing inlining at numba's level only lengthened compilation.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 
@@ -177,6 +177,17 @@ def _tanh(x, real):
     return t if x > real(0) else (-t if x < real(0) else x)
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _loop_dot(a, b, out):
+    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4).
+    for i in range(a.shape[0]):
+        for c in range(b.shape[1]):
+            total = a[i, 0] * b[0, c]
+            for k in range(1, a.shape[1]):
+                total += a[i, k] * b[k, c]
+            out[i, c] = total
+
+
 @_jit
 def _forward_kernel(x, lengths, W, R, b, W_p, h__seq, c__seq, gate_seq, tanh_c__seq, h__cell_seq):
     steps, batch, n_in = x.shape
@@ -196,7 +207,10 @@ def _forward_kernel(x, lengths, W, R, b, W_p, h__seq, c__seq, gate_seq, tanh_c__
             gates_2d[row, col] += b[col]
     for t in range(steps):
         # Recurrent projection: one GEMM (B, H) x (H, 4H) per step.
-        np.dot(h__seq[t], R, rec_buf)
+        if h__seq.shape[1] * h__seq.shape[2] * R.shape[1] <= 128:
+            _loop_dot(h__seq[t], R, rec_buf)
+        else:
+            np.dot(h__seq[t], R, rec_buf)
         # Elementwise step, one short loop per equation; gate values overwrite their pre-activations in gate_seq.
         for nb in range(batch):
             if t >= lengths[nb]:
@@ -252,7 +266,10 @@ def _forward_kernel(x, lengths, W, R, b, W_p, h__seq, c__seq, gate_seq, tanh_c__
                 h__row[j] = o__row[j]*tanh_c__saved_row[j]
         # Output projection: h = (h of the equations) W_p, one GEMM (B, H) x (H, P) per step (rows past a length are
         # restored below).
-        np.dot(h__cell_seq[t], W_p, h__seq[t + 1])
+        if h__cell_seq.shape[1] * h__cell_seq.shape[2] * W_p.shape[1] <= 128:
+            _loop_dot(h__cell_seq[t], W_p, h__seq[t + 1])
+        else:
+            np.dot(h__cell_seq[t], W_p, h__seq[t + 1])
         # A sequence past its length keeps its state (ONNX semantics).
         for nb in range(batch):
             if t >= lengths[nb]:
@@ -289,7 +306,10 @@ def _backward_kernel(
             for j in range(proj):
                 h__grad_row[j] = real(0)
         # Its gradient on the cell's H units, dnext_h W_p^T: one GEMM (B, P) x (P, H) per step.
-        np.dot(dnext_h__seq[t], W_p.T, dnext_h__buf)
+        if dnext_h__seq.shape[1] * dnext_h__seq.shape[2] * W_p.shape[0] <= 128:
+            _loop_dot(dnext_h__seq[t], W_p.T, dnext_h__buf)
+        else:
+            np.dot(dnext_h__seq[t], W_p.T, dnext_h__buf)
         # Elementwise step, derived by SymPy:
         #   d_c = dnext_c + dnext_h*o*(1 - tanh_c**2)
         #   d_a_o = dnext_h*o*tanh_c*(1 - o)

@@ -84,8 +84,8 @@ FEEDBACK_INTO = ()
 TAPE_EXTRA = ()
 
 # One policy for every compiled function: cached on disk, NumPy's error model (no zero-division checks that
-# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small helpers by itself; forcing
-# inlining at numba's level only lengthened compilation.
+# block vectorization), IEEE semantics kept (no fastmath). LLVM inlines the small scalar helpers by itself;
+# forcing inlining at numba's level only lengthened compilation.
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
 
 

@@ -66,6 +66,14 @@ def test_per_step_gemm_study_runs_every_contender_on_one_and_two_threads(capsys)
     assert "numba GEMM, R pre-transposed" in capsys.readouterr().out
 
 
+def test_per_step_gemm_tiny_study_times_both_products_at_every_shape(capsys):
+    study = _load_benchmark("per_step_gemm.py")
+    results = study.main(["--tiny", "--rounds", "1"])
+    assert set(results) == set(study.TINY_SHAPES)
+    assert all(set(times) == set(study.TINY_CONTENDERS) and min(times.values()) > 0 for times in results.values())
+    assert "_loop_dot" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def blocked_steps():
     return _load_benchmark("per_step_gemm.py")._numba_functions()[1]

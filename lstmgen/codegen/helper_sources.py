@@ -11,8 +11,12 @@ import ast
 import inspect
 from functools import cache
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from lstmgen.codegen import cuda_helpers, kernel_helpers
+
+if TYPE_CHECKING:
+    from lstmgen.codegen.targets import Target
 
 #: Where each target's helpers are looked up, in order.
 SOURCES: dict[str, tuple[ModuleType, ...]] = {
@@ -32,6 +36,14 @@ def helper_source(name: str, target: str = "cpu") -> str:
                 raise ValueError(f"helper {name}: the CUDA target has no form of it (its CPU form uses numpy)")
             return source
     raise ValueError(f"helper: {name!r} is not a helper of lstmgen.codegen.kernel_helpers")
+
+
+def helper_decorator(name: str, target: Target) -> str:
+    """The line a module prints above helper ``name``: the target's decorator, or the one that makes numba inline
+    the helper into its callers."""
+    if name in kernel_helpers.NUMBA_INLINED:
+        return target.inlined_helper_decorator
+    return target.helper_decorator
 
 
 @cache

@@ -1,5 +1,5 @@
-"""The scalar helpers of the generated kernels, as plain Python: the generator inlines the source of the ones a
-module uses (see :mod:`lstmgen.functions`), each under the module's ``@_jit``.
+"""The scalar helpers of the generated kernels and their per-step product, as plain Python: the generator inlines
+the source of the ones a module uses (see :mod:`lstmgen.functions`), each under the module's ``@_jit``.
 
 Every helper takes the kernel's float type ``real`` last (float32 kernels must stay float32) and keeps IEEE
 semantics: NaN propagates, infinities give their limits, nothing raises. exp, and through it sigmoid, tanh,
@@ -280,3 +280,21 @@ def _tie_step(a, b, real):
     if a == b:
         return real(0.5)
     return real(0)
+
+
+#: The helpers numba inlines into the kernels (the others LLVM inlines or calls).
+NUMBA_INLINED = frozenset({"_loop_dot"})
+
+#: The per-step products of at most this many multiply-adds run as ``_loop_dot``, the larger ones as np.dot: below
+#: it the loop is faster than a BLAS call, which costs about 60 ns of its own (benchmarks/per_step_gemm.py --tiny).
+LOOP_DOT_LIMIT = 128
+
+
+def _loop_dot(a, b, out):
+    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4).
+    for i in range(a.shape[0]):
+        for c in range(b.shape[1]):
+            total = a[i, 0] * b[0, c]
+            for k in range(1, a.shape[1]):
+                total += a[i, k] * b[k, c]
+            out[i, c] = total

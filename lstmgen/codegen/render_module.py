@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from lstmgen.codegen.helper_sources import helper_closure, helper_source
+from lstmgen.codegen.helper_sources import helper_closure, helper_decorator, helper_source
 from lstmgen.codegen.kernel_ir import Kernel, ModulePlan
 from lstmgen.codegen.kernel_names import check_namespace
 from lstmgen.codegen.kernel_printer import INDENT, LINE_WIDTH, PrintedKernels, wrap, wrapper_allocation
@@ -146,7 +146,10 @@ def render_module(
         **_constants(layout, plan),
         **{field.name: getattr(text, field.name) for field in dataclasses.fields(text)},
         **_wrappers(layout, plan),
-        "helper_sources": [helper_source(name, target.name) for name in helper_closure(kernels.helpers, target.name)],
+        "helpers": [
+            (helper_decorator(name, target), helper_source(name, target.name))
+            for name in helper_closure(kernels.helpers, target.name)
+        ],
         "forward_kernel": kernels.forward,
         "backward_kernel": kernels.backward,
         "runtime": target.runtime_source(),
@@ -161,7 +164,6 @@ def _target_lines(target: Target) -> dict[str, object]:
     return {
         "imports": list(target.imports),
         "compile_policy": list(target.compile_policy),
-        "helper_decorator": target.helper_decorator,
         "kernel_decorator": target.kernel_decorator,
         "target_note": target.note,
         "target_name": target.name,
