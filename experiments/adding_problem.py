@@ -10,7 +10,7 @@ in [−0.1, 0.1], learning rate 0.5, online; Table 7, T = 100: 74,000 sequences 
 prediction of 2560 test sequences.
 
     python experiments/adding_problem.py --T 100 --seed 0 [--variant lstm_1997_net|lstm_1997] [--block-size 2]
-        [--max-sequences N]
+        [--max-sequences N] [--probe-every N --curve FILE]
 
 The last line printed is one JSON object: variant, T, seed, sequences_to_success (null if not reached),
 test_wrong_of_2560, wall_s, and the run's settings.
@@ -18,8 +18,21 @@ test_wrong_of_2560, wall_s, and the run's settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-from sequence_trainer import Batch, Task, experiment_parser, integer_at_least, run_experiment
+from sequence_trainer import (
+    OUTPUTS,
+    Batch,
+    Network,
+    Task,
+    count,
+    experiment_parser,
+    integer_at_least,
+    run_experiment,
+)
+
+import lstmgen
 
 TOLERANCE = 0.04
 
@@ -78,6 +91,41 @@ def _wrong_by_target(out: np.ndarray, targets: np.ndarray, correct: np.ndarray) 
     }
 
 
+#: The probe's sequences: drawn once from their own seed, the same for every run and every probe of a run.
+PROBE_SEED, PROBE_SIZE = 12345, 512
+
+
+def storage_probe(T: int) -> Callable[[Network], dict]:
+    """What a network stores, measured on fixed probe sequences (``--probe-every``): per cell the mean |s_T| of
+    its cell state at the sequence end and the mean |g| of its cell input over all steps; per memory block the
+    input gate's mean activation at the marked steps and at all steps, and its bias; the output's squared error.
+    The cell must have an input gate i and a cell input g (the 1997 cells)."""
+    x, lengths, targets = adding_batch(np.random.default_rng(PROBE_SEED), T, PROBE_SIZE)
+    valid = np.arange(len(x))[:, None] < lengths[None, :]
+    marked = x[:, :, 1] == 1.0
+
+    def probe(network: Network) -> dict:
+        cell = network.cell
+        _, (h, c), tape = cell.forward(x, network.params, lengths=lengths)
+        gate_values = cell.tape_arrays(tape)[len(cell.STATE)]  # (T, B, G*H), a block gate repeated per cell
+        hidden = h.shape[1]
+        i_at = cell.GATES.index("i") * hidden
+        g_at = cell.GATES.index("g") * hidden
+        per_block = network.block_size if "i" in getattr(cell, "BLOCK_GATES", ()) else 1
+        gate_i = gate_values[:, :, i_at : i_at + hidden : per_block]  # one column per input-gate unit
+        out = OUTPUTS[network.output][0](h @ network.V + network.c)
+        return {
+            "mse": round(float(((out - targets) ** 2).mean()), 5),
+            "cell_state_abs": np.round(np.abs(c).mean(axis=0), 3).tolist(),
+            "cell_input_abs": np.round(np.abs(gate_values[:, :, g_at : g_at + hidden][valid]).mean(axis=0), 3).tolist(),
+            "input_gate_marked": np.round(gate_i[marked].mean(axis=0), 4).tolist(),
+            "input_gate_all": np.round(gate_i[valid].mean(axis=0), 4).tolist(),
+            "input_gate_bias": np.round(network.params["b"][network.gate_units("i")], 3).tolist(),
+        }
+
+    return probe
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = experiment_parser(__doc__.split("\n\n")[0], max_sequences=300_000)
     parser.add_argument(
@@ -86,9 +134,24 @@ def main(argv: list[str] | None = None) -> dict:
         default=100,
         help=f"minimal sequence length (default 100, at least {MIN_T})",
     )
+    parser.add_argument(
+        "--probe-every",
+        type=count,
+        default=0,
+        metavar="N",
+        help="every N sequences, measure what the cells store on fixed probe sequences (written to --curve)",
+    )
     args = parser.parse_args(argv)
+    if args.probe_every and not args.curve:
+        parser.error("argument --probe-every: its records go to the --curve file; give --curve")
+    gates = {gate.name for gate in lstmgen.get_variant(args.variant).gates}
+    if args.probe_every and not {"i", "g"} <= gates:
+        parser.error(
+            f"argument --probe-every: needs a cell with an input gate i and a cell input g, not {args.variant}"
+        )
+    probe = storage_probe(args.T) if args.probe_every else None
     # The paper's input-gate biases, one per memory block.
-    return run_experiment(args, task(args.T), args.T, (-3.0, -6.0))
+    return run_experiment(args, task(args.T), args.T, (-3.0, -6.0), probe, args.probe_every)
 
 
 if __name__ == "__main__":

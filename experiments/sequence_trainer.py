@@ -60,6 +60,7 @@ class Network:
         params: the cell's parameters, keyed by ``cell.PARAMS``.
         V: (H, outputs) output weights; c: (outputs,) output biases.
         output: the output units' squashing, a key of ``OUTPUTS`` (the paper's: logistic).
+        block_size: S cells per memory block (1: a gate per cell).
     """
 
     cell: object
@@ -67,6 +68,12 @@ class Network:
     V: np.ndarray
     c: np.ndarray
     output: str = "logistic"
+    block_size: int = 1
+
+    def gate_units(self, gate: str) -> slice:
+        """The columns of a gate's units in b (and W, R): H wide, H/S for a gate the memory blocks share."""
+        hidden = self.V.shape[0]
+        return _gate_units(self.cell, gate, hidden, self.block_size)
 
     @classmethod
     def build(
@@ -92,18 +99,16 @@ class Network:
         cell = lstmgen.load(variant, gradient=gradient or default_gradient(variant))
         shapes = cell.param_shapes(n_in, hidden, **({"block_size": block_size} if block_size != 1 else {}))
         params = {name: rng.uniform(-weight_range, weight_range, size=shape) for name, shape in shapes.items()}
-        # The gates' column blocks of b: H wide, H/S for a gate the memory blocks share.
-        widths = [hidden // block_size if g in getattr(cell, "BLOCK_GATES", ()) else hidden for g in cell.GATES]
-        starts = np.cumsum([0, *widths])
         for gate, values in (gate_biases or {}).items():
             if gate not in cell.GATES:
                 raise ValueError(f"gate_biases: {variant} has no gate {gate!r} (its gates: {cell.GATES})")
-            k = cell.GATES.index(gate)
-            groups = np.arange(widths[k]) * len(values) // widths[k]
-            params["b"][starts[k] : starts[k + 1]] = np.asarray(values, dtype=float)[groups]
+            units = _gate_units(cell, gate, hidden, block_size)
+            width = units.stop - units.start
+            groups = np.arange(width) * len(values) // width
+            params["b"][units] = np.asarray(values, dtype=float)[groups]
         V = rng.uniform(-weight_range, weight_range, size=(hidden, n_out))
         c = rng.uniform(-weight_range, weight_range, size=n_out)
-        return cls(cell, params, V, c, output)
+        return cls(cell, params, V, c, output, block_size)
 
     def predict(self, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(B, outputs): the output units at the end of each sequence of x (T, B, I)."""
@@ -128,6 +133,13 @@ class Network:
         for name, g in grads.items():
             self.params[name] -= lr * g
         return out
+
+
+def _gate_units(cell: object, gate: str, hidden: int, block_size: int) -> slice:
+    """The columns of ``gate``'s units in the cell's b: each gate's block is H wide, H/S for a block gate."""
+    widths = [hidden // block_size if g in getattr(cell, "BLOCK_GATES", ()) else hidden for g in cell.GATES]
+    k = cell.GATES.index(gate)
+    return slice(sum(widths[:k]), sum(widths[: k + 1]))
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,8 @@ class RunResult:
     curve: list[tuple[int, float]] = field(default_factory=list)
     breakdown: dict = field(default_factory=dict)
     stopped: bool = False  # by SIGINT or SIGTERM, before success or the budget
+    #: (sequences seen, what the run's probe measured then): the network's state through training.
+    probes: list[tuple[int, dict]] = field(default_factory=list)
 
 
 class _Window:
@@ -229,13 +243,18 @@ def train(
     test_size: int = 2560,
     log_every: int = 0,
     curve_every: int = 500,
+    probe: Callable[[Network], dict] | None = None,
+    probe_every: int = 0,
 ) -> RunResult:
     """Train until the task's success rule holds or ``max_sequences`` have been seen; then count the wrong
     outputs on ``test_size`` fresh sequences. ``curve`` holds (sequences seen, mean error of the last
-    ``curve_every``). A progress line goes to stderr every ``log_every`` sequences (0: none)."""
+    ``curve_every``). A progress line goes to stderr every ``log_every`` sequences (0: none). ``probe(network)``
+    runs before training, every ``probe_every`` sequences and at the end (it must not draw from ``rng``, so that
+    probing leaves the run unchanged)."""
     start = time.perf_counter()
     window = _Window(task.window)
     curve: list[tuple[int, float]] = []
+    probes: list[tuple[int, dict]] = [(0, probe(network))] if probe else []
     recent: list[float] = []
     seen, success = 0, None
     batches = _batches(task, rng, batch)
@@ -251,6 +270,8 @@ def train(
                 if len(recent) == curve_every:
                     curve.append((seen, float(np.mean(recent))))
                     recent.clear()
+                if probe and probe_every and seen % probe_every == 0:
+                    probes.append((seen, probe(network)))
                 if log_every and seen % log_every == 0:
                     print(
                         f"{task.name}: {seen} sequences, mean error {window.mean_error:.4f} over the last "
@@ -260,12 +281,16 @@ def train(
                 if success is None and window.met(task.error_goal):
                     success = seen
     train_s = time.perf_counter() - start
+    if probe and (not probes or probes[-1][0] != seen):
+        probes.append((seen, probe(network)))
     x, lengths, targets = task.sample(rng, test_size)
     out = network.predict(x, lengths)
     _, correct = task.score(out, targets)
     breakdown = task.test_breakdown(out, targets, correct) if task.test_breakdown else {}
     wall_s = time.perf_counter() - start
-    return RunResult(success, seen, int(np.sum(~correct)), test_size, wall_s, train_s, curve, breakdown, stop.requested)
+    return RunResult(
+        success, seen, int(np.sum(~correct)), test_size, wall_s, train_s, curve, breakdown, stop.requested, probes
+    )
 
 
 def _batches(task: Task, rng: np.random.Generator, batch: int, draw: int = 1024):
@@ -292,8 +317,9 @@ def report(fields: dict, result: RunResult, curve_path: str | None = None) -> di
         **result.breakdown,
     }
     if curve_path:
+        probes = {"probes": [{"seen": seen, **values} for seen, values in result.probes]} if result.probes else {}
         with open(curve_path, "w") as f:
-            json.dump({**summary, "curve": result.curve}, f)
+            json.dump({**summary, "curve": result.curve, **probes}, f)
     return summary
 
 
@@ -431,9 +457,17 @@ def default_block_size(variant: str) -> int:
     return 2 if lstmgen.get_variant(variant).block_gates else 1
 
 
-def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_biases: tuple[float, ...]) -> dict:
+def run_experiment(
+    args: argparse.Namespace,
+    task: Task,
+    T: int,
+    input_gate_biases: tuple[float, ...],
+    probe: Callable[[Network], dict] | None = None,
+    probe_every: int = 0,
+) -> dict:
     """Build the network, train it, print the summary as one JSON line and return it. ``input_gate_biases``: one
-    per memory block of the paper, given to the input gate of a cell that has one."""
+    per memory block of the paper, given to the input gate of a cell that has one; ``probe``: see :func:`train`
+    (its records go to the curve file)."""
     rng = np.random.default_rng(args.seed)
     gradient = args.gradient or default_gradient(args.variant)
     biases = {"i": input_gate_biases} if args.variant.startswith("lstm") else {}
@@ -460,6 +494,8 @@ def run_experiment(args: argparse.Namespace, task: Task, T: int, input_gate_bias
         batch=args.batch,
         test_size=args.test_size,
         log_every=args.log_every,
+        probe=probe,
+        probe_every=probe_every,
     )
     fields = {"task": task.name, "variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed}
     fields |= {"cells": args.cells}

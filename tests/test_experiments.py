@@ -195,6 +195,11 @@ def test_gate_biases_are_spread_over_the_blocks(experiments):
         (["--gate-bias", "o"], "argument --gate-bias: expected GATE=V1,V2,... with finite numbers"),
         (["--gate-bias", "f=1"], "argument --gate-bias: expected a gate of lstm_1997_net (i, g, o), got 'f'"),
         (["--output", "tanh"], "argument --output: invalid choice: 'tanh'"),
+        (["--probe-every", "10"], "argument --probe-every: its records go to the --curve file; give --curve"),
+        (
+            ["--probe-every", "10", "--curve", "{tmp}/c.json", "--variant", "rnn_tanh", "--block-size", "1"],
+            "argument --probe-every: needs a cell with an input gate i and a cell input g, not rnn_tanh",
+        ),
     ],
 )
 def test_experiment_arguments_are_checked_before_training(experiments, tmp_path, capsys, argv, message):
@@ -205,6 +210,41 @@ def test_experiment_arguments_are_checked_before_training(experiments, tmp_path,
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert ": error: " in err and message in err
+
+
+def test_the_storage_probe_records_the_run_without_changing_it(experiments, tmp_path, capsys):
+    """--probe-every: the probe's records go to the curve file at 0, every N and at the end; the run is the same
+    sequence for sequence as without it."""
+    adding = experiments["adding_problem"]
+    argv = ["--T", "20", "--max-sequences", "700", "--test-size", "64", "--log-every", "0", "--output", "linear"]
+    plain, probed = tmp_path / "plain.json", tmp_path / "probed.json"
+    adding.main([*argv, "--curve", str(plain)])
+    adding.main([*argv, "--curve", str(probed), "--probe-every", "300"])
+    runs = [json.loads(path.read_text()) for path in (plain, probed)]
+    probes = runs[1].pop("probes")
+    for run in runs:
+        del run["wall_s"], run["us_per_sequence"]
+    assert runs[0] == runs[1]
+    assert [p["seen"] for p in probes] == [0, 300, 600, 700]
+    first = probes[0]
+    # Two memory blocks of two cells: a value per cell, and per block for the input gate.
+    assert len(first["cell_state_abs"]) == len(first["cell_input_abs"]) == 4
+    assert first["input_gate_bias"] == [-3.0, -6.0]
+    assert len(first["input_gate_marked"]) == len(first["input_gate_all"]) == 2
+    # The paper's biases: σ(−3) ≈ 0.047 and σ(−6) ≈ 0.0025 before training, marked steps or not.
+    assert np.allclose(first["input_gate_all"], [0.047, 0.0025], rtol=0.3)
+    assert first["mse"] > 0 and all(p["mse"] >= 0 for p in probes)
+    assert runs[1]["sequences_seen"] == 700
+
+
+def test_the_storage_probe_reads_a_cell_without_memory_blocks(experiments):
+    """A gate per cell (lstm, block size 1): one input-gate value per cell, each gate's units found by name."""
+    adding, trainer = experiments["adding_problem"], experiments["sequence_trainer"]
+    net = trainer.Network.build("lstm", 2, 3, 1, np.random.default_rng(0), gate_biases={"i": (-2.0,)})
+    record = adding.storage_probe(20)(net)
+    assert record["input_gate_bias"] == [-2.0, -2.0, -2.0]
+    assert len(record["input_gate_marked"]) == len(record["cell_input_abs"]) == 3
+    assert net.gate_units("g") == slice(6, 9)  # lstm's gates i, f, g, o, each H wide
 
 
 @pytest.mark.parametrize("output", ["logistic", "linear", "logistic-ce"])
