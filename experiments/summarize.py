@@ -1,6 +1,7 @@
 """Summarise runs of the experiments: a table per experiment and variant, and a PNG of the learning curves.
 
     python experiments/summarize.py RESULTS_DIR --png docs/experiments.png
+    python experiments/summarize.py docs/experiment_runs/probes --probes docs/plateau.png
 
 RESULTS_DIR holds the files the experiments wrote with ``--curve`` (one JSON per run, in it or in a folder below
 it). Runs are grouped by task, cell, gradient and the settings that differ from the paper's; the table goes to
@@ -16,6 +17,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import adding_problem
 import temporal_order
 from sequence_trainer import DEFAULT_LR
 
@@ -53,12 +55,24 @@ def default_lr(task: str) -> float:
     return DEFAULT_LR
 
 
+def default_input_gate_biases(task: str) -> list[float]:
+    """The input-gate biases the task's experiment gives unless --gate-bias i=... changes them."""
+    if task.startswith("temporal order "):
+        return list(temporal_order.TASKS[task.removeprefix("temporal order ")].input_gate_biases)
+    return list(adding_problem.INPUT_GATE_BIASES)
+
+
 def settings_of(run: dict, task: str) -> str:
     """What sets the run apart from its experiment's defaults: output units, learning rate, gate biases."""
     parts = [f"{name} {run[name]}" for name, default in DEFAULTS.items() if run.get(name, default) != default]
     if run.get("lr", default_lr(task)) != default_lr(task):
         parts.append(f"lr {run['lr']}")
-    parts += [f"{gate} biases {values}" for gate, values in run.get("gate_biases", {}).items() if gate != "i"]
+    biases = run.get("gate_biases", {})
+    parts += [
+        f"{gate} biases {values}"
+        for gate, values in biases.items()
+        if gate != "i" or values != default_input_gate_biases(task)
+    ]
     return ", ".join(parts) or "—"
 
 
@@ -127,15 +141,51 @@ def plot(runs: dict[Key, list[dict]], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def plot_probes(runs: dict[Key, list[dict]], path: Path) -> None:
+    """The runs recorded with --probe-every: per memory block, the largest mean |g| of its cells, and how much
+    more its input gate opens at the marked steps than on average (1: not selective)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (storing, selective) = plt.subplots(1, 2, figsize=(13, 4.5))
+    probed = [(key, run) for key, group in sorted(runs.items(), key=lambda i: natural(i[0])) for run in group]
+    for k, ((task, _, _, settings), run) in enumerate((key, run) for key, run in probed if "probes" in run):
+        probes = [p for p in run["probes"] if p["seen"] > 0]  # a log axis: the start is the first point's left
+        seen = [p["seen"] for p in probes]
+        blocks = len(probes[0]["input_gate_all"])
+        size = len(probes[0]["cell_input_abs"]) // blocks
+        label = f"{task}, seed {run['seed']}" + ("" if settings == "—" else f", {settings}")
+        for b, style in zip(range(blocks), ("-", "--", ":"), strict=False):
+            g = [max(p["cell_input_abs"][b * size : (b + 1) * size]) for p in probes]
+            ratio = [p["input_gate_marked"][b] / p["input_gate_all"][b] for p in probes]
+            tag = f"{label}, block {b + 1}"
+            storing.plot(seen, g, style, color=f"C{k % 10}", label=tag)
+            selective.plot(seen, ratio, style, color=f"C{k % 10}", label=tag)
+    for ax in (storing, selective):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training sequences seen")
+    storing.set_ylabel("largest mean |g| of a block's cells")
+    selective.set_ylabel("input gate at marked steps / on average")
+    storing.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--png", type=Path)
+    parser.add_argument("--probes", type=Path, help="plot the runs recorded with --probe-every here (PNG)")
     args = parser.parse_args()
     runs = load_runs(args.results)
     print(table(runs))
     if args.png:
         plot(runs, args.png)
+    if args.probes:
+        plot_probes(runs, args.probes)
 
 
 if __name__ == "__main__":

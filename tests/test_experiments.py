@@ -321,10 +321,18 @@ def test_summary_groups_runs_by_task_and_settings(tmp_path, monkeypatch):
     run("b.json", "adding T=500", 1000, output="linear")
     run("c.json", "adding T=500", 3000, output="linear")
     run("d.json", "adding T=500", None, output="linear")
-    run("e.json", "temporal order 6b", 500, lr=0.1, gate_biases={"i": [-2.0], "o": [-1.0]})
+    run("e.json", "temporal order 6b", 500, lr=0.1, gate_biases={"i": [-2.0, -4.0, -6.0], "o": [-1.0]})
+    probe = {"cell_input_abs": [0.1, 0.2, 0.1, 0.1], "input_gate_marked": [0.05, 0.01], "input_gate_all": [0.05, 0.002]}
+    probes = [{"seen": seen, **probe} for seen in (0, 500, 1000)]
+    run("f.json", "adding T=1000", 3000, gate_biases={"i": [-4.6, -6.0]}, seed=0, probes=probes)
     rows = summarize.table(summarize.load_runs(tmp_path)).splitlines()[2:]
-    assert [r.split(" | ")[0] for r in rows] == ["| adding T=500", "| adding T=1000", "| temporal order 6b"]
+    tasks = ["| adding T=500", "| adding T=1000", "| adding T=1000", "| temporal order 6b"]
+    assert [r.split(" | ")[0] for r in rows] == tasks
     assert " | output linear | 2/3 | 2,000 ± 1,000 (1,000–3,000) | " in rows[0]
-    assert " | o biases [-1.0] | 1/1 | " in rows[2]  # 6b's own learning rate 0.1 is not a change
+    # Input-gate biases other than the experiment's are a setting of their own; 6b's own ones and lr 0.1 are not.
+    assert any(" | i biases [-4.6, -6.0] | 1/1 | 3,000 " in row for row in rows[1:3])
+    assert " | o biases [-1.0] | 1/1 | " in rows[3]
     summarize.plot(summarize.load_runs(tmp_path), tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    summarize.plot_probes(summarize.load_runs(tmp_path), tmp_path / "probes.png")
+    assert (tmp_path / "probes.png").read_bytes().startswith(b"\x89PNG")
