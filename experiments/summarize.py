@@ -77,13 +77,28 @@ def settings_of(run: dict, task: str) -> str:
 
 
 def load_runs(directory: Path) -> dict[Key, list[dict]]:
-    """The runs of every JSON file below ``directory``, grouped by task, cell, gradient and settings."""
-    runs: dict[Key, list[dict]] = defaultdict(list)
+    """The runs of every JSON file below ``directory``, grouped by task, cell, gradient and settings. A run is
+    deterministic given its settings and seed, so two files of one seed (a run repeated with a probe, or with a
+    larger budget) count once: the one that succeeded, else the one that saw more sequences."""
+    by_seed: dict[tuple, dict] = {}
     for path in sorted(directory.rglob("*.json")):
         run = json.loads(path.read_text())
         task = task_of(run, path)
-        runs[(task, run["variant"], run["gradient"], settings_of(run, task))].append(run)
+        key = (task, run["variant"], run["gradient"], settings_of(run, task))
+        seed = (*key, run.get("seed", path.name))
+        if seed not in by_seed or _outlasts(run, by_seed[seed]):
+            by_seed[seed] = run
+    runs: dict[Key, list[dict]] = defaultdict(list)
+    for (*key, _), run in by_seed.items():
+        runs[tuple(key)].append(run)
     return runs
+
+
+def _outlasts(run: dict, other: dict) -> bool:
+    """Whether ``run`` says more than ``other`` of the same seed: it succeeded, or neither did and it saw more."""
+    if (run["sequences_to_success"] is None) != (other["sequences_to_success"] is None):
+        return run["sequences_to_success"] is not None
+    return run["sequences_seen"] > other["sequences_seen"]
 
 
 def table(runs: dict[Key, list[dict]]) -> str:

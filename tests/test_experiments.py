@@ -325,6 +325,8 @@ def test_summary_groups_runs_by_task_and_settings(tmp_path, monkeypatch):
     probe = {"cell_input_abs": [0.1, 0.2, 0.1, 0.1], "input_gate_marked": [0.05, 0.01], "input_gate_all": [0.05, 0.002]}
     probes = [{"seen": seen, **probe} for seen in (0, 500, 1000)]
     run("f.json", "adding T=1000", 3000, gate_biases={"i": [-4.6, -6.0]}, seed=0, probes=probes)
+    # The same seed again, with a smaller budget (not succeeded): one run, the one that says more.
+    run("g.json", "adding T=1000", None, gate_biases={"i": [-4.6, -6.0]}, seed=0)
     rows = summarize.table(summarize.load_runs(tmp_path)).splitlines()[2:]
     tasks = ["| adding T=500", "| adding T=1000", "| adding T=1000", "| temporal order 6b"]
     assert [r.split(" | ")[0] for r in rows] == tasks
