@@ -19,7 +19,7 @@ from pathlib import Path
 
 import adding_problem
 import temporal_order
-from sequence_trainer import DEFAULT_LR
+from sequence_trainer import DEFAULT_LR, WEIGHT_RANGE
 
 #: Table 7 and Table 9 of the paper: sequences to success (mean) and wrong predictions of 2560 test sequences.
 PAPER = {
@@ -30,7 +30,7 @@ PAPER = {
     "temporal order 6b": "571,100",
 }
 #: The settings a run is compared under when they differ from the experiment's defaults.
-DEFAULTS = {"output": "logistic", "batch": 1}
+DEFAULTS = {"output": "logistic", "batch": 1, "weight_range": WEIGHT_RANGE}
 
 Key = tuple[str, str, str, str]  # (task, variant, gradient, settings)
 

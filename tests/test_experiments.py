@@ -195,6 +195,7 @@ def test_gate_biases_are_spread_over_the_blocks(experiments):
         (["--gate-bias", "o"], "argument --gate-bias: expected GATE=V1,V2,... with finite numbers"),
         (["--gate-bias", "f=1"], "argument --gate-bias: expected a gate of lstm_1997_net (i, g, o), got 'f'"),
         (["--output", "tanh"], "argument --output: invalid choice: 'tanh'"),
+        (["--weight-range", "0"], "argument --weight-range: expected a finite number > 0, got '0'"),
         (["--probe-every", "10"], "argument --probe-every: its records go to the --curve file; give --curve"),
         (
             ["--probe-every", "10", "--curve", "{tmp}/c.json", "--variant", "rnn_tanh", "--block-size", "1"],
@@ -327,13 +328,17 @@ def test_summary_groups_runs_by_task_and_settings(tmp_path, monkeypatch):
     run("f.json", "adding T=1000", 3000, gate_biases={"i": [-4.6, -6.0]}, seed=0, probes=probes)
     # The same seed again, with a smaller budget (not succeeded): one run, the one that says more.
     run("g.json", "adding T=1000", None, gate_biases={"i": [-4.6, -6.0]}, seed=0)
+    run("h.json", "adding T=1000", 4000, weight_range=0.2)
+    run("i.json", "adding T=1000", 5000, weight_range=0.1)  # the default: no setting of its own
     rows = summarize.table(summarize.load_runs(tmp_path)).splitlines()[2:]
-    tasks = ["| adding T=500", "| adding T=1000", "| adding T=1000", "| temporal order 6b"]
+    tasks = ["| adding T=500", *["| adding T=1000"] * 3, "| temporal order 6b"]
     assert [r.split(" | ")[0] for r in rows] == tasks
     assert " | output linear | 2/3 | 2,000 ± 1,000 (1,000–3,000) | " in rows[0]
     # Input-gate biases other than the experiment's are a setting of their own; 6b's own ones and lr 0.1 are not.
-    assert any(" | i biases [-4.6, -6.0] | 1/1 | 3,000 " in row for row in rows[1:3])
-    assert " | o biases [-1.0] | 1/1 | " in rows[3]
+    assert any(" | i biases [-4.6, -6.0] | 1/1 | 3,000 " in row for row in rows[1:4])
+    assert any(" | weight_range 0.2 | 1/1 | 4,000 " in row for row in rows[1:4])
+    assert any(" | — | 2/2 | 3,500 " in row for row in rows[1:4])
+    assert " | o biases [-1.0] | 1/1 | " in rows[4]
     summarize.plot(summarize.load_runs(tmp_path), tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
     summarize.plot_probes(summarize.load_runs(tmp_path), tmp_path / "probes.png")
