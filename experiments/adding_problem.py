@@ -144,14 +144,15 @@ def main(argv: list[str] | None = None) -> dict:
         help="every N sequences, measure what the cells store on fixed probe sequences (written to --curve)",
     )
     args = parser.parse_args(argv)
-    if args.probe_every and not args.curve:
-        parser.error("argument --probe-every: its records go to the --curve file; give --curve")
-    gates = {gate.name for gate in lstmgen.get_variant(args.variant).gates}
-    if args.probe_every and not {"i", "g"} <= gates:
-        parser.error(
-            f"argument --probe-every: needs a cell with an input gate i and a cell input g, not {args.variant}"
-        )
-    probe = storage_probe(args.T) if args.probe_every else None
+    probe = None
+    if args.probe_every:
+        if not args.curve:
+            parser.error("argument --probe-every: its records go to the --curve file; give --curve")
+        if not {"i", "g"} <= {gate.name for gate in lstmgen.get_variant(args.variant).gates}:
+            parser.error(
+                f"argument --probe-every: needs a cell with an input gate i and a cell input g, not {args.variant}"
+            )
+        probe = storage_probe(args.T)
     return run_experiment(args, task(args.T), args.T, INPUT_GATE_BIASES, probe, args.probe_every)
 
 

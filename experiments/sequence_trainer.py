@@ -284,7 +284,7 @@ def train(
                 if success is None and window.met(task.error_goal):
                     success = seen
     train_s = time.perf_counter() - start
-    if probe and (not probes or probes[-1][0] != seen):
+    if probe and probes[-1][0] != seen:
         probes.append((seen, probe(network)))
     x, lengths, targets = task.sample(rng, test_size)
     out = network.predict(x, lengths)
@@ -509,9 +509,9 @@ def run_experiment(
         probe_every=probe_every,
     )
     fields = {"task": task.name, "variant": args.variant, "gradient": gradient, "T": T, "seed": args.seed}
-    fields |= {"cells": args.cells}
+    fields["cells"] = args.cells
     settings = {"block_size": block_size, "lr": args.lr, "batch": args.batch, "output": args.output}
-    settings["weight_range"] = args.weight_range
+    settings |= {"weight_range": args.weight_range}
     settings["gate_biases"] = {gate: list(values) for gate, values in biases.items()}
     summary = report({**fields, **settings}, result, args.curve)
     print(json.dumps(summary))

@@ -48,18 +48,21 @@ def task_of(run: dict, path: Path) -> str:
     return f"adding T={run['T']}" if path.name.startswith("adding") else "temporal order 6a"
 
 
+def _order_task(task: str) -> temporal_order.OrderTask | None:
+    """The temporal-order experiment's record of ``task`` ("temporal order 6b"), None for an adding task."""
+    return temporal_order.TASKS[task.removeprefix("temporal order ")] if task.startswith("temporal order ") else None
+
+
 def default_lr(task: str) -> float:
     """The learning rate the task's experiment uses unless --lr changes it."""
-    if task.startswith("temporal order "):
-        return temporal_order.TASKS[task.removeprefix("temporal order ")].lr
-    return DEFAULT_LR
+    order = _order_task(task)
+    return order.lr if order else DEFAULT_LR
 
 
 def default_input_gate_biases(task: str) -> list[float]:
     """The input-gate biases the task's experiment gives unless --gate-bias i=... changes them."""
-    if task.startswith("temporal order "):
-        return list(temporal_order.TASKS[task.removeprefix("temporal order ")].input_gate_biases)
-    return list(adding_problem.INPUT_GATE_BIASES)
+    order = _order_task(task)
+    return list(order.input_gate_biases if order else adding_problem.INPUT_GATE_BIASES)
 
 
 def settings_of(run: dict, task: str) -> str:
