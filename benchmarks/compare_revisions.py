@@ -24,7 +24,14 @@ sys.path.insert(0, str(REPO))
 
 from lstmgen.loader import load_module  # noqa: E402
 
-SIZES = {"S1": (1000, 1, 16, 32), "S2": (100, 32, 64, 128), "S3": (100, 64, 256, 256), "speech": (50, 1, 64, 32)}
+SIZES = {
+    "S1": (1000, 1, 16, 32),
+    "S2": (100, 32, 64, 128),
+    "S3": (100, 64, 256, 256),
+    "speech": (50, 1, 64, 32),
+    # The 1997 experiments' networks: online, 2 inputs, 4 cells.
+    "tiny": (100, 1, 2, 4),
+}
 
 
 def time_pair(before, after, size, dtype, repeats: int) -> tuple[float, float]:

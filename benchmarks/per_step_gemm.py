@@ -20,7 +20,7 @@ findings carried over to the generated kernels when tried there.
 
 ``--tiny`` times the products of the 1997 networks and sizes around them (float64, ns per product, each called
 inside a numba loop as the kernels call it): `np.dot` against the generated modules' ``_loop_dot``, which the
-kernels call for products up to 128 multiply-adds.
+kernels call for products up to LOOP_DOT_LIMIT multiply-adds.
 """
 
 from __future__ import annotations
@@ -107,8 +107,21 @@ def _numba_functions():
 
 
 #: (rows, inner, columns) of the tiny study: the 1997 adding network's two products (B = 1, H = 4; Q is (8, 12)),
-#: the 6b network's, and sizes on both sides of the kernels' limit (LOOP_DOT_LIMIT, 128 multiply-adds).
-TINY_SHAPES = ((1, 4, 12), (1, 8, 12), (4, 12, 1), (1, 6, 18), (2, 8, 8), (1, 12, 18), (2, 8, 12), (4, 16, 4))
+#: the 6b network's, and sizes on both sides of the kernels' limit (LOOP_DOT_LIMIT, 256 multiply-adds), wide and
+#: narrow (backward's R d^T has one column per batch row).
+TINY_SHAPES = (
+    (1, 4, 12),
+    (1, 8, 12),
+    (4, 12, 1),
+    (1, 6, 18),
+    (2, 8, 8),
+    (1, 12, 18),
+    (2, 8, 12),
+    (4, 16, 4),
+    (1, 16, 24),
+    (1, 16, 64),
+    (32, 16, 1),
+)
 TINY_CONTENDERS = ("np.dot", "_loop_dot")
 
 

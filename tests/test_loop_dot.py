@@ -8,8 +8,22 @@ import pytest
 from lstmgen.codegen.helper_sources import helper_decorator
 from lstmgen.codegen.targets import CPU
 
-# (rows, inner, columns): the 1997 network's two products, the limit, and sizes above it (the loop is still right).
-SHAPES = [(1, 4, 12), (1, 8, 12), (4, 12, 1), (2, 8, 8), (1, 1, 1), (3, 43, 1), (2, 8, 9), (3, 5, 20)]
+# (rows, inner, columns): the 1997 network's two products, both sides of the loop's narrow/wide switch (4 columns),
+# the limit, and sizes above it (the loop is still right).
+SHAPES = [
+    (1, 4, 12),
+    (1, 8, 12),
+    (4, 12, 1),
+    (2, 8, 8),
+    (1, 1, 1),
+    (2, 3, 3),
+    (2, 3, 4),
+    (4, 16, 4),
+    (3, 43, 1),
+    (2, 8, 9),
+    (3, 5, 20),
+    (1, 16, 16),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -33,11 +47,12 @@ def test_loop_dot_is_the_product(generated_module, shape, transposed, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_loop_dot_propagates_nan_and_infinity_in_its_loop(generated_module, dtype):
+@pytest.mark.parametrize("columns", [2, 6], ids=["narrow", "wide"])
+def test_loop_dot_propagates_nan_and_infinity_in_its_loop(generated_module, dtype, columns):
     loop_dot = generated_module("lstm")._loop_dot
     a = np.array([[1.0, np.nan, 2.0], [1.0, 1.0, np.inf]], dtype=dtype)
-    b = np.ones((3, 2), dtype=dtype)
-    out = np.zeros((2, 2), dtype=dtype)
+    b = np.ones((3, columns), dtype=dtype)
+    out = np.zeros((2, columns), dtype=dtype)
     loop_dot(a, b, out)
     assert np.all(np.isnan(out[0])) and np.all(out[1] == np.inf)
 

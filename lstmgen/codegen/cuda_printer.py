@@ -20,7 +20,6 @@ import sympy
 from lstmgen.codegen.kernel_ir import (
     UNIT,
     Assign,
-    Block,
     Buffer,
     Contiguous,
     Dot,
@@ -37,12 +36,9 @@ from lstmgen.codegen.kernel_ir import (
     Plus,
     Reduction,
     RowLoop,
-    ScalarStore,
-    ScalarView,
     Slice,
     Transposed,
     UnitLoop,
-    View,
     width,
 )
 from lstmgen.codegen.kernel_printer import INDENT, KernelPrinter, PrintedKernels, comment_lines, wrap
@@ -66,18 +62,6 @@ class CudaKernelPrinter(KernelPrinter):
     def __init__(self) -> None:
         super().__init__()
         self.buffers: dict[str, Buffer] = {}
-        #: Element of a row (a view, a per-row scratch row) -> the element of the buffer that holds it: the GPU
-        #: indexes the buffers directly (a bound view costs registers for its whole loop).
-        self.direct: dict[sympy.Expr, sympy.Expr] = {}
-
-    def _direct_element(self, view: View) -> sympy.Expr:
-        """``buffer[t, nb, k * hidden + j]`` for a row view of block k (``buffer[t, nb]`` for a per-row value)."""
-        index = [sympy.Symbol(p) for p in view.source.index if not isinstance(p, Block)]
-        starts = [self.block_start(p) for p in view.source.index if isinstance(p, Block)]
-        if not isinstance(view, ScalarView):
-            offset = starts[0] if starts and starts[0] != "0" else ""
-            index.append(sympy.Symbol(f"{offset} + j" if offset else "j"))
-        return sympy.IndexedBase(view.source.buffer)[tuple(index)]
 
     # ------------------------------------------------------------------------------ the step kernel
     def _row_element(self, operand: Slice, column: str) -> str:
@@ -157,17 +141,9 @@ class CudaKernelPrinter(KernelPrinter):
             f"{indent}cuda.syncthreads()",
         ]
 
-    def _print_UnitLoop(self, node: UnitLoop, indent: str) -> list[str]:
-        lines = comment_lines(in_comment(node.comment), indent)
-        lines.append(f"{indent}for j in range(tid, {width(node.blocks, node.unit)}, threads):")
-        for store in node.stores:
-            target = self.expressions.doprint(store.target.element().xreplace(self.direct))
-            lines += self._value_lines(f"{target} {store.op} ", store.value.xreplace(self.direct), indent + INDENT)
-        return lines
-
-    def _print_ScalarStore(self, node: ScalarStore, indent: str) -> list[str]:
-        value = node.value.xreplace(self.direct)
-        return super()._print_ScalarStore(ScalarStore(node.comment, node.target, value, node.reads), indent)
+    def unit_range(self, node: UnitLoop) -> str:
+        """Thread tid computes units tid, tid + threads, ..."""
+        return f"range(tid, {width(node.blocks, node.unit)}, threads)"
 
     def _print_Reduction(self, node: Reduction, indent: str) -> list[str]:
         # Each thread sums its units; the partial sums meet in reduce_buf; every thread adds them up in the same
@@ -198,10 +174,7 @@ class CudaKernelPrinter(KernelPrinter):
             return lines
         note = f"  # else: {node.skip_note}" if node.skip_note else ""
         lines.append(f"{indent}if t < lengths[nb]:{note}")
-        self.direct |= {view.element(): self._direct_element(view) for view in node.views}
-        for item in node.body:
-            lines += self.statement(item, inner)
-        return lines
+        return lines + self.row_body(node, inner)
 
     def _step_kernel(self, node: Kernel, name: str, row_locals: tuple[Buffer, ...], matrices: list[str]) -> list[str]:
         args = [*(b.name for b in node.args), *matrices, *(b.name for b in self._device_locals(node)), "reduce_buf"]

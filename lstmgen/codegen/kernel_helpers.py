@@ -286,15 +286,26 @@ def _tie_step(a, b, real):
 NUMBA_INLINED = frozenset({"_loop_dot"})
 
 #: The per-step products of at most this many multiply-adds run as ``_loop_dot``, the larger ones as np.dot: below
-#: it the loop is faster than a BLAS call, which costs about 60 ns of its own (benchmarks/per_step_gemm.py --tiny).
-LOOP_DOT_LIMIT = 128
+#: it the loop is faster than a BLAS call, which costs about 60-90 ns of its own; the loop wins up to about 768 for a
+#: wide b, 256 for a narrow one (benchmarks/per_step_gemm.py --tiny).
+LOOP_DOT_LIMIT = 256
 
 
 def _loop_dot(a, b, out):
-    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4).
+    # out = a b as a loop, for the tiny products of the time loop (the 1997 networks: B = 1, H = 4). Each sum runs
+    # over k in order either way, so both give the same bits: a narrow b in a register per output, a wide one
+    # row by row into out's row (a vector loop over its columns).
     for i in range(a.shape[0]):
-        for c in range(b.shape[1]):
-            total = a[i, 0] * b[0, c]
+        if b.shape[1] < 4:
+            for c in range(b.shape[1]):
+                total = a[i, 0] * b[0, c]
+                for k in range(1, a.shape[1]):
+                    total += a[i, k] * b[k, c]
+                out[i, c] = total
+        else:
+            for c in range(b.shape[1]):
+                out[i, c] = a[i, 0] * b[0, c]
             for k in range(1, a.shape[1]):
-                total += a[i, k] * b[k, c]
-            out[i, c] = total
+                a_ik = a[i, k]
+                for c in range(b.shape[1]):
+                    out[i, c] += a_ik * b[k, c]

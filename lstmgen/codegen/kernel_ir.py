@@ -2,10 +2,10 @@
 
 :mod:`lstmgen.codegen.lower_kernel` builds it from the expression lists; :mod:`lstmgen.codegen.kernel_printer`
 prints it. A kernel owns buffers (arguments and locals, with their shapes), runs statements before its time loop,
-the loop itself (per step: GEMMs, then row loops over the batch, each binding row views and running one short loop
-over the units per assignment), and statements after it. Element reads and writes inside a unit loop are
-``sympy.Indexed`` nodes on the row they read (``c__row[j]``), so expressions keep their structure down to the
-printer; no index is ever part of a symbol's name.
+the loop itself (per step: GEMMs, then row loops over the batch, each running one short loop over the units per
+assignment), and statements after it. Element reads and writes inside a unit loop are ``sympy.Indexed`` nodes on
+the row they read (``c__row[j]``), so expressions keep their structure down to the printer, which replaces each
+view's element by its buffer's (``c__seq[t + 1, nb, j]``); no index is ever part of a symbol's name.
 
 Extents (``"hidden"``, ``"3 * hidden"``, ``"steps + 1"``) are the kernel's own size variables, computed from its
 arguments; an index part is ``"t"``, ``"t + 1"``, ``"nb"``, ``":"`` or a :class:`Block`.
@@ -116,7 +116,8 @@ Operand = Slice | Transposed | Flat | Contiguous | Ones | Dot | Plus
 
 @dataclass(frozen=True)
 class View:
-    """A row view bound inside a row loop: ``name = buffer[index]``, a (H,) or (n·H,) row of the batch row nb."""
+    """A row of the batch row nb named after the value it holds: ``buffer[index]``, (H,) or (n·H,). The printers
+    index its buffer directly (a row bound to a name cost numba a fifth of a tiny step)."""
 
     name: str
     source: Slice
@@ -271,7 +272,7 @@ class RowLoop:
 
     @property
     def views(self) -> tuple[View, ...]:
-        """The row views the body reads and writes, bound at the top of the loop in first-use order."""
+        """The row views the body reads and writes, in first-use order."""
         seen: dict[View, None] = {}
         for item in self.body:
             if not isinstance(item, Assign):

@@ -36,11 +36,13 @@ from lstmgen.codegen.kernel_ir import (
     RowLoop,
     Scalar,
     ScalarStore,
+    ScalarView,
     Slice,
     Statement,
     TimeLoop,
     Transposed,
     UnitLoop,
+    View,
     width,
 )
 from lstmgen.codegen.numba_printer import REAL, NumbaPrinter
@@ -97,13 +99,30 @@ class KernelPrinter:
 
     def __init__(self) -> None:
         self.expressions = NumbaPrinter()
+        #: Element of a row (a row view, on the GPU a per-row scratch row too) -> the element of the buffer that
+        #: holds it: the loops index the buffers directly. A bound view cost numba a fifth of a tiny step (the
+        #: 1997 network's forward kernel: 36 -> 29 us without them).
+        self.direct: dict[sympy.Expr, sympy.Expr] = {}
+
+    def _direct_element(self, view: View) -> sympy.Expr:
+        """``buffer[t, nb, k * hidden + j]`` for a row view of block k (``buffer[t, nb]`` for a per-row value)."""
+        index = [sympy.Symbol(p) for p in view.source.index if not isinstance(p, Block)]
+        starts = [self.block_start(p) for p in view.source.index if isinstance(p, Block)]
+        if not isinstance(view, ScalarView):
+            offset = starts[0] if starts and starts[0] != "0" else ""
+            index.append(sympy.Symbol(f"{offset} + j" if offset else "j"))
+        return sympy.IndexedBase(view.source.buffer)[tuple(index)]
+
+    def unit_range(self, node: UnitLoop) -> str:
+        """The range of a unit loop's j."""
+        return f"range({width(node.blocks, node.unit)})"
 
     # -------------------------------------------------------------------------------- operands
     @staticmethod
     def block_start(block: Block) -> str:
-        """The first column of a block: ``k * hidden``, or 0."""
+        """The first column of a block: ``k * hidden``, ``hidden`` or 0."""
         lo = block.index * block.size
-        return f"{lo} * hidden" if lo else "0"
+        return width(lo) if lo else "0"
 
     def index(self, part: IndexPart) -> str:
         if isinstance(part, Block):
@@ -257,24 +276,20 @@ class KernelPrinter:
             *comment_lines(in_comment(node.comment), indent),
             f"{indent}{node.target.name} = {REAL}(0)",
             f"{indent}for j in range(hidden):",
-            *self._value_lines(f"{node.target.name} += ", node.value, indent + INDENT),
+            *self._value_lines(f"{node.target.name} += ", node.value.xreplace(self.direct), indent + INDENT),
         ]
 
     def _print_ScalarStore(self, node: ScalarStore, indent: str) -> list[str]:
         target = node.target.name if isinstance(node.target, Scalar) else self.operand(node.target)
         lines = comment_lines(in_comment(node.comment), indent) if node.comment else []
-        return lines + self._value_lines(f"{target} = ", node.value, indent)
+        return lines + self._value_lines(f"{target} = ", node.value.xreplace(self.direct), indent)
 
     def _print_UnitLoop(self, node: UnitLoop, indent: str) -> list[str]:
         lines = comment_lines(in_comment(node.comment), indent)
-        lines.append(f"{indent}for j in range({width(node.blocks, node.unit)}):")
+        lines.append(f"{indent}for j in {self.unit_range(node)}:")
         for store in node.stores:
-            target = f"{store.target.name}[j] {store.op} "
-            value = self.expressions.doprint(store.value)
-            if len(indent + INDENT + target + value) <= LINE_WIDTH:
-                lines.append(indent + INDENT + target + value)
-            else:
-                lines += wrap(f"{target}(", value, ")", indent + INDENT)
+            target = self.expressions.doprint(store.target.element().xreplace(self.direct))
+            lines += self._value_lines(f"{target} {store.op} ", store.value.xreplace(self.direct), indent + INDENT)
         return lines
 
     def _print_RowLoop(self, node: RowLoop, indent: str) -> list[str]:
@@ -287,9 +302,14 @@ class KernelPrinter:
                 lines += self.statement(item, inner + INDENT)
             return lines
         lines.append(f"{inner}{INDENT}continue" + (f"  # {node.skip_note}" if node.skip_note else ""))
-        lines += [f"{inner}{view.name} = {self.operand(view.source)}" for view in node.views]
-        for item in node.body:
-            lines += self.statement(item, inner)
+        return lines + self.row_body(node, inner)
+
+    def row_body(self, node: RowLoop, indent: str) -> list[str]:
+        """The statements of a row loop, its views' elements read from and written to their buffers."""
+        outer = self.direct
+        self.direct = outer | {view.element(): self._direct_element(view) for view in node.views}
+        lines = [line for item in node.body for line in self.statement(item, indent)]
+        self.direct = outer
         return lines
 
     def _print_Phase(self, node: Phase, indent: str) -> list[str]:

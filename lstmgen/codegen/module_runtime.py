@@ -52,11 +52,15 @@ INLINE_MARKER = "# ---- generated modules inline this file from here ----"
 class Tape:
     """What forward saved for backward: x, the per-step inputs (a dict keyed by INPUTS), the parameters (a
     block gate's columns repeated for each cell of its block), every state, the stored gate values, the
-    lengths, the time order of each sequence and the cells per memory block."""
+    lengths, the time order of each sequence and the cells per memory block.
 
-    __slots__ = ("block_size", "extra", "gate_seq", "inputs", "lengths", "order", "params", "states", "x")
+    ``checked``: the arrays fit each other (forward made them); the tape then records them, and backward checks
+    only that none was replaced or reshaped since. Otherwise backward checks them all (a tape from tape_from).
+    """
 
-    def __init__(self, x, inputs, params, states, gate_seq, extra, lengths, order, block_size):
+    __slots__ = ("_made", "block_size", "extra", "gate_seq", "inputs", "lengths", "order", "params", "states", "x")
+
+    def __init__(self, x, inputs, params, states, gate_seq, extra, lengths, order, block_size, *, checked=False):
         self.x = x
         self.inputs = inputs
         self.params = params
@@ -66,6 +70,7 @@ class Tape:
         self.lengths = lengths
         self.order = order
         self.block_size = block_size
+        self._made = _tape_record(self) if checked else None
 
 
 def forward_shapes(x_shape, params):
@@ -399,6 +404,36 @@ def _check_array(a, name, ndim, dtype):
 
 def _check_tape(tape):
     """The kernels index every array of the tape by the sizes of x: refuse a tape whose arrays were replaced."""
+    if _tape_unchanged(tape):
+        return  # what forward checked and recorded, as it was
+    if not _tape_fits(tape):
+        raise ValueError("tape: its arrays do not match each other (was the tape modified after forward?)")
+    tape._made = _tape_record(tape)
+
+
+def _tape_unchanged(tape):
+    """Whether the tape holds the very objects it recorded when checked, each array with its recorded layout."""
+    made, now = tape._made, _tape_record(tape)
+    if made is None or now is None or len(now[0]) != len(made[0]):
+        return False
+    return all(a is b for a, b in zip(now[0], made[0], strict=True)) and now[1] == made[1]
+
+
+def _tape_record(tape):
+    """Every object the tape holds, and the shape, strides and dtype of each array among them; None for a tape
+    whose attributes are not even containers of the right kind."""
+    try:
+        held = (
+            tape.x, tape.params, *tape.params.values(), tape.states, *tape.states, tape.gate_seq, tape.extra,
+            *tape.extra, tape.inputs, *tape.inputs.values(), tape.lengths, tape.order, tape.block_size,
+        )  # fmt: skip
+    except (AttributeError, TypeError):
+        return None
+    return held, tuple((a.shape, a.strides, a.dtype) for a in held if _is_array(a))
+
+
+def _tape_fits(tape):
+    """Whether the tape's arrays have the shapes, dtypes and layout forward gives them, for its x and params."""
     x, params = tape.x, tape.params
     ok = _is_array(x) and x.ndim == 3 and isinstance(params, dict)
     if ok:
@@ -425,8 +460,7 @@ def _check_tape(tape):
         # The tape's parameters are per cell (one column per cell): S only says how backward sums them.
         size = tape.block_size
         ok = ok and isinstance(size, int) and size >= 1 and hidden % size == 0 and (size == 1 or bool(BLOCK_GATES))
-    if not ok:
-        raise ValueError("tape: its arrays do not match each other (was the tape modified after forward?)")
+    return ok
 
 
 def _is_time_order(order, steps, batch):
@@ -500,18 +534,23 @@ def _check_params(params, n_in, dtype):
             )
     hidden = _hidden(params)
     block_size = _block_size_of(params["b"], hidden) if BLOCK_GATES else None
-    # Where the sizes come from, so that a wrong W_p or compact R is not mistaken for a wrong W.
+    checked = {}
+    for name, shape in param_shapes(n_in, hidden, heads, proj, block_size).items():
+        checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
+        if checked[name].shape != shape:
+            origin = _size_origin(params, hidden, proj, heads, block_size)
+            raise ValueError(f"params[{name!r}]: expected shape {shape} ({origin}), got {checked[name].shape}")
+    return checked
+
+
+def _size_origin(params, hidden, proj, heads, block_size):
+    """Where the sizes come from, so that a wrong W_p or compact R is not mistaken for a wrong W."""
     reference = "W_p" if PROJECTED else "R" if RECURRENT_GATES else "b"
     sizes = f"H = {hidden}" + (f", P = {proj}" if proj is not None else "") + (f", heads = {heads}" if heads else "")
     origin = f"{sizes} from params[{reference!r}] of shape {params[reference].shape}"
     if block_size is not None:
         origin += f", S = {block_size} from params['b'] of shape {params['b'].shape}"
-    checked = {}
-    for name, shape in param_shapes(n_in, hidden, heads, proj, block_size).items():
-        checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
-        if checked[name].shape != shape:
-            raise ValueError(f"params[{name!r}]: expected shape {shape} ({origin}), got {checked[name].shape}")
-    return checked
+    return origin
 
 
 def _check_state(state, name, batch, widths, like):

@@ -31,7 +31,7 @@ from lstmgen.variants import VARIANTS
 from lstmgen.version import __version__
 
 #: Bumped whenever the template's output changes; printed in every generated module's banner.
-TEMPLATE_VERSION = 13
+TEMPLATE_VERSION = 14
 TEMPLATE_NAME = "module.py.j2"
 
 
@@ -231,7 +231,7 @@ def _wrappers(layout: Layout, plan: ModulePlan) -> dict[str, object]:
         "tape_call": wrap(
             "tape = Tape(",
             f"x, step_inputs, params, {_tuple_of(b.name for b in plan.state_seqs)}, gate_seq, {_tuple_of(extra)}, "
-            "lengths, order, block_size",
+            "lengths, order, block_size, checked=True",
             ")",
             INDENT,
         ),

@@ -4,7 +4,7 @@ The symbol table (:mod:`lstmgen.symbolic.layout`) says what a symbol is; this mo
 :class:`~lstmgen.symbolic.layout.Kind` to a buffer and a view of it. Every buffer and view derived from a spec
 name is named ``<value>__<role>`` (:func:`~lstmgen.codegen.kernel_names.kernel_name`); a view is named after the
 value it holds, so the block of ``gate_seq`` that holds x_t W_i + b_i is read as ``xW_i__row`` and written, once
-the gate is computed, as ``i__row``.
+the gate is computed, as ``i__row`` (the printers then index ``gate_seq`` itself).
 """
 
 from __future__ import annotations
