@@ -123,7 +123,8 @@ class Network:
         of each output); returns out (B, outputs) before it."""
         x, lengths, targets = batch
         # Sequences that all fill x need no lengths (online training: always), which saves the kernel the masking.
-        y, final, tape = self.cell.forward(x, self.params, lengths=lengths if lengths.min() < len(x) else None)
+        padded = len(lengths) > 1 and lengths.min() < len(x)
+        y, final, tape = self.cell.forward(x, self.params, lengths=lengths if padded else None)
         h_end = final[0]
         squash, slope = OUTPUTS[self.output]
         out = squash(h_end @ self.V + self.c)
@@ -302,9 +303,12 @@ def _batches(task: Task, rng: np.random.Generator, batch: int, draw: int = 1024)
     per_draw = batch * max(1, draw // batch)
     while True:
         x, lengths, targets = task.sample(rng, per_draw)
-        for k in range(0, per_draw, batch):
-            part = lengths[k : k + batch]
-            yield x[: part.max(), k : k + batch], part, targets[k : k + batch]
+        longest = lengths.reshape(-1, batch).max(axis=1).tolist()
+        # Batch-major, so that a batch is one block of memory: time-major with B = 1, contiguous as forward wants it.
+        by_row = np.ascontiguousarray(x.transpose(1, 0, 2))
+        for n, k in enumerate(range(0, per_draw, batch)):
+            part = by_row[k : k + batch, : longest[n]]
+            yield part.transpose(1, 0, 2), lengths[k : k + batch], targets[k : k + batch]
 
 
 def report(fields: dict, result: RunResult, curve_path: str | None = None) -> dict:

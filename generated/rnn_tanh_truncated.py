@@ -32,6 +32,7 @@ from step t+1); d_v is dL/dv:
 
 import contextlib
 import functools
+import operator
 import traceback
 import warnings
 
@@ -432,6 +433,8 @@ def _prepare_forward(x, params, state, lengths, reverse, inputs):
 def _check_inputs(inputs, shape, dtype):
     """The per-step inputs as a dict keyed by INPUTS, each a C-contiguous (T, B, H) array of x's dtype."""
     if inputs is None:
+        if not INPUTS:
+            return {}
         inputs = {}
     if not isinstance(inputs, dict):
         raise TypeError(f"inputs: expected a dict keyed by {INPUTS}, got {type(inputs).__name__}")
@@ -472,7 +475,7 @@ def _prepare_backward(dy, tape, dstate):
         raise ValueError(f"dy: expected shape {(steps, batch, width)}, got {dy.shape}")
     if tape.order is not None:
         dy = _reorder(dy, tape.order)
-    alloc = _allocator(x, not bool(np.all(tape.lengths == steps)))  # rows past a length stay zero
+    alloc = _allocator(x, bool(tape.lengths.min() < steps))  # rows past a length stay zero
     final = _check_state(dstate, "dstate", batch, _widths(params), x)
     return dy, final, alloc
 
@@ -681,20 +684,21 @@ def _tape_unchanged(tape):
     made, now = tape._made, _tape_record(tape)
     if made is None or now is None or len(now[0]) != len(made[0]):
         return False
-    return all(a is b for a, b in zip(now[0], made[0], strict=True)) and now[1] == made[1]
+    return all(map(operator.is_, now[0], made[0])) and now[1] == made[1]
 
 
 def _tape_record(tape):
-    """Every object the tape holds, and the shape, strides and dtype of each array among them; None for a tape
-    whose attributes are not even containers of the right kind."""
+    """Every object the tape holds, and the shape, strides and dtype of each of its arrays; None for a tape whose
+    attributes are not even containers of arrays."""
     try:
-        held = (
-            tape.x, tape.params, *tape.params.values(), tape.states, *tape.states, tape.gate_seq, tape.extra,
-            *tape.extra, tape.inputs, *tape.inputs.values(), tape.lengths, tape.order, tape.block_size,
+        arrays = (
+            tape.x, *tape.params.values(), *tape.states, tape.gate_seq, *tape.extra, *tape.inputs.values(),
+            tape.lengths, *(() if tape.order is None else (tape.order,)),
         )  # fmt: skip
+        layout = [(a.shape, a.strides, a.dtype) for a in arrays]
     except (AttributeError, TypeError):
         return None
-    return held, tuple((a.shape, a.strides, a.dtype) for a in held if _is_array(a))
+    return (*arrays, tape.params, tape.states, tape.extra, tape.inputs, tape.order, tape.block_size), layout
 
 
 def _tape_fits(tape):
@@ -762,12 +766,15 @@ def _time_order(lengths, steps, reverse):
     return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
 
 
+_PARAM_NAMES = frozenset(PARAMS)
+
+
 def _check_params(params, n_in, dtype):
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict keyed by {PARAMS}, got {type(params).__name__}")
-    missing = [k for k in PARAMS if k not in params]
-    extra = [k for k in params if k not in PARAMS]
-    if missing or extra:
+    if params.keys() != _PARAM_NAMES:
+        missing = [k for k in PARAMS if k not in params]
+        extra = [k for k in params if k not in PARAMS]
         raise ValueError(f"params: expected keys {PARAMS}; missing {missing}, unexpected {extra}")
     # The hidden size comes from W_p, R, or from b in a cell without R: check that one before reading it.
     heads = proj = None
@@ -800,12 +807,21 @@ def _check_params(params, n_in, dtype):
     hidden = _hidden(params)
     block_size = _block_size_of(params["b"], hidden) if BLOCK_GATES else None
     checked = {}
-    for name, shape in param_shapes(n_in, hidden, heads, proj, block_size).items():
-        checked[name] = _check_array(params[name], f"params[{name!r}]", len(shape), dtype)
-        if checked[name].shape != shape:
-            origin = _size_origin(params, hidden, proj, heads, block_size)
-            raise ValueError(f"params[{name!r}]: expected shape {shape} ({origin}), got {checked[name].shape}")
+    for name, shape in _param_shapes(n_in, hidden, heads, proj, block_size):
+        value = params[name]
+        if not _ready(value, shape, dtype):
+            value = _check_array(value, f"params[{name!r}]", len(shape), dtype)
+            if value.shape != shape:
+                origin = _size_origin(params, hidden, proj, heads, block_size)
+                raise ValueError(f"params[{name!r}]: expected shape {shape} ({origin}), got {value.shape}")
+        checked[name] = value
     return checked
+
+
+@functools.lru_cache(maxsize=64)
+def _param_shapes(n_in, hidden, heads, proj, block_size):
+    """param_shapes's items, kept: the same sizes come with every call."""
+    return tuple(param_shapes(n_in, hidden, heads, proj, block_size).items())
 
 
 def _size_origin(params, hidden, proj, heads, block_size):
@@ -828,11 +844,19 @@ def _check_state(state, name, batch, widths, like):
         raise ValueError(f"{name}: expected a tuple of {len(STATE)} arrays in the order {STATE}, got {got}")
     checked = []
     for s, value, w in zip(STATE, state, widths, strict=True):
-        value = _check_array(value, f"{name}[{s!r}]", 2, like.dtype)
-        if value.shape != (batch, w):
-            raise ValueError(f"{name}[{s!r}]: expected shape {(batch, w)}, got {value.shape}")
+        if not _ready(value, (batch, w), like.dtype):
+            value = _check_array(value, f"{name}[{s!r}]", 2, like.dtype)
+            if value.shape != (batch, w):
+                raise ValueError(f"{name}[{s!r}]: expected shape {(batch, w)}, got {value.shape}")
         checked.append(value)
     return tuple(checked)
+
+
+def _ready(a, shape, dtype):
+    """Whether ``a`` is already what a check would return: a C-contiguous numpy array of this shape and dtype. What
+    forward and backward are usually given passes at once; anything else is converted, or refused with its name
+    (the checks' names and messages cost microseconds, which online training pays at every sequence)."""
+    return type(a) is np.ndarray and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
 
 
 # Array operations of the wrappers, one function each, so that a module of another target replaces them for its
@@ -876,23 +900,50 @@ def _zero_past(a, lengths):
     return np.where(valid, a, a.dtype.type(0))
 
 
+# The array methods, not np.take or fancy indexing: their dispatch costs 1-2 us on these tiny arrays, the methods
+# 0.1-0.3 (it adds up in online training).
+
+
 def _take_columns(a, columns):
     """The columns ``columns`` of a 1-D or 2-D array (last axis)."""
-    return a[..., columns]
+    return a.take(columns) if a.ndim == 1 else a.take(columns, axis=1)
 
 
 def _sum_columns(a, starts):
     """Sums of the runs of columns (last axis) that begin at ``starts``."""
-    return np.add.reduceat(a, starts, axis=a.ndim - 1)
+    rows = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+    out = np.empty((rows.shape[0], len(starts)), dtype=a.dtype)
+    _sum_column_runs(rows, starts, out)
+    return out.reshape(len(starts)) if a.ndim == 1 else out
+
+
+@_jit
+def _sum_column_runs(a, starts, out):
+    # out[r, k] = a[r, starts[k]] + ... in order, as np.add.reduceat adds them (a tenth of its time here).
+    for r in range(a.shape[0]):
+        for k in range(starts.shape[0]):
+            end = starts[k + 1] if k + 1 < starts.shape[0] else a.shape[1]
+            total = a[r, starts[k]]
+            for c in range(starts[k] + 1, end):
+                total += a[r, c]
+            out[r, k] = total
 
 
 def _take_rows(a, rows):
     """The rows ``rows`` of a 2-D array."""
-    return a[rows]
+    return a.take(rows, axis=0)
 
 
 def _place_rows(a, rows, count):
     """A (count, a's columns) array of zeros but for row rows[k], which is a[k]."""
     out = np.zeros((count, a.shape[1]), dtype=a.dtype)
-    out[rows] = a
+    _copy_rows_to(a, rows, out)
     return out
+
+
+@_jit
+def _copy_rows_to(a, rows, out):
+    # out[rows[k]] = a[k] (a third of the time of the same assignment by fancy indexing here).
+    for k in range(rows.shape[0]):
+        for c in range(a.shape[1]):
+            out[rows[k], c] = a[k, c]

@@ -239,11 +239,11 @@ def test_namespace_check_refuses_an_identifier_built_by_hand():
     check_namespace(source.replace("h__seq", "h__seq"), owners | _all_owners(source))
     with pytest.raises(ValueError, match="is not <known owner>__<role>"):
         check_namespace(source.replace("c__seq", "c__sequence"), _all_owners(source))
-    with pytest.raises(ValueError, match="binds 'c_prev__row' twice"):
+    with pytest.raises(ValueError, match="binds 'h__grad_buf' twice"):
         check_namespace(
             source.replace(
-                "c_prev__row = c__seq[t, nb]",
-                "c_prev__row = c__seq[t, nb]\n            c_prev__row = c__seq[t + 1, nb]",
+                "h__grad_buf = _copy_of(final[0])",
+                "h__grad_buf = _copy_of(final[0])\n    h__grad_buf = _copy_of(final[1])",
                 1,
             ),
             _all_owners(source),

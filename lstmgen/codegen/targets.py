@@ -23,7 +23,7 @@ _CPU_POLICY = (
     "# forcing inlining at numba's level only lengthened compilation.",
     f"_jit = numba.njit({_JIT_OPTIONS})",
 )
-_IMPORTS = ("import contextlib", "import functools", "import traceback", "import warnings", "")
+_IMPORTS = ("import contextlib", "import functools", "import operator", "import traceback", "import warnings", "")
 
 
 @dataclass(frozen=True)
