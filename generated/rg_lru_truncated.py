@@ -881,7 +881,8 @@ def _tape_record(tape):
         layout = [(a.shape, a.strides, a.dtype) for a in arrays]
     except (AttributeError, TypeError):
         return None
-    return (*arrays, tape.params, tape.states, tape.extra, tape.inputs, tape.order, tape.block_size), layout
+    # An order set or removed changes the count of arrays: the containers and block_size are the rest to compare.
+    return (*arrays, tape.params, tape.states, tape.extra, tape.inputs, tape.block_size), layout
 
 
 def _tape_fits(tape):
